@@ -1,0 +1,1 @@
+"""The REST layer: maps the contract (``CONTRACT.md``) onto job rows and flow runs."""

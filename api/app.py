@@ -1,0 +1,31 @@
+"""The FastAPI app factory: ``uvicorn --factory api.app:create_app``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from api import errors
+from api.routers import account, downloads, health, jobs
+from shoal import __version__
+
+DESCRIPTION = """
+Shoal runs bulk scraping jobs of up to 1,000,000 URLs. Each job is one Prefect flow run.
+Authenticate with `Authorization: Bearer <api key>` (`shoal keys create --account NAME`).
+Every error is RFC 9457 problem details (`application/problem+json`). See `docs/API.md` for
+the choices this service made where the contract is silent.
+"""
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Shoal",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/v1/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    errors.install(app)
+    for r in (health.router, jobs.router, downloads.router, account.router):
+        app.include_router(r)
+    return app

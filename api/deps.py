@@ -1,0 +1,44 @@
+"""FastAPI dependencies as typed aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shoal.errors import AuthError
+from shoal.settings import Settings, get_settings
+from shoal.storage import Storage, get_storage
+from shoal.store import AccountRow, Store, get_store
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def _store(settings: SettingsDep) -> Store:
+    return get_store(settings)
+
+
+def _storage(settings: SettingsDep) -> Storage:
+    return get_storage(settings)
+
+
+StoreDep = Annotated[Store, Depends(_store)]
+StorageDep = Annotated[Storage, Depends(_storage)]
+
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <api key>`")
+
+
+def _current_account(
+    store: StoreDep,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AccountRow:
+    if creds is None or creds.scheme.lower() != "bearer" or not creds.credentials:
+        raise AuthError("missing API key: send `Authorization: Bearer <api key>`")
+    account = store.account_for_key(creds.credentials)
+    if account is None:
+        raise AuthError("unknown API key")
+    return account
+
+
+CurrentAccount = Annotated[AccountRow, Depends(_current_account)]

@@ -1,0 +1,1 @@
+"""How flows are served: the embedded worker (``python -m deployments.serve``) and the reaper."""

@@ -1,0 +1,1 @@
+"""Prefect flows: ``scrape-job`` (one flow run per job)."""

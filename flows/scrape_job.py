@@ -1,0 +1,140 @@
+"""The ``scrape-job`` flow: one flow run per job.
+
+Plan the staged input into chunks, run the ``scrape_chunk`` task over them a few at a time (all
+chunks share the job's fetch engine, so ``concurrency`` caps requests in flight across the job),
+watch for a cancel or the lifetime deadline between and inside chunks, then build the output.
+The flow run ends in the state matching the job: ``Completed``, ``Completed`` named ``Partial``,
+``Cancelled`` or ``Failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    aupdate_progress_artifact,
+)
+from prefect.client.schemas.objects import Flow, FlowRun
+from prefect.runtime import flow_run as current_run
+from prefect.states import Cancelled, Completed, Failed, State
+
+from shoal.contract import FINAL_STATUSES, JobSpec
+from shoal.finalize import fail_job, finalize_job
+from shoal.jobs import input_url
+from shoal.scrape import JobRuntime
+from shoal.settings import get_settings
+from shoal.storage import get_storage
+from shoal.store import JobRow, Store, aware, get_store, utcnow
+from tasks import build_output, plan_job, scrape_chunk
+
+log = logging.getLogger(__name__)
+
+
+def _state_for(row: JobRow) -> State[Any]:
+    msg = f"{row.urls_done} URLs, {row.urls_errored} errored"
+    if row.status == "completed":
+        return Completed(message=msg)
+    if row.status == "partial":
+        return Completed(name="Partial", message=msg)
+    if row.status == "cancelled":
+        return Cancelled(message=row.error or f"cancelled: {msg}")
+    return Failed(message=row.error or "failed")
+
+
+async def _monitor(rt: JobRuntime, store: Store, row: JobRow, total: int, artifact: Any) -> None:
+    """Every ``progress_interval_s``: write live counters, look for a cancel or the deadline,
+    and move the progress artifact."""
+    started = aware(row.started_at) or utcnow()
+    lifetime = rt.settings.job_lifetime_s
+    last_pct = -1.0
+    while True:
+        await asyncio.sleep(rt.settings.progress_interval_s)
+        await asyncio.to_thread(rt.flush_counters)
+        if await asyncio.to_thread(store.cancel_requested, rt.job_id):
+            rt.request_stop("cancel")
+        elif (utcnow() - started).total_seconds() > lifetime:
+            rt.request_stop(f"job lifetime of {lifetime} s reached; stopped with what finished")
+        done = (await asyncio.to_thread(store.counters, rt.job_id)).done
+        pct = round(100.0 * done / total, 1) if total else 100.0
+        if pct != last_pct:
+            await aupdate_progress_artifact(artifact, progress=pct)
+            last_pct = pct
+
+
+async def _run_chunks(rt: JobRuntime, in_url: str, chunks: list[dict[str, Any]]) -> None:
+    """Run the chunk tasks a few at a time, in order, until done or stopped."""
+    size = max((c["count"] for c in chunks), default=1)
+    window = max(2, min(8, math.ceil(2 * rt.spec.concurrency / size) + 1))
+    gate = asyncio.Semaphore(window)
+
+    async def run(chunk: dict[str, Any]) -> None:
+        async with gate:
+            if rt.stop.is_set():
+                return
+            await scrape_chunk(rt.job_id, in_url, chunk)
+
+    await asyncio.gather(*(run(c) for c in chunks))
+
+
+def _on_cancellation(flow: Flow, flow_run: FlowRun, state: State[Any]) -> None:
+    """A cancel from the Prefect UI: keep what finished, end the job ``cancelled``."""
+    job_id = flow_run.parameters.get("job_id")
+    if job_id:
+        finalize_job(job_id, get_settings(), cancelled=True, error="cancelled from the Prefect UI")
+
+
+@flow(name="scrape-job", on_cancellation=[_on_cancellation], log_prints=True)
+async def scrape_job(job_id: str) -> State[Any]:
+    """Run one Shoal job end to end (see the module docstring)."""
+    logger = get_run_logger()
+    settings = get_settings()
+    store = get_store(settings)
+    row = await asyncio.to_thread(store.get_job, job_id)
+    if row is None:
+        return Failed(message=f"no job {job_id}")
+    if row.status in FINAL_STATUSES:
+        return _state_for(row)
+    row = await asyncio.to_thread(store.mark_running, job_id, current_run.get_id())
+    rt = None
+    try:
+        spec = JobSpec.model_validate(row.spec)
+        chunks = await plan_job(job_id)
+        total = sum(c["count"] for c in chunks)
+        logger.info("job %s: %d URLs in %d chunks", job_id, total, len(chunks))
+        artifact = await acreate_progress_artifact(
+            progress=0.0, description=f"Shoal job {job_id}: share of URLs processed"
+        )
+        rt = JobRuntime.open(job_id, spec, settings)
+        monitor = asyncio.create_task(_monitor(rt, store, row, total, artifact))
+        try:
+            await _run_chunks(rt, input_url(get_storage(settings), job_id), chunks)
+        finally:
+            monitor.cancel()
+            await asyncio.to_thread(rt.flush_counters)
+        stopped = rt.stop.is_set()
+        reason = None if rt.stop_reason == "cancel" else rt.stop_reason
+        row = await build_output(job_id, cancelled=stopped, error=reason)
+        await aupdate_progress_artifact(artifact, progress=100.0)
+    except Exception as exc:
+        logger.exception("job %s failed", job_id)
+        failed = await asyncio.to_thread(fail_job, job_id, settings, f"internal error: {exc}")
+        return Failed(message=(failed.error if failed else None) or str(exc))
+    finally:
+        if rt is not None:
+            await rt.close()
+    await acreate_markdown_artifact(
+        key=f"job-{job_id.lower().replace('_', '-')}",
+        markdown=(
+            f"# Shoal job `{job_id}`\n\n| | |\n|---|---|\n| status | **{row.status}** |\n"
+            f"| URLs | {row.urls_done} of {row.urls_total} |\n| errored | {row.urls_errored} |\n"
+            f"| credits | {row.credits_used} |\n| error | {row.error or ''} |\n"
+        ),
+        description=f"Summary of Shoal job {job_id}",
+    )
+    return _state_for(row)

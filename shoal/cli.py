@@ -1,0 +1,202 @@
+"""The ``shoal`` command: ``shoal up`` starts the embedded stack; ``shoal keys create`` makes keys.
+
+``shoal up`` runs three child processes, each in its own process group so a stop reaches the
+flow runs they started: the Prefect server (SQLite), the worker (``python -m deployments.serve``)
+and the API (uvicorn). All state lives under one data folder; a second ``shoal up`` on the same
+folder finds its jobs again, and the worker's reaper resumes any job the last run left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+
+from shoal.settings import Settings
+from shoal.store import get_store
+
+app = typer.Typer(help="Shoal: bulk web scraping on Prefect.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+DataDir = Annotated[
+    Path, typer.Option("--data-dir", envvar="SHOAL_DATA_DIR", help="Folder for all state.")
+]
+
+
+def _settings(data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir)
+
+
+@keys_app.command("create")
+def keys_create(
+    account: Annotated[str, typer.Option("--account", help="Account name (created if new).")],
+    data_dir: DataDir = Path(".shoal"),
+) -> None:
+    """Create an account if new and an API key for it; the key alone is the last line."""
+    store = get_store(_settings(data_dir.resolve()))
+    row, created = store.get_or_create_account(account)
+    key = store.create_key(row.id)
+    typer.echo(f"{'created' if created else 'existing'} account {row.name} ({row.id})")
+    typer.echo(key)
+
+
+def _secret(data_dir: Path) -> str:
+    path = data_dir / "signing-secret"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _local_key(data_dir: Path, settings: Settings) -> str:
+    """The local account's key: made on first start, kept (0600) in the data folder."""
+    path = data_dir / "local-api-key"
+    store = get_store(settings)
+    if path.exists():
+        key = path.read_text().strip()
+        if store.account_for_key(key) is not None:
+            return key
+    row, _ = store.get_or_create_account("local")
+    key = store.create_key(row.id)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return key
+
+
+def _wait_http(url: str, procs: list[subprocess.Popen[bytes]], deadline_s: float) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{' '.join(map(str, p.args))} exited with {p.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.25)
+    raise RuntimeError(f"{url} did not answer within {deadline_s:.0f} s")
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in reversed(procs):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    end = time.monotonic() + 15
+    for p in reversed(procs):
+        try:
+            p.wait(max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="API host.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    prefect_port: Annotated[int, typer.Option(help="Prefect server port.")] = 4200,
+    data_dir: DataDir = Path(".shoal"),
+) -> None:
+    """Start Prefect server (SQLite), a worker and the API in the foreground; Ctrl-C stops all."""
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(data_dir / ".lock", "w")  # noqa: SIM115 - held for the life of the stack
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        typer.echo(f"another `shoal up` is using {data_dir}", err=True)
+        raise typer.Exit(1) from None
+    logs = data_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    prefect_home = data_dir / "prefect"
+    prefect_home.mkdir(exist_ok=True)
+    api_url = f"http://{host}:{port}"
+    prefect_api = f"http://127.0.0.1:{prefect_port}/api"
+    env = {
+        **os.environ,
+        "SHOAL_DATA_DIR": str(data_dir),
+        "SHOAL_SIGNING_SECRET": _secret(data_dir),
+        "SHOAL_PUBLIC_URL": os.environ.get("SHOAL_PUBLIC_URL", api_url),
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_API_DATABASE_CONNECTION_URL": (
+            f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}"
+        ),
+        "PREFECT_LOCAL_STORAGE_PATH": str(prefect_home / "storage"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": prefect_api,
+        "PYTHONUNBUFFERED": "1",
+    }
+    settings = Settings(data_dir=data_dir)
+    key = _local_key(data_dir, settings)
+    py = sys.executable
+    specs = [
+        ("prefect", [py, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                     "--port", str(prefect_port)]),
+        ("worker", [py, "-m", "deployments.serve"]),
+        ("api", [py, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", host,
+                 "--port", str(port), "--no-access-log"]),
+    ]
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        for name, cmd in specs:
+            out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+            if name == "prefect":
+                _wait_http(f"{prefect_api}/health", procs, 120)
+        _wait_http(f"{api_url}/v1/health", procs, 60)
+        _wait_http(f"{prefect_api}/deployments/name/scrape-job/normal", procs, 90)
+        typer.echo(_banner(api_url, prefect_port, data_dir, key))
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        dead = next(p for p in procs if p.poll() is not None)
+        typer.echo(f"{dead.args[2]} exited with {dead.returncode}; see {logs}", err=True)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        typer.echo("stopping...")
+    except RuntimeError as exc:
+        typer.echo(f"shoal up failed: {exc}; logs in {logs}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        _stop(procs)
+
+
+def _banner(api_url: str, prefect_port: int, data_dir: Path, key: str) -> str:
+    body = '{"input": {"urls": ["https://example.com/"]}, "defaults": {"formats": ["metadata"]}}'
+    return f"""
+Shoal is up.
+  API         {api_url}/v1
+  API docs    {api_url}/docs   (OpenAPI: {api_url}/v1/openapi.json)
+  Prefect UI  http://127.0.0.1:{prefect_port}
+  Data        {data_dir}  (logs in {data_dir / 'logs'})
+  API key     {key}
+
+Submit a job:
+  curl -s -X POST {api_url}/v1/jobs -H 'Authorization: Bearer {key}' \\
+       -H 'Content-Type: application/json' -d '{body}'
+Then poll it (and follow its download_url once result_available is true):
+  curl -s {api_url}/v1/jobs/<id> -H 'Authorization: Bearer {key}'
+
+Ctrl-C stops everything.
+"""
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,223 @@
+"""Pydantic models of the REST contract: the one source of truth for field names.
+
+Requests (``JobCreate``, ``UrlItem``...) forbid unknown fields so a typo is a ``422``.
+Limits that the operator configures (inline URL count, concurrency cap...) are checked in
+``shoal.jobs``, not here, because they come from ``Settings``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FieldType = Literal["string", "number", "integer", "boolean", "url", "list[string]"]
+Format = Literal["data", "html", "markdown", "text", "links", "metadata", "screenshot"]
+ProxyType = Literal["none", "datacenter", "residential"]
+Priority = Literal["low", "normal", "high"]
+OutputFormat = Literal["ndjson", "csv", "parquet"]
+JobStatus = Literal["queued", "running", "completed", "partial", "cancelled", "failed"]
+FINAL_STATUSES: frozenset[str] = frozenset({"completed", "partial", "cancelled", "failed"})
+RESULT_STATUSES: frozenset[str] = frozenset({"completed", "partial", "cancelled"})
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScrapeOptions(_Request):
+    """What to do with one URL. Used for ``defaults`` and, as a subset, per-URL overrides."""
+
+    render: bool = False
+    proxy_type: ProxyType = "none"
+    extract: dict[str, FieldType] | None = Field(
+        None, description="field -> type; values from selectors, else structured data."
+    )
+    selectors: dict[str, str] | None = Field(
+        None, description="field -> CSS selector (`xpath:` prefix for XPath; `@attr` suffix)."
+    )
+    formats: list[Format] = Field(default_factory=lambda: ["data"])
+    timeout_s: float = Field(30, ge=1, le=120)
+    headers: dict[str, str] = Field(default_factory=dict)
+    respect_robots: bool = True
+    max_body_bytes: int | None = Field(None, ge=1, description="Default 10 MB, operator max.")
+    max_per_host: int | None = Field(None, ge=1, le=256)
+
+
+OVERRIDABLE: frozenset[str] = frozenset(ScrapeOptions.model_fields)
+
+
+class UrlItem(_Request):
+    """One URL with the caller's ``meta`` and any subset of the defaults (shallow override)."""
+
+    url: str
+    meta: Any = None
+    render: bool | None = None
+    proxy_type: ProxyType | None = None
+    extract: dict[str, FieldType] | None = None
+    selectors: dict[str, str] | None = None
+    formats: list[Format] | None = None
+    timeout_s: float | None = Field(None, ge=1, le=120)
+    headers: dict[str, str] | None = None
+    respect_robots: bool | None = None
+    max_body_bytes: int | None = Field(None, ge=1)
+    max_per_host: int | None = Field(None, ge=1, le=256)
+
+    def overrides(self) -> dict[str, Any]:
+        """The per-URL overrides that were given (``url`` and ``meta`` excluded)."""
+        return self.model_dump(exclude_unset=True, exclude={"url", "meta"})
+
+
+class InlineInput(_Request):
+    urls: list[str | UrlItem] = Field(description="1 to 1,000 URLs or URL objects.")
+
+
+class SingleUrlInput(_Request):
+    url: str
+
+
+class OutputSpec(_Request):
+    format: OutputFormat = "ndjson"
+    gzip: bool = False
+    expires_in_s: int | None = Field(
+        None, ge=1, description="Life of the download link; default 86,400, max 2,592,000."
+    )
+
+
+class JobCreate(_Request):
+    """Body of ``POST /v1/jobs``. Aliases: top-level ``urls``/``selectors``, ``input.url``."""
+
+    name: str | None = Field(None, max_length=200)
+    input: InlineInput | SingleUrlInput | None = None
+    urls: list[str | UrlItem] | None = Field(None, description="Alias of input.urls.")
+    selectors: dict[str, str] | None = Field(None, description="Alias of defaults.selectors.")
+    defaults: ScrapeOptions = Field(default_factory=ScrapeOptions)
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 32
+    priority: Priority = "normal"
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> JobCreate:
+        given = (self.input is not None) + (self.urls is not None)
+        if given != 1:
+            raise ValueError("give exactly one of `input` or top-level `urls`")
+        return self
+
+    def items(self) -> list[str | UrlItem]:
+        """The inline URL entries, whichever alias carried them."""
+        if self.urls is not None:
+            return self.urls
+        if isinstance(self.input, SingleUrlInput):
+            return [self.input.url]
+        assert isinstance(self.input, InlineInput)
+        return self.input.urls
+
+    def effective_defaults(self) -> ScrapeOptions:
+        if self.selectors is None:
+            return self.defaults
+        return self.defaults.model_copy(update={"selectors": self.selectors})
+
+
+class JobSpec(BaseModel):
+    """The validated job as the flow sees it (stored with the job row)."""
+
+    defaults: ScrapeOptions
+    concurrency: int
+    output: OutputSpec
+    fields: dict[str, FieldType] = Field(
+        default_factory=dict, description="Typed output columns from extract/selectors."
+    )
+
+
+class Progress(BaseModel):
+    percentage: float | None
+
+
+class DownloadPart(BaseModel):
+    url: str
+    rows: int
+    size_bytes: int
+
+
+class JobPublic(BaseModel):
+    """A job as the API shows it (`GET /v1/jobs/{id}`, list items, webhook `data`)."""
+
+    id: str
+    name: str | None
+    status: JobStatus
+    urls_total: int | None
+    urls_done: int
+    urls_errored: int
+    progress: Progress
+    credits_used: int
+    eta_s: int | None
+    priority: Priority
+    concurrency: int
+    created_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    cancel_requested_at: datetime | None
+    result_available: bool
+    download_url: str | None
+    download_url_expires_at: datetime | None
+    download_parts: list[DownloadPart] | None
+    parent_job_id: str | None
+    flow_run_id: str | None
+    error: str | None
+
+
+class JobCreated(BaseModel):
+    id: str
+    name: str | None
+    status: JobStatus
+    urls_total: int | None
+    eta_s: int | None
+    created_at: datetime
+
+
+class JobList(BaseModel):
+    jobs: list[JobPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class ResultError(BaseModel):
+    code: str
+    message: str
+
+
+class PageResult(BaseModel):
+    """One output row (an NDJSON line; CSV/Parquet flatten it)."""
+
+    url: str
+    input_index: int
+    status: Literal["ok", "error"]
+    http_status: int | None = None
+    final_url: str | None = None
+    fetched_at: datetime | None = None
+    elapsed_ms: int | None = None
+    attempts: int = 0
+    credits: int = 0
+    content_hash: str | None = None
+    meta: Any = None
+    data: dict[str, Any] | None = None
+    error: ResultError | None = None
+    html: str | None = None
+    markdown: str | None = None
+    text: str | None = None
+    links: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class ResultPage(BaseModel):
+    results: list[PageResult]
+    total: int
+    limit: int
+    offset: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str

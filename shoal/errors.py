@@ -1,0 +1,131 @@
+"""The error tree of Shoal.
+
+    ShoalError                      base; never raised directly
+    ├── InputError                  a request or input is invalid          -> 422
+    │   └── MalformedBody           the body is not valid JSON / CSV        -> 400
+    ├── AuthError                   missing or unknown API key              -> 401
+    ├── NotFound                    unknown id, or another account's        -> 404
+    ├── Gone                        existed, but expired / removed          -> 410
+    ├── Conflict                    the state does not allow it             -> 409
+    ├── TooLarge                    body or file over a limit               -> 413
+    ├── LimitExceeded               rate or plan limit (retry_after)        -> 429
+    ├── FetchError                  one URL could not be fetched; carries a contract error
+    │                               code (``timeout``, ``dns``...). Data, not a job failure.
+    │   └── ExtractError            extraction of one page failed (``extract_failed``)
+    └── JobFailed                   the job itself cannot run (unreadable input, internal fault)
+
+Only ``api/`` maps these onto HTTP; nothing in ``shoal/`` knows about status codes of its own
+responses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One invalid field: ``loc`` is a dotted path such as ``input.urls[3]``."""
+
+    loc: str
+    msg: str
+
+
+class ShoalError(Exception):
+    """Base of every error Shoal raises on purpose."""
+
+    title = "Error"
+
+    def __init__(self, detail: str = "", *, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors: list[FieldError] = list(errors or [])
+
+
+class InputError(ShoalError):
+    title = "Invalid input"
+
+
+class MalformedBody(InputError):
+    title = "Malformed request body"
+
+
+class AuthError(ShoalError):
+    title = "Unauthorized"
+
+
+class NotFound(ShoalError):
+    title = "Not found"
+
+
+class Gone(ShoalError):
+    title = "Gone"
+
+
+class Conflict(ShoalError):
+    title = "Conflict"
+
+
+class TooLarge(ShoalError):
+    title = "Payload too large"
+
+
+class LimitExceeded(ShoalError):
+    title = "Limit exceeded"
+
+    def __init__(self, detail: str = "", *, retry_after: int = 1, **kw: Any) -> None:
+        super().__init__(detail, **kw)
+        self.retry_after = retry_after
+
+
+class FetchError(ShoalError):
+    """One URL failed. ``code`` is one of the contract's error codes (see ``ERROR_CODES``)."""
+
+    title = "Fetch failed"
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        http_status: int | None = None,
+        final_url: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message)
+        if code not in ERROR_CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+        self.final_url = final_url
+        self.attempts = attempts
+
+
+class ExtractError(FetchError):
+    def __init__(self, message: str) -> None:
+        super().__init__("extract_failed", message)
+
+
+class JobFailed(ShoalError):
+    title = "Job failed"
+
+
+#: The per-URL error codes of the contract, in the order the contract lists them.
+ERROR_CODES: tuple[str, ...] = (
+    "invalid_url",
+    "dns",
+    "connect",
+    "timeout",
+    "tls",
+    "too_many_redirects",
+    "http_4xx",
+    "http_5xx",
+    "too_large",
+    "blocked",
+    "robots_disallowed",
+    "render_failed",
+    "extract_failed",
+    "proxy",
+)

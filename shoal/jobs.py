@@ -1,0 +1,231 @@
+"""Creating jobs from the contract and showing them back: validation against the operator's
+limits, the staged input file, and the public view of a job row."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from shoal import downloads
+from shoal.contract import (
+    RESULT_STATUSES,
+    DownloadPart,
+    FieldType,
+    JobCreate,
+    JobPublic,
+    JobSpec,
+    Progress,
+    ScrapeOptions,
+    UrlItem,
+)
+from shoal.errors import FieldError, InputError
+from shoal.settings import Settings
+from shoal.storage import Storage
+from shoal.store import AccountRow, Counters, JobRow, Store, aware, new_id, utcnow
+
+
+def valid_http_url(url: str) -> str | None:
+    """None when ``url`` is a usable http(s) URL, else why not."""
+    if not isinstance(url, str) or not url.strip():
+        return "not a URL"
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "not an http(s) URL"
+    if not parts.hostname:
+        return "URL has no host"
+    return None
+
+
+def _check_options(
+    opts: dict[str, Any], loc: str, settings: Settings, errors: list[FieldError]
+) -> None:
+    proxy = opts.get("proxy_type")
+    if proxy not in (None, "none"):
+        errors.append(
+            FieldError(f"{loc}.proxy_type", f"proxy pool {proxy!r} is not configured by the operator")
+        )
+    if opts.get("render"):
+        errors.append(
+            FieldError(f"{loc}.render", "rendering is not available: no browser is configured")
+        )
+    if "screenshot" in (opts.get("formats") or []):
+        errors.append(FieldError(f"{loc}.formats", "screenshot needs render"))
+    mbb = opts.get("max_body_bytes")
+    if mbb is not None and mbb > settings.max_body_bytes:
+        errors.append(
+            FieldError(f"{loc}.max_body_bytes", f"at most {settings.max_body_bytes} bytes")
+        )
+
+
+def output_fields(options: list[ScrapeOptions | dict[str, Any]]) -> dict[str, FieldType]:
+    """Typed output columns: extract fields with their types, selector-only fields as strings.
+    The defaults come first; per-URL overrides add fields they introduce."""
+    fields: dict[str, FieldType] = {}
+    for opt in options:
+        d = opt.model_dump() if isinstance(opt, ScrapeOptions) else opt
+        for name, ftype in (d.get("extract") or {}).items():
+            fields.setdefault(name, ftype)
+        for name in d.get("selectors") or {}:
+            fields.setdefault(name, "string")
+    return fields
+
+
+def validate(
+    body: JobCreate, settings: Settings, account: AccountRow
+) -> tuple[JobSpec, list[dict[str, Any]]]:
+    """Check a create request against the limits; return the spec and the normalized items.
+
+    Raises ``InputError`` naming every offending field."""
+    errors: list[FieldError] = []
+    entries = body.items()
+    url_loc = "urls" if body.urls is not None else "input.urls"
+    if not entries:
+        errors.append(FieldError(url_loc, "at least one URL is required"))
+    if len(entries) > settings.max_inline_urls:
+        errors.append(
+            FieldError(url_loc, f"at most {settings.max_inline_urls} inline URLs (use an upload)")
+        )
+    plan_cap = int(account.plan.get("concurrency_cap", settings.max_concurrency))
+    cap = min(settings.max_concurrency, plan_cap)
+    if body.concurrency > cap:
+        errors.append(FieldError("concurrency", f"at most {cap} for this account"))
+    per_job = min(settings.max_urls_per_job, int(account.plan.get("max_urls_per_job", 10**9)))
+    if len(entries) > per_job:
+        errors.append(FieldError(url_loc, f"at most {per_job} URLs per job"))
+    expires = body.output.expires_in_s
+    if expires is not None and expires > settings.max_link_expiry_s:
+        errors.append(
+            FieldError("output.expires_in_s", f"at most {settings.max_link_expiry_s} seconds")
+        )
+    defaults = body.effective_defaults()
+    _check_options(defaults.model_dump(exclude_unset=True), "defaults", settings, errors)
+
+    items: list[dict[str, Any]] = []
+    overrides_seen: list[dict[str, Any]] = [defaults.model_dump()]
+    if len(entries) <= settings.max_inline_urls:
+        for i, entry in enumerate(entries):
+            item = entry if isinstance(entry, UrlItem) else UrlItem(url=entry)
+            loc = f"{url_loc}[{i}]"
+            why = valid_http_url(item.url)
+            if why:
+                errors.append(FieldError(loc if isinstance(entry, str) else f"{loc}.url", why))
+            over = item.overrides()
+            if over:
+                _check_options(over, loc, settings, errors)
+                overrides_seen.append(over)
+            items.append({"url": item.url.strip(), "meta": item.meta, "o": over})
+
+    fields = output_fields(overrides_seen)
+    if body.output.format in ("csv", "parquet") and not fields:
+        errors.append(
+            FieldError(
+                "output.format",
+                f"{body.output.format} needs an extract schema or selectors in defaults",
+            )
+        )
+    if errors:
+        raise InputError("the job request is invalid", errors=errors)
+    spec = JobSpec(defaults=defaults, concurrency=body.concurrency, output=body.output, fields=fields)
+    return spec, items
+
+
+def input_url(storage: Storage, job_id: str) -> str:
+    return storage.url("jobs", job_id, "input.ndjson")
+
+
+def stage_inline(storage: Storage, job_id: str, items: list[dict[str, Any]]) -> None:
+    """Write the normalized input, one JSON object per line, in input order."""
+    data = b"".join(orjson.dumps(item) + b"\n" for item in items)
+    storage.write_bytes_atomic(input_url(storage, job_id), data)
+
+
+def new_job_row(
+    body: JobCreate, spec: JobSpec, account: AccountRow, urls_total: int | None
+) -> JobRow:
+    return JobRow(
+        id=new_id("job"),
+        account_id=account.id,
+        name=body.name,
+        status="queued",
+        priority=body.priority,
+        concurrency=spec.concurrency,
+        spec=spec.model_dump(mode="json"),
+        urls_total=urls_total,
+        created_at=utcnow(),
+    )
+
+
+def eta_seconds(row: JobRow, done: int) -> int | None:
+    """Remaining time from the job's measured throughput; 0 when final, None when unknown."""
+    if row.status in RESULT_STATUSES or row.status == "failed":
+        return 0
+    started = aware(row.started_at)
+    if row.urls_total is None or started is None or done <= 0:
+        return None
+    elapsed = (utcnow() - started).total_seconds()
+    rate = done / max(elapsed, 1e-3)
+    return max(0, round((row.urls_total - done) / rate))
+
+
+def to_public(row: JobRow, store: Store, settings: Settings) -> JobPublic:
+    """The job as the API shows it; live counters come from the chunk rows while it runs."""
+    final = row.completed_at is not None
+    c = (
+        Counters(row.urls_done, row.urls_errored, row.credits_used)
+        if final
+        else store.counters(row.id)
+    )
+    pct = None
+    if row.urls_total:
+        pct = round(100.0 * c.done / row.urls_total, 1)
+    elif row.urls_total == 0 or row.status in RESULT_STATUSES:
+        pct = 100.0
+    expires_at = aware(row.output_expires_at)
+    available = bool(row.outputs) and row.status in RESULT_STATUSES
+    expired = expires_at is not None and expires_at <= utcnow()
+    url = expires = parts = None
+    if available and expires_at is not None and not expired:
+        links = [
+            DownloadPart(
+                url=downloads.sign(settings, row.id, o["name"], expires_at),
+                rows=o["rows"],
+                size_bytes=o["size_bytes"],
+            )
+            for o in row.outputs or []
+        ]
+        url, expires = links[0].url, expires_at
+        parts = links if len(links) > 1 else None
+    return JobPublic(
+        id=row.id,
+        name=row.name,
+        status=row.status,  # type: ignore[arg-type]
+        urls_total=row.urls_total,
+        urls_done=c.done,
+        urls_errored=c.errored,
+        progress=Progress(percentage=pct),
+        credits_used=c.credits,
+        eta_s=eta_seconds(row, c.done),
+        priority=row.priority,  # type: ignore[arg-type]
+        concurrency=row.concurrency,
+        created_at=aware(row.created_at),  # type: ignore[arg-type]
+        started_at=aware(row.started_at),
+        completed_at=aware(row.completed_at),
+        cancel_requested_at=aware(row.cancel_requested_at),
+        result_available=available and not expired,
+        download_url=url,
+        download_url_expires_at=expires,
+        download_parts=parts,
+        parent_job_id=row.parent_job_id,
+        flow_run_id=row.flow_run_id,
+        error=row.error,
+    )
+
+
+def link_expiry(spec: JobSpec, settings: Settings) -> timedelta:
+    return timedelta(seconds=spec.output.expires_in_s or settings.default_link_expiry_s)

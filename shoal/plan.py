@@ -1,0 +1,85 @@
+"""Planning a job's staged input into chunks, and reading one chunk back.
+
+The staged input is NDJSON, one item per line in input order. Planning streams it once,
+counting lines and remembering byte offsets, so a million-URL input is never held whole and a
+chunk task can seek straight to its lines. The plan is deterministic: a resumed run plans the
+same chunks, so cached chunks line up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from shoal.settings import Settings
+from shoal.storage import Storage
+
+_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Lines ``[first, first + count)`` of the input, starting at byte ``offset``."""
+
+    index: int
+    offset: int
+    count: int
+    first: int
+
+
+def _line_offsets(storage: Storage, url: str, every: int) -> tuple[list[int], int]:
+    """Byte offsets of lines 0, every, 2*every, ... and the total line count."""
+    offsets = [0]
+    lines = 0
+    pos = 0
+    last_byte = b"\n"
+    with storage.open(url, "rb") as fh:
+        while block := fh.read(_BLOCK):
+            start = 0
+            while (nl := block.find(b"\n", start)) != -1:
+                lines += 1
+                start = nl + 1
+                if lines % every == 0:
+                    offsets.append(pos + start)
+            pos += len(block)
+            last_byte = block[-1:]
+    if last_byte != b"\n":  # a last line without newline still counts
+        lines += 1
+    if offsets and offsets[-1] >= pos and len(offsets) > 1:
+        offsets.pop()
+    return offsets, lines
+
+
+def plan_chunks(storage: Storage, url: str, settings: Settings) -> tuple[list[Chunk], int]:
+    """Count the input and cut it into chunks sized to keep a job under the chunk budget."""
+    base = settings.chunk_min_urls
+    offsets, total = _line_offsets(storage, url, base)
+    # chunk = k base blocks, k chosen so the job stays under max_chunks_per_job
+    per_chunk = max(base, math.ceil(total / settings.max_chunks_per_job))
+    per_chunk = min(max(per_chunk, base), max(settings.chunk_max_urls, base))
+    k = max(1, math.ceil(per_chunk / base))
+    size = k * base
+    chunks = []
+    for index, first in enumerate(range(0, total, size)):
+        chunks.append(
+            Chunk(index=index, offset=offsets[first // base], count=min(size, total - first), first=first)
+        )
+    return chunks, total
+
+
+def read_chunk(storage: Storage, url: str, chunk: Chunk) -> list[dict[str, Any]]:
+    """The items of one chunk, each with its ``input_index``."""
+    items: list[dict[str, Any]] = []
+    with storage.open(url, "rb") as fh:
+        fh.seek(chunk.offset)
+        for i in range(chunk.count):
+            line = fh.readline()
+            if not line:
+                break
+            item = orjson.loads(line)
+            item["i"] = chunk.first + i
+            items.append(item)
+    return items

@@ -1,0 +1,254 @@
+"""Scraping one chunk: fetch and extract each URL, then write the chunk's part file.
+
+A ``JobRuntime`` holds what every chunk of a job shares inside one process: the fetch engine
+(one client, and the job's ``concurrency`` as a true cap on requests in flight), the cancel /
+stop flag, and the live counters that a monitor writes to the store every second or so.
+A failed URL is data (a row with ``status: error``), never an exception out of the chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from shoal import output
+from shoal.contract import JobSpec
+from shoal.errors import ExtractError, FetchError
+from shoal.extract import Page, extract_data, page_formats
+from shoal.fetch import Engine, FetchOptions, FetchResponse
+from shoal.plan import Chunk, read_chunk
+from shoal.settings import Settings
+from shoal.storage import Storage, get_storage
+from shoal.store import Counters, Store, get_store
+
+log = logging.getLogger(__name__)
+
+_HTML_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "")
+
+
+def part_url(storage: Storage, job_id: str, index: int) -> str:
+    return storage.url("jobs", job_id, "parts", f"{index:06d}.parquet")
+
+
+def part_urls(storage: Storage, job_id: str) -> list[str]:
+    """The job's part files in chunk (= input) order."""
+    return sorted(storage.list(storage.url("jobs", job_id, "parts")))
+
+
+@dataclass
+class LiveCounters:
+    done: int = 0
+    errored: int = 0
+    credits: int = 0
+    dirty: bool = False
+
+
+@dataclass
+class ChunkSummary:
+    index: int
+    rows: int
+    errored: int
+    credits: int
+    complete: bool
+
+
+@dataclass
+class JobRuntime:
+    """Shared state of one job in this process (see module docstring)."""
+
+    job_id: str
+    spec: JobSpec
+    settings: Settings
+    storage: Storage
+    store: Store
+    engine: Engine
+    admit: asyncio.Semaphore
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_reason: str | None = None
+    live: dict[int, LiveCounters] = field(default_factory=dict)
+
+    _registry: ClassVar[dict[str, JobRuntime]] = {}
+
+    @classmethod
+    def open(cls, job_id: str, spec: JobSpec, settings: Settings) -> JobRuntime:
+        """The job's runtime in this process, created on first use."""
+        rt = cls._registry.get(job_id)
+        if rt is None:
+            engine = Engine(
+                concurrency=spec.concurrency,
+                settings=settings,
+                max_per_host=spec.defaults.max_per_host,
+            )
+            rt = cls(
+                job_id=job_id,
+                spec=spec,
+                settings=settings,
+                storage=get_storage(settings),
+                store=get_store(settings),
+                engine=engine,
+                admit=asyncio.Semaphore(spec.concurrency),
+            )
+            cls._registry[job_id] = rt
+        return rt
+
+    @classmethod
+    def get(cls, job_id: str) -> JobRuntime | None:
+        return cls._registry.get(job_id)
+
+    async def close(self) -> None:
+        self._registry.pop(self.job_id, None)
+        await self.engine.aclose()
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop.is_set():
+            self.stop_reason = reason
+            self.stop.set()
+
+    def flush_counters(self) -> None:
+        """Write changed live counters to the store (raise-only, so they never go back)."""
+        for index, c in list(self.live.items()):
+            if c.dirty:
+                c.dirty = False
+                self.store.record_chunk(
+                    self.job_id,
+                    index,
+                    Counters(c.done, c.errored, c.credits),
+                    finished=False,
+                    exact=False,
+                )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _options(spec: JobSpec, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Defaults with the per-URL overrides laid over them, key by key (shallow)."""
+    merged = spec.defaults.model_dump()
+    merged.update(overrides or {})
+    return merged
+
+
+def _credits(settings: Settings, opts: dict[str, Any]) -> int:
+    if opts.get("proxy_type") == "residential":
+        return settings.credits_residential
+    if opts.get("render"):
+        return settings.credits_render
+    return settings.credits_plain
+
+
+def _is_html(resp: FetchResponse) -> bool:
+    return resp.content_type.split(";")[0].strip().lower() in _HTML_TYPES
+
+
+def _error_row(row: dict[str, Any], exc: FetchError) -> dict[str, Any]:
+    row.update(
+        status="error",
+        http_status=exc.http_status,
+        final_url=exc.final_url,
+        attempts=exc.attempts,
+        error={"code": exc.code, "message": exc.message},
+    )
+    return row
+
+
+async def _scrape_one(rt: JobRuntime, item: dict[str, Any]) -> dict[str, Any] | None:
+    """One URL -> one result row; None when the job stopped before this URL started."""
+    opts = _options(rt.spec, item.get("o") or {})
+    row: dict[str, Any] = {
+        "url": item["url"],
+        "input_index": item["i"],
+        "meta": item.get("meta"),
+        "credits": 0,
+        "attempts": 0,
+        "data": None,
+        "error": None,
+    }
+    async with rt.admit:
+        if rt.stop.is_set():
+            return None
+        row["fetched_at"] = _now()
+        started = asyncio.get_running_loop().time()
+        if item.get("error"):  # a line that was invalid in the input
+            row["elapsed_ms"] = 0
+            return _error_row(row, FetchError("invalid_url", item["error"], attempts=0))
+        fetch_opts = FetchOptions(
+            timeout_s=float(opts["timeout_s"]),
+            headers=opts.get("headers") or {},
+            max_body_bytes=opts.get("max_body_bytes") or rt.settings.default_body_bytes,
+            proxy_type=opts.get("proxy_type") or "none",
+            render=bool(opts.get("render")),
+        )
+        try:
+            resp = await rt.engine.fetch(item["url"], fetch_opts)
+        except FetchError as exc:
+            row["elapsed_ms"] = round((asyncio.get_running_loop().time() - started) * 1000)
+            if exc.http_status is not None:
+                row["credits"] = _credits(rt.settings, opts)
+            return _error_row(row, exc)
+        except Exception as exc:  # a bug must cost one URL, not the chunk
+            log.exception("unexpected error fetching %s", item["url"])
+            row["elapsed_ms"] = round((asyncio.get_running_loop().time() - started) * 1000)
+            return _error_row(row, FetchError("connect", f"internal error: {exc!r}"))
+    row.update(
+        status="ok",
+        http_status=resp.status,
+        final_url=resp.final_url,
+        attempts=resp.attempts,
+        elapsed_ms=resp.elapsed_ms,
+        credits=_credits(rt.settings, opts),
+        content_hash="sha256:" + hashlib.sha256(resp.content).hexdigest(),
+    )
+    if not _is_html(resp):
+        return row
+    try:
+        page = Page(resp.text, base_url=resp.final_url)
+        row["data"] = extract_data(
+            page, base_url=resp.final_url, extract=opts.get("extract"), selectors=opts.get("selectors")
+        )
+        extra = [f for f in opts.get("formats") or () if f not in ("data", "screenshot")]
+        if extra:
+            row.update(page_formats(page, base_url=resp.final_url, formats=extra))
+    except ExtractError as exc:
+        return _error_row(row, exc)
+    except Exception as exc:
+        log.exception("unexpected error extracting %s", item["url"])
+        return _error_row(row, ExtractError(f"internal error: {exc!r}"))
+    return row
+
+
+async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSummary:
+    """Scrape one chunk and write its part file atomically (a re-run replaces it)."""
+    items = await asyncio.to_thread(read_chunk, rt.storage, input_url, chunk)
+    live = rt.live.setdefault(chunk.index, LiveCounters())
+    live.done = live.errored = live.credits = 0
+
+    async def one(item: dict[str, Any]) -> dict[str, Any] | None:
+        row = await _scrape_one(rt, item)
+        if row is not None:
+            live.done += 1
+            live.errored += row["status"] == "error"
+            live.credits += row["credits"]
+            live.dirty = True
+        return row
+
+    results = await asyncio.gather(*(one(item) for item in items))
+    rows = [r for r in results if r is not None]
+    await asyncio.to_thread(output.write_part, rt.storage, part_url(rt.storage, rt.job_id, chunk.index), rows)
+    errored = sum(r["status"] == "error" for r in rows)
+    credits = sum(r["credits"] for r in rows)
+    complete = len(rows) == len(items)
+    await asyncio.to_thread(
+        rt.store.record_chunk,
+        rt.job_id,
+        chunk.index,
+        Counters(len(rows), errored, credits),
+        finished=complete,
+        exact=True,
+    )
+    rt.live.pop(chunk.index, None)
+    return ChunkSummary(chunk.index, len(rows), errored, credits, complete)

@@ -1,0 +1,92 @@
+"""The one ``Settings`` of Shoal: every knob is a ``SHOAL_*`` environment variable.
+
+Tests override with environment variables and ``get_settings.cache_clear()``.
+Secrets (``SHOAL_SIGNING_SECRET``) have no default: ``shoal up`` generates one per data folder
+and passes it to the processes it starts.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Operator configuration. The README's configuration table lists every field."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOAL_", extra="ignore")
+
+    # where things live
+    data_dir: Path = Field(Path(".shoal"), description="All local state: job store, results.")
+    database_url: str | None = Field(None, description="Job store; default SQLite in data_dir.")
+    results_url: str | None = Field(
+        None, description="Where inputs, parts and outputs go (fsspec URL); default data_dir/results."
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8000", description="Base URL of the API, used in download links."
+    )
+    signing_secret: SecretStr | None = Field(
+        None, description="HMAC key for download links; required by the API and the worker."
+    )
+
+    # limits
+    max_inline_urls: int = 1_000
+    max_urls_per_job: int = 1_000_000
+    max_concurrency: int = 256
+    max_per_host: int = Field(64, description="Requests in flight to one host, all jobs.")
+    max_body_bytes: int = 50 * 1024 * 1024
+    default_body_bytes: int = 10 * 1024 * 1024
+    job_lifetime_s: int = 24 * 3600
+    default_link_expiry_s: int = 86_400
+    max_link_expiry_s: int = 2_592_000
+    max_part_bytes: int = 50 * 1024**3
+
+    # fetching
+    allow_private_networks: bool = Field(
+        False, description="Allow fetching loopback/private addresses (tests, local demos)."
+    )
+    user_agent: str = "ShoalBot/0.1 (+https://github.com/shoal)"
+    fetch_retries: int = Field(2, description="Extra attempts on connect errors and 5xx.")
+    max_redirects: int = 10
+
+    # credits (published in the docs)
+    credits_plain: int = 1
+    credits_render: int = 5
+    credits_residential: int = 10
+
+    # job planning
+    chunk_min_urls: int = Field(250, description="Smallest chunk (URLs per scrape task run).")
+    chunk_max_urls: int = Field(5_000, description="Largest chunk.")
+    max_chunks_per_job: int = Field(1_000, description="Chunks are sized to stay under this.")
+    chunk_timeout_s: int = Field(3_600, description="A chunk task run is killed past this.")
+    chunk_retries: int = 2
+    max_resumes: int = Field(3, description="Times a crashed job is resumed before it fails.")
+    progress_interval_s: float = Field(1.0, description="How often live counters are written.")
+
+    # Prefect
+    deployment_prefix: str = "scrape-job"
+    worker_poll_s: float = Field(1.0, description="How often the worker asks for new runs.")
+    worker_max_jobs: int = Field(4, description="Flow runs (jobs) one worker runs at once.")
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'shoal.db').resolve()}"
+
+    @property
+    def storage_url(self) -> str:
+        return self.results_url or str((self.data_dir / "results").resolve())
+
+    def secret(self) -> bytes:
+        """The signing secret as bytes; refuses to run without one."""
+        if self.signing_secret is None:
+            raise RuntimeError("SHOAL_SIGNING_SECRET is not set (shoal up sets it for you)")
+        return self.signing_secret.get_secret_value().encode()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,37 @@
+"""The job store: accounts, hashed API keys, jobs and their live chunk counters.
+
+SQLAlchemy 2; SQLite (WAL) by default, PostgreSQL by ``SHOAL_DATABASE_URL``.
+"""
+
+from functools import lru_cache
+
+from shoal.settings import Settings
+
+from ._repo import DEFAULT_PLAN, Counters, Store, aware, hash_key, new_id
+from ._tables import AccountRow, ApiKeyRow, ChunkRow, JobRow, utcnow
+
+
+@lru_cache
+def _store(url: str) -> Store:
+    return Store(url)
+
+
+def get_store(settings: Settings) -> Store:
+    """The store for these settings (one per database URL and process)."""
+    return _store(settings.db_url)
+
+
+__all__ = [
+    "DEFAULT_PLAN",
+    "AccountRow",
+    "ApiKeyRow",
+    "ChunkRow",
+    "Counters",
+    "JobRow",
+    "Store",
+    "aware",
+    "get_store",
+    "hash_key",
+    "new_id",
+    "utcnow",
+]

@@ -1,0 +1,233 @@
+"""Reads and writes of accounts, keys, jobs and chunk counters."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from shoal.contract import FINAL_STATUSES
+
+from ._db import session_scope
+from ._tables import AccountRow, ApiKeyRow, ChunkRow, JobRow, utcnow
+
+DEFAULT_PLAN: dict[str, int] = {
+    "max_urls_per_job": 1_000_000,
+    "max_concurrent_jobs": 10,
+    "concurrency_cap": 256,
+    "retention_days": 30,
+}
+
+
+def new_id(prefix: str, nbytes: int = 6) -> str:
+    """``job_3F2D1A77B0E1``-style ids: a prefix and random uppercase hex."""
+    return f"{prefix}_{secrets.token_hex(nbytes).upper()}"
+
+
+def hash_key(key: str) -> str:
+    # API keys are 32 random bytes: a plain SHA-256 is enough (no dictionary to attack).
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def aware(dt: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; everything Shoal stores is UTC."""
+    if dt is None or dt.tzinfo is not None:
+        return dt
+    return dt.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Counters:
+    done: int = 0
+    errored: int = 0
+    credits: int = 0
+    chunks_finished: int = 0
+
+
+class Store:
+    """The job store. One instance per process is enough; it holds only the URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    # accounts and keys -------------------------------------------------------------------
+    def get_or_create_account(self, name: str) -> tuple[AccountRow, bool]:
+        with session_scope(self.url) as s:
+            row = s.scalar(select(AccountRow).where(AccountRow.name == name))
+            if row is not None:
+                return row, False
+            row = AccountRow(
+                id=new_id("acct"),
+                name=name,
+                plan=dict(DEFAULT_PLAN),
+                webhook_secret="whsec_" + secrets.token_urlsafe(24),
+            )
+            s.add(row)
+        return row, True
+
+    def get_account(self, account_id: str) -> AccountRow | None:
+        with session_scope(self.url) as s:
+            return s.get(AccountRow, account_id)
+
+    def set_webhook_secret(self, account_id: str, secret: str) -> None:
+        with session_scope(self.url) as s:
+            s.execute(
+                update(AccountRow).where(AccountRow.id == account_id).values(webhook_secret=secret)
+            )
+
+    def count_accounts(self) -> int:
+        with session_scope(self.url) as s:
+            return s.scalar(select(func.count()).select_from(AccountRow)) or 0
+
+    def create_key(self, account_id: str) -> str:
+        """A new API key for the account; only its hash is stored, so return it now or never."""
+        key = "sk_" + secrets.token_urlsafe(32)
+        with session_scope(self.url) as s:
+            s.add(
+                ApiKeyRow(
+                    id=new_id("key"), account_id=account_id, key_hash=hash_key(key), prefix=key[:8]
+                )
+            )
+        return key
+
+    def account_for_key(self, key: str) -> AccountRow | None:
+        with session_scope(self.url) as s:
+            return s.scalar(
+                select(AccountRow)
+                .join(ApiKeyRow, ApiKeyRow.account_id == AccountRow.id)
+                .where(ApiKeyRow.key_hash == hash_key(key))
+            )
+
+    # jobs ------------------------------------------------------------------------------
+    def insert_job(self, row: JobRow) -> JobRow:
+        with session_scope(self.url) as s:
+            s.add(row)
+        return row
+
+    def get_job(self, job_id: str, account_id: str | None = None) -> JobRow | None:
+        with session_scope(self.url) as s:
+            row = s.get(JobRow, job_id)
+        if row is None or (account_id is not None and row.account_id != account_id):
+            return None
+        return row
+
+    def list_jobs(
+        self, account_id: str, statuses: list[str] | None, limit: int, offset: int
+    ) -> tuple[list[JobRow], int]:
+        where = [JobRow.account_id == account_id]
+        if statuses:
+            where.append(JobRow.status.in_(statuses))
+        with session_scope(self.url) as s:
+            total = s.scalar(select(func.count()).select_from(JobRow).where(*where)) or 0
+            rows = s.scalars(
+                select(JobRow)
+                .where(*where)
+                .order_by(JobRow.created_at.desc(), JobRow.id.desc())
+                .limit(limit)
+                .offset(offset)
+            ).all()
+        return list(rows), total
+
+    def nonfinal_jobs(self) -> list[JobRow]:
+        with session_scope(self.url) as s:
+            return list(
+                s.scalars(select(JobRow).where(JobRow.status.not_in(FINAL_STATUSES))).all()
+            )
+
+    def update_job(self, job_id: str, **values: Any) -> None:
+        with session_scope(self.url) as s:
+            s.execute(update(JobRow).where(JobRow.id == job_id).values(**values))
+
+    def mark_running(self, job_id: str, flow_run_id: str | None) -> JobRow:
+        """Move a queued job to running (keeps the first ``started_at`` across resumes)."""
+        with session_scope(self.url) as s:
+            row = s.get(JobRow, job_id)
+            if row is None:
+                raise LookupError(job_id)
+            if row.status not in FINAL_STATUSES:
+                row.status = "running"
+                row.started_at = row.started_at or utcnow()
+                if flow_run_id:
+                    row.flow_run_id = flow_run_id
+        return row
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Set the cancel flag; False when the job is already final."""
+        with session_scope(self.url) as s:
+            res = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status.not_in(FINAL_STATUSES))
+                .values(cancel_requested_at=func.coalesce(JobRow.cancel_requested_at, utcnow()))
+            )
+            return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def cancel_requested(self, job_id: str) -> bool:
+        with session_scope(self.url) as s:
+            return s.scalar(select(JobRow.cancel_requested_at).where(JobRow.id == job_id)) is not None
+
+    def finish(self, job_id: str, status: str, **values: Any) -> bool:
+        """Write a final status once; False when the job was already final."""
+        assert status in FINAL_STATUSES
+        with session_scope(self.url) as s:
+            res = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status.not_in(FINAL_STATUSES))
+                .values(status=status, completed_at=utcnow(), **values)
+            )
+            return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    # chunk counters ----------------------------------------------------------------------
+    def record_chunk(
+        self, job_id: str, chunk_index: int, counters: Counters, *, finished: bool, exact: bool
+    ) -> None:
+        """Store a chunk's counters. Live updates only raise them (counters never go back);
+        ``exact`` (from the written part) sets them as they are."""
+        with session_scope(self.url) as s:
+            row = s.get(ChunkRow, (job_id, chunk_index))
+            if row is None:
+                row = ChunkRow(job_id=job_id, chunk_index=chunk_index, done=0, errored=0, credits=0)
+                s.add(row)
+                try:
+                    s.flush()
+                except IntegrityError:  # a concurrent writer created it first
+                    s.rollback()
+                    row = s.get(ChunkRow, (job_id, chunk_index))
+                    assert row is not None
+            if exact:
+                row.done, row.errored, row.credits = counters.done, counters.errored, counters.credits
+            else:
+                row.done = max(row.done, counters.done)
+                row.errored = max(row.errored, counters.errored)
+                row.credits = max(row.credits, counters.credits)
+            row.finished = int(finished)
+            row.updated_at = utcnow()
+
+    def counters(self, job_id: str) -> Counters:
+        with session_scope(self.url) as s:
+            done, errored, credits, fin = s.execute(
+                select(
+                    func.coalesce(func.sum(ChunkRow.done), 0),
+                    func.coalesce(func.sum(ChunkRow.errored), 0),
+                    func.coalesce(func.sum(ChunkRow.credits), 0),
+                    func.coalesce(func.sum(case((ChunkRow.finished == 1, 1), else_=0)), 0),
+                ).where(ChunkRow.job_id == job_id)
+            ).one()
+        return Counters(int(done), int(errored), int(credits), int(fin))
+
+    def finished_chunks(self, job_id: str) -> set[int]:
+        with session_scope(self.url) as s:
+            return set(
+                s.scalars(
+                    select(ChunkRow.chunk_index).where(
+                        ChunkRow.job_id == job_id, ChunkRow.finished == 1
+                    )
+                ).all()
+            )
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)

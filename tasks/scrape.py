@@ -1,0 +1,46 @@
+"""Task: scrape one chunk of a job.
+
+The cache key is (job id, chunk index) — not Prefect's default, which includes the flow run id,
+and not the task source, which a code change invalidates — so a resumed run of the same job skips
+the chunks that finished, while their part files stay where they were written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from prefect import task
+from prefect.context import TaskRunContext
+
+from shoal.contract import JobSpec
+from shoal.plan import Chunk
+from shoal.scrape import JobRuntime
+from shoal.scrape import scrape_chunk as _scrape_chunk
+from shoal.settings import get_settings
+from shoal.store import get_store
+
+
+def _chunk_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:
+    return f"shoal-chunk-{params['job_id']}-{params['chunk']['index']}"
+
+
+@task(
+    name="scrape_chunk",
+    task_run_name="chunk-{chunk[index]}",
+    retries=get_settings().chunk_retries,
+    retry_delay_seconds=5,
+    timeout_seconds=get_settings().chunk_timeout_s,
+    cache_key_fn=_chunk_key,
+    persist_result=True,
+)
+async def scrape_chunk(job_id: str, input_url: str, chunk: dict[str, Any]) -> dict[str, Any]:
+    """Fetch and extract the chunk's URLs and write its part file; returns its counts."""
+    rt = JobRuntime.get(job_id)
+    if rt is None:  # a task run outside the job's flow process
+        settings = get_settings()
+        row = get_store(settings).get_job(job_id)
+        assert row is not None, job_id
+        rt = JobRuntime.open(job_id, JobSpec.model_validate(row.spec), settings)
+    summary = await _scrape_chunk(rt, input_url, Chunk(**chunk))
+    return asdict(summary)
