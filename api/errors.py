@@ -37,8 +37,20 @@ _STATUS: list[tuple[type[ShoalError], int]] = [
 ]
 _TYPE_BASE = "https://shoal.dev/problems/"
 # pydantic inserts the member type of a union into locations; callers never wrote those
-_TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "UrlItem", "InlineInput",
-              "SingleUrlInput", "JobCreate", "ScrapeOptions", "OutputSpec"}
+_TYPE_TAGS = {
+    "str",
+    "int",
+    "float",
+    "bool",
+    "dict",
+    "list",
+    "UrlItem",
+    "InlineInput",
+    "SingleUrlInput",
+    "JobCreate",
+    "ScrapeOptions",
+    "OutputSpec",
+}
 
 
 def problem(
@@ -56,8 +68,9 @@ def problem(
     }
     if errors:
         body["errors"] = [{"loc": e.loc, "msg": e.msg} for e in errors]
-    return JSONResponse(body, status_code=status, media_type="application/problem+json",
-                        headers=headers)
+    return JSONResponse(
+        body, status_code=status, media_type="application/problem+json", headers=headers
+    )
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:
@@ -114,8 +127,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
         titles = {404: "Not found", 405: "Method not allowed"}
-        return problem(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail),
-                       headers=getattr(exc, "headers", None))
+        return problem(
+            exc.status_code,
+            titles.get(exc.status_code, "Error"),
+            str(exc.detail),
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:

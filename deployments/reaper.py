@@ -43,9 +43,7 @@ async def _resume(row: JobRow, settings: Settings, why: str) -> None:
         flow_run_name=f"{row.id}-resume-{n}",
         tags=[f"account:{row.account_id}", f"priority:{row.priority}", "shoal", "resumed"],
     )
-    await asyncio.to_thread(
-        store.update_job, row.id, flow_run_id=str(flow_run.id), resume_count=n
-    )
+    await asyncio.to_thread(store.update_job, row.id, flow_run_id=str(flow_run.id), resume_count=n)
     log.warning("job %s resumed as flow run %s (%s)", row.id, flow_run.id, why)
 
 
@@ -75,12 +73,17 @@ async def reap(settings: Settings, *, at_start: bool) -> None:
                     await _resume(row, settings, f"its flow run crashed: {state.message}")
                 elif kind == StateType.CANCELLED:
                     await asyncio.to_thread(
-                        finalize_job, row.id, settings, cancelled=True,
+                        finalize_job,
+                        row.id,
+                        settings,
+                        cancelled=True,
                         error="cancelled from the Prefect UI",
                     )
                 elif kind in (StateType.FAILED, StateType.COMPLETED):
                     await asyncio.to_thread(
-                        fail_job, row.id, settings,
+                        fail_job,
+                        row.id,
+                        settings,
                         f"the flow run ended {state.name} without finishing the job: "
                         f"{state.message}",
                     )

@@ -21,7 +21,7 @@ PRIORITIES = ("high", "normal", "low")
 async def main() -> None:
     settings = get_settings()
     deployments = [
-        scrape_job.to_deployment(
+        await scrape_job.ato_deployment(
             name=p, tags=["shoal", f"priority:{p}"], description=f"Shoal jobs, {p} priority"
         )
         for p in PRIORITIES

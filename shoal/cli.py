@@ -1,5 +1,7 @@
 """The ``shoal`` command: ``shoal up`` starts the embedded stack; ``shoal keys create`` makes keys.
 
+``shoal up`` writes the process ids of itself and its children to ``<data-dir>/pids.json``.
+
 ``shoal up`` runs three child processes, each in its own process group so a stop reaches the
 flow runs they started: the Prefect server (SQLite), the worker (``python -m deployments.serve``)
 and the API (uvicorn). All state lives under one data folder; a second ``shoal up`` on the same
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import secrets
 import signal
@@ -142,11 +145,36 @@ def up(
     key = _local_key(data_dir, settings)
     py = sys.executable
     specs = [
-        ("prefect", [py, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                     "--port", str(prefect_port)]),
+        (
+            "prefect",
+            [
+                py,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(prefect_port),
+            ],
+        ),
         ("worker", [py, "-m", "deployments.serve"]),
-        ("api", [py, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", host,
-                 "--port", str(port), "--no-access-log"]),
+        (
+            "api",
+            [
+                py,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "api.app:create_app",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
+        ),
     ]
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -157,8 +185,14 @@ def up(
     try:
         for name, cmd in specs:
             out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-            procs.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+            (data_dir / "pids.json").write_text(
+                json.dumps({"up": os.getpid(), **{n: q.pid for (n, _), q in zip(specs, procs, strict=False)}})
+            )
             if name == "prefect":
                 _wait_http(f"{prefect_api}/health", procs, 120)
         _wait_http(f"{api_url}/v1/health", procs, 60)
@@ -185,7 +219,7 @@ Shoal is up.
   API         {api_url}/v1
   API docs    {api_url}/docs   (OpenAPI: {api_url}/v1/openapi.json)
   Prefect UI  http://127.0.0.1:{prefect_port}
-  Data        {data_dir}  (logs in {data_dir / 'logs'})
+  Data        {data_dir}  (logs in {data_dir / "logs"})
   API key     {key}
 
 Submit a job:

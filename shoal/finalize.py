@@ -81,6 +81,11 @@ def fail_job(job_id: str, settings: Settings, error: str) -> JobRow | None:
     store = get_store(settings)
     c = store.counters(job_id)
     store.finish(
-        job_id, "failed", error=error, urls_done=c.done, urls_errored=c.errored, credits_used=c.credits
+        job_id,
+        "failed",
+        error=error,
+        urls_done=c.done,
+        urls_errored=c.errored,
+        credits_used=c.credits,
     )
     return store.get_job(job_id)

@@ -48,7 +48,9 @@ def _check_options(
     proxy = opts.get("proxy_type")
     if proxy not in (None, "none"):
         errors.append(
-            FieldError(f"{loc}.proxy_type", f"proxy pool {proxy!r} is not configured by the operator")
+            FieldError(
+                f"{loc}.proxy_type", f"proxy pool {proxy!r} is not configured by the operator"
+            )
         )
     if opts.get("render"):
         errors.append(
@@ -131,7 +133,9 @@ def validate(
         )
     if errors:
         raise InputError("the job request is invalid", errors=errors)
-    spec = JobSpec(defaults=defaults, concurrency=body.concurrency, output=body.output, fields=fields)
+    spec = JobSpec(
+        defaults=defaults, concurrency=body.concurrency, output=body.output, fields=fields
+    )
     return spec, items
 
 

@@ -65,7 +65,12 @@ def plan_chunks(storage: Storage, url: str, settings: Settings) -> tuple[list[Ch
     chunks = []
     for index, first in enumerate(range(0, total, size)):
         chunks.append(
-            Chunk(index=index, offset=offsets[first // base], count=min(size, total - first), first=first)
+            Chunk(
+                index=index,
+                offset=offsets[first // base],
+                count=min(size, total - first),
+                first=first,
+            )
         )
     return chunks, total
 

@@ -208,7 +208,10 @@ async def _scrape_one(rt: JobRuntime, item: dict[str, Any]) -> dict[str, Any] | 
     try:
         page = Page(resp.text, base_url=resp.final_url)
         row["data"] = extract_data(
-            page, base_url=resp.final_url, extract=opts.get("extract"), selectors=opts.get("selectors")
+            page,
+            base_url=resp.final_url,
+            extract=opts.get("extract"),
+            selectors=opts.get("selectors"),
         )
         extra = [f for f in opts.get("formats") or () if f not in ("data", "screenshot")]
         if extra:
@@ -238,7 +241,9 @@ async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSum
 
     results = await asyncio.gather(*(one(item) for item in items))
     rows = [r for r in results if r is not None]
-    await asyncio.to_thread(output.write_part, rt.storage, part_url(rt.storage, rt.job_id, chunk.index), rows)
+    await asyncio.to_thread(
+        output.write_part, rt.storage, part_url(rt.storage, rt.job_id, chunk.index), rows
+    )
     errored = sum(r["status"] == "error" for r in rows)
     credits = sum(r["credits"] for r in rows)
     complete = len(rows) == len(items)

@@ -23,7 +23,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".shoal"), description="All local state: job store, results.")
     database_url: str | None = Field(None, description="Job store; default SQLite in data_dir.")
     results_url: str | None = Field(
-        None, description="Where inputs, parts and outputs go (fsspec URL); default data_dir/results."
+        None,
+        description="Where inputs, parts and outputs go (fsspec URL); default data_dir/results.",
     )
     public_url: str = Field(
         "http://127.0.0.1:8000", description="Base URL of the API, used in download links."

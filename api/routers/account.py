@@ -30,8 +30,9 @@ def get_account(account: CurrentAccount) -> AccountPublic:
     return _public(account)
 
 
-@router.post("/webhook-secret/rotate", response_model=AccountPublic,
-             summary="Issue a new webhook secret")
+@router.post(
+    "/webhook-secret/rotate", response_model=AccountPublic, summary="Issue a new webhook secret"
+)
 def rotate_secret(account: CurrentAccount, store: StoreDep) -> AccountPublic:
     secret = "whsec_" + secrets.token_urlsafe(24)
     store.set_webhook_secret(account.id, secret)

@@ -14,12 +14,20 @@ from shoal.store import aware, utcnow
 
 router = APIRouter(prefix="/v1/downloads", tags=["downloads"])
 
-_TYPES = {".parquet": "application/vnd.apache.parquet", ".csv": "text/csv",
-          ".ndjson": "application/x-ndjson", ".gz": "application/gzip"}
+_TYPES = {
+    ".parquet": "application/vnd.apache.parquet",
+    ".csv": "text/csv",
+    ".ndjson": "application/x-ndjson",
+    ".gz": "application/gzip",
+}
 
 
-@router.get("/{job_id}/{filename}", summary="Download an output file through a signed link",
-            response_class=FileResponse)
+@router.get(
+    "/{job_id}/{filename}",
+    summary="Download an output file through a signed link",
+    response_class=FileResponse,
+    response_model=None,
+)
 def download(
     job_id: str,
     filename: str,
@@ -39,7 +47,9 @@ def download(
         raise Gone("this job's output has expired")
     if not storage.exists(out["url"]):
         raise Gone("this job's output has been removed")
-    media = next((t for ext, t in _TYPES.items() if filename.endswith(ext)), "application/octet-stream")
+    media = next(
+        (t for ext, t in _TYPES.items() if filename.endswith(ext)), "application/octet-stream"
+    )
     local = storage.local_path(out["url"])
     if local is not None:
         return FileResponse(local, media_type=media, filename=filename)
@@ -49,5 +59,8 @@ def download(
             while block := fh.read(1 << 20):
                 yield block
 
-    return StreamingResponse(_stream(), media_type=media,
-                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return StreamingResponse(
+        _stream(),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -99,8 +99,10 @@ def list_jobs(
     bad = [s for s in statuses or [] if s not in _STATUSES]
     if bad:
         raise InputError(
-            "unknown status", errors=[FieldError("status", f"unknown status {bad[0]!r}; one of "
-                                                           + ", ".join(_STATUSES))]
+            "unknown status",
+            errors=[
+                FieldError("status", f"unknown status {bad[0]!r}; one of " + ", ".join(_STATUSES))
+            ],
         )
     rows, total = store.list_jobs(account.id, statuses, limit, offset)
     return JobList(
@@ -112,15 +114,18 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, summary="Job status and live counters")
-def get_job(job_id: str, account: CurrentAccount, store: StoreDep, settings: SettingsDep
-            ) -> JobPublic:
+def get_job(
+    job_id: str, account: CurrentAccount, store: StoreDep, settings: SettingsDep
+) -> JobPublic:
     return jobs.to_public(_own_job(store, job_id, account.id), store, settings)
 
 
-@router.delete("/{job_id}", status_code=202, response_model=JobPublic,
-               summary="Cancel a job gracefully")
-def cancel_job(job_id: str, account: CurrentAccount, store: StoreDep, settings: SettingsDep
-               ) -> JobPublic:
+@router.delete(
+    "/{job_id}", status_code=202, response_model=JobPublic, summary="Cancel a job gracefully"
+)
+def cancel_job(
+    job_id: str, account: CurrentAccount, store: StoreDep, settings: SettingsDep
+) -> JobPublic:
     """Requests in flight finish, queued URLs are skipped, the partial output is kept and the
     status ends ``cancelled``. ``409`` when the job is already final."""
     row = _own_job(store, job_id, account.id)
@@ -131,9 +136,9 @@ def cancel_job(job_id: str, account: CurrentAccount, store: StoreDep, settings: 
 
 @router.get(
     "/{job_id}/results",
-    response_model=ResultPage,
+    response_model=None,
     summary="Results so far: paged JSON, or the whole file as ndjson, csv or parquet",
-    responses={200: {"content": {m: {} for m in _MEDIA.values()}}},
+    responses={200: {"model": ResultPage, "content": {m: {} for m in _MEDIA.values()}}},
 )
 def get_results(
     job_id: str,
@@ -151,7 +156,9 @@ def get_results(
         rows, total = output.read_results(storage, parts, limit=limit, offset=offset)
         return ResultPage(
             results=[PageResult.model_validate(r) for r in rows],
-            total=total, limit=limit, offset=offset,
+            total=total,
+            limit=limit,
+            offset=offset,
         )
     spec = JobSpec.model_validate(row.spec)
     if format in ("csv", "parquet") and not spec.fields:
@@ -167,10 +174,12 @@ def get_results(
     )
 
 
-@router.get("/{job_id}/result", response_model=PageResult,
-            summary="The single result of a one-URL job")
-def get_single_result(job_id: str, account: CurrentAccount, store: StoreDep,
-                      storage: StorageDep) -> PageResult:
+@router.get(
+    "/{job_id}/result", response_model=PageResult, summary="The single result of a one-URL job"
+)
+def get_single_result(
+    job_id: str, account: CurrentAccount, store: StoreDep, storage: StorageDep
+) -> PageResult:
     row = _own_job(store, job_id, account.id)
     if row.urls_total is not None and row.urls_total != 1:
         raise Conflict(f"job {job_id} has {row.urls_total} URLs; use /results")

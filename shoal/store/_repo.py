@@ -135,9 +135,7 @@ class Store:
 
     def nonfinal_jobs(self) -> list[JobRow]:
         with session_scope(self.url) as s:
-            return list(
-                s.scalars(select(JobRow).where(JobRow.status.not_in(FINAL_STATUSES))).all()
-            )
+            return list(s.scalars(select(JobRow).where(JobRow.status.not_in(FINAL_STATUSES))).all())
 
     def update_job(self, job_id: str, **values: Any) -> None:
         with session_scope(self.url) as s:
@@ -168,7 +166,9 @@ class Store:
 
     def cancel_requested(self, job_id: str) -> bool:
         with session_scope(self.url) as s:
-            return s.scalar(select(JobRow.cancel_requested_at).where(JobRow.id == job_id)) is not None
+            return (
+                s.scalar(select(JobRow.cancel_requested_at).where(JobRow.id == job_id)) is not None
+            )
 
     def finish(self, job_id: str, status: str, **values: Any) -> bool:
         """Write a final status once; False when the job was already final."""
@@ -199,7 +199,11 @@ class Store:
                     row = s.get(ChunkRow, (job_id, chunk_index))
                     assert row is not None
             if exact:
-                row.done, row.errored, row.credits = counters.done, counters.errored, counters.credits
+                row.done, row.errored, row.credits = (
+                    counters.done,
+                    counters.errored,
+                    counters.credits,
+                )
             else:
                 row.done = max(row.done, counters.done)
                 row.errored = max(row.errored, counters.errored)

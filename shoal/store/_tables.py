@@ -66,7 +66,7 @@ class JobRow(Base):
 
 
 class ChunkRow(Base):
-    """Live counters of one chunk; rewritten (never added to) so a re-run chunk can't double count."""
+    """Live counters of one chunk, rewritten (never added to): a re-run chunk cannot count twice."""
 
     __tablename__ = "job_chunks"
 

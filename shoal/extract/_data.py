@@ -1,0 +1,54 @@
+"""``extract_data``: the ``data`` object of one result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._page import Page
+from ._select import select
+from ._structured import DEFAULT_FIELDS, lookup
+from ._values import FIELD_TYPES, coerce
+
+_DEFAULT_TYPES = {"price": "number"}
+
+
+def extract_data(
+    html: str | Page,
+    *,
+    base_url: str,
+    extract: dict[str, str] | None,
+    selectors: dict[str, str] | None,
+) -> dict[str, Any]:
+    """Field values of one page, typed by ``extract`` (``string`` when only a selector names it).
+
+    A field with a selector takes what the selector finds; one without looks in JSON-LD, then
+    microdata, then OpenGraph/meta, then heuristics (first ``h1``, a ``*price*`` element).
+    With neither ``extract`` nor ``selectors``: ``name, price, currency, sku, brand,
+    availability`` from structured data (no heuristics). Missing values are ``None``.
+    Raises ``ExtractError`` for an invalid selector.
+    """
+    page = Page.of(html, base_url)
+    base = page.base
+    if not extract and not selectors:
+        return {
+            field: coerce(
+                lookup(page, field, heuristics=False),
+                _DEFAULT_TYPES.get(field, "string"),
+                base_url=base,
+            )
+            for field in DEFAULT_FIELDS
+        }
+    types: dict[str, str] = dict(extract or {})
+    for field in selectors or {}:
+        types.setdefault(field, "string")
+    out: dict[str, Any] = {}
+    for field, field_type in types.items():
+        if field_type not in FIELD_TYPES:
+            raise ValueError(f"unknown field type {field_type!r} for {field!r}")
+        spec = (selectors or {}).get(field)
+        if spec:
+            raw: Any = select(page, field, spec, many=field_type == "list[string]")
+        else:
+            raw = lookup(page, field)
+        out[field] = coerce(raw, field_type, base_url=base)
+    return out

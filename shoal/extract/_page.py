@@ -1,0 +1,79 @@
+"""One parsed page, shared by data extraction and the output formats."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+from urllib.parse import urljoin
+
+try:  # lexbor is the fast backend; the older modest parser is the fallback
+    from selectolax.lexbor import LexborHTMLParser as _Parser
+except ImportError:  # pragma: no cover - depends on the selectolax build
+    from selectolax.parser import HTMLParser as _Parser  # type: ignore[assignment,no-redef,attr-defined,unused-ignore]
+
+
+class Page:
+    """``html`` parsed once (selectolax), with lazily built views: lxml tree, JSON-LD, meta.
+
+    Build one per fetched page and hand it to both ``extract_data`` and ``page_formats``.
+    """
+
+    def __init__(self, html: str, base_url: str = "") -> None:
+        self.html = html
+        self.base_url = base_url
+
+    @classmethod
+    def of(cls, html: str | Page, base_url: str = "") -> Page:
+        """``html`` itself when it is already a ``Page``, else a new one."""
+        return html if isinstance(html, Page) else cls(html, base_url)
+
+    @cached_property
+    def tree(self) -> Any:
+        """The selectolax tree (parsed on first use)."""
+        return _Parser(self.html)
+
+    @cached_property
+    def lxml_tree(self) -> Any:
+        """An lxml tree, only built when an XPath selector needs one."""
+        import lxml.html
+
+        try:
+            return lxml.html.fromstring(self.html or "<html></html>")
+        except (ValueError, TypeError):  # e.g. a str with an XML encoding declaration
+            return lxml.html.fromstring(self.html.encode("utf-8", "replace"))
+
+    @cached_property
+    def base(self) -> str:
+        """The URL relative links resolve against (``<base href>`` wins over ``base_url``)."""
+        node = self.tree.css_first("base[href]")
+        if node is not None:
+            href = (node.attributes.get("href") or "").strip()
+            if href:
+                try:
+                    return urljoin(self.base_url, href)
+                except ValueError:
+                    pass
+        return self.base_url
+
+    @cached_property
+    def meta(self) -> dict[str, str]:
+        """``<meta>`` content by lower-cased ``property``/``name``/``itemprop`` (first wins)."""
+        out: dict[str, str] = {}
+        for node in self.tree.css("meta[content]"):
+            attrs = node.attributes
+            content = attrs.get("content")
+            if content is None:
+                continue
+            for key in ("property", "name", "itemprop"):
+                name = attrs.get(key)
+                if name:
+                    out.setdefault(name.strip().lower(), content.strip())
+        return out
+
+    @cached_property
+    def title(self) -> str | None:
+        node = self.tree.css_first("title")
+        if node is None:
+            return None
+        text = " ".join(node.text().split())
+        return text or None

@@ -1,0 +1,14 @@
+"""The fetch engine: one shared httpx client per job, a true in-flight cap, an SSRF guard.
+
+    async with Engine(concurrency=32, settings=get_settings()) as engine:
+        page = await engine.fetch("https://example.com/", FetchOptions(timeout_s=20))
+
+Failures raise ``shoal.errors.FetchError`` with a contract error code.
+"""
+
+from ._engine import Engine
+from ._errors import classify
+from ._guard import is_blocked_address
+from ._models import FetchOptions, FetchResponse
+
+__all__ = ["Engine", "FetchOptions", "FetchResponse", "classify", "is_blocked_address"]

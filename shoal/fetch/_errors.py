@@ -1,0 +1,73 @@
+"""Translating httpx (and socket/ssl) exceptions into the contract's error codes."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterator
+from http import HTTPStatus
+
+import httpx
+
+from shoal.errors import FetchError
+
+#: Codes worth another attempt (plus 429 and 5xx responses, handled by the engine).
+RETRYABLE_CODES = frozenset({"connect"})
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def classify(exc: BaseException) -> str:
+    """The contract error code for an exception raised while fetching."""
+    chain = list(_chain(exc))
+    if any(isinstance(e, (ssl.SSLError, ssl.CertificateError)) for e in chain):
+        return "tls"
+    if any(isinstance(e, socket.gaierror) for e in chain):
+        return "dns"
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        return "timeout"
+    if isinstance(exc, httpx.ProxyError):
+        return "proxy"
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL | httpx.LocalProtocolError):
+        return "invalid_url"
+    if isinstance(exc, httpx.ConnectError) and "CERTIFICATE" in str(exc).upper():
+        return "tls"
+    # ConnectError, ReadError, WriteError, RemoteProtocolError (resets), DecodingError, others.
+    return "connect"
+
+
+def to_fetch_error(
+    exc: BaseException, *, url: str, attempts: int = 1, timeout_s: float | None = None
+) -> FetchError:
+    """A ``FetchError`` for ``exc``; the caller raises it ``from exc``."""
+    code = classify(exc)
+    if code == "timeout" and timeout_s is not None:
+        message = f"no complete response within {timeout_s:g} s"
+    elif isinstance(exc, httpx.DecodingError):
+        message = f"could not decode the response body: {_reason(exc)}"
+    else:
+        message = _reason(exc)
+    return FetchError(code, message, final_url=url, attempts=attempts)
+
+
+def status_error(status: int, *, url: str, attempts: int = 1) -> FetchError:
+    """``http_4xx``/``http_5xx`` for a final error status."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    code = "http_5xx" if status >= 500 else "http_4xx"
+    message = f"HTTP {status} {phrase}".rstrip()
+    return FetchError(code, message, http_status=status, final_url=url, attempts=attempts)

@@ -1,0 +1,139 @@
+"""Input, part and output files through fsspec: a local folder by default, ``s3://`` via s3fs.
+
+Every path a caller handles is a *URL* made by :meth:`Storage.url`: a plain OS path when the
+storage is local, ``s3://bucket/prefix/...`` otherwise. Code that needs a real file (DuckDB,
+pyarrow writers) asks :meth:`Storage.local_path` and builds in a temp dir when it gets ``None``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import posixpath
+import secrets
+from functools import lru_cache
+from typing import IO, TYPE_CHECKING, Any
+
+import fsspec
+from fsspec.core import url_to_fs
+from fsspec.utils import get_protocol
+
+if TYPE_CHECKING:
+    from shoal.settings import Settings
+
+# Object stores make a single PUT visible whole or not at all, so a temp name plus ``mv``
+# (a server-side copy and a delete there) buys nothing and doubles the cost.
+_ATOMIC_PUT = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+
+
+class Storage:
+    """One root (local folder or fsspec URL) and the few file operations Shoal needs."""
+
+    def __init__(self, root_url: str, **storage_options: Any) -> None:
+        protocol = get_protocol(str(root_url))
+        self.protocol = protocol
+        self.is_local = protocol in ("file", "local")
+        if self.is_local:
+            storage_options.setdefault("auto_mkdir", True)
+        fs, path = url_to_fs(str(root_url), **storage_options)
+        self._fs: fsspec.AbstractFileSystem = fs
+        if self.is_local:
+            self.root = os.path.abspath(path)
+        else:
+            self.root = fs.unstrip_protocol(path.rstrip("/"))
+
+    def __repr__(self) -> str:
+        return f"Storage({self.root!r})"
+
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        return self._fs
+
+    def url(self, *parts: str) -> str:
+        """The root joined with ``parts`` (no part may climb out of the root)."""
+        for part in parts:
+            if not part or any(seg == ".." for seg in str(part).replace("\\", "/").split("/")):
+                raise ValueError(f"bad storage path segment: {part!r}")
+        if self.is_local:
+            return os.path.join(self.root, *parts)
+        return posixpath.join(self.root, *parts)
+
+    def local_path(self, url: str) -> str | None:
+        """The OS path of ``url`` when the storage is local, else ``None``."""
+        if not self.is_local:
+            return None
+        return url[len("file://") :] if url.startswith("file://") else url
+
+    def open(self, url: str, mode: str = "rb") -> IO[Any]:
+        return self._fs.open(url, mode)
+
+    def write_bytes_atomic(self, url: str, data: bytes) -> None:
+        """Write ``data`` so readers see the old file or the whole new one, never a torn one."""
+        local = self.local_path(url)
+        if local is not None:
+            os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+            tmp = f"{local}.tmp-{secrets.token_hex(6)}"
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, local)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise
+            return
+        if self.protocol in _ATOMIC_PUT:
+            self._fs.pipe_file(url, data)
+            return
+        tmp = f"{url}.tmp-{secrets.token_hex(6)}"
+        self._fs.pipe_file(tmp, data)
+        self._fs.mv(tmp, url)
+
+    def put_file(self, local_path: str, url: str) -> None:
+        """Upload (or, locally, move) a finished local file to ``url``."""
+        local = self.local_path(url)
+        if local is not None:
+            os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+            os.replace(local_path, local)
+        else:
+            self._fs.put_file(local_path, url)
+
+    def exists(self, url: str) -> bool:
+        return bool(self._fs.exists(url))
+
+    def size(self, url: str) -> int:
+        return int(self._fs.size(url))
+
+    def list(self, prefix: str) -> list[str]:
+        """Files directly under ``prefix``, as URLs, sorted; ``[]`` when it does not exist."""
+        try:
+            entries = self._fs.ls(prefix, detail=True)
+        except FileNotFoundError:
+            return []
+        names = [e["name"] for e in entries if e.get("type") == "file"]
+        return sorted(self._to_url(n) for n in names)
+
+    def glob(self, pattern: str) -> builtins.list[str]:
+        """URLs matching ``pattern`` (fsspec glob syntax), sorted."""
+        return sorted(self._to_url(n) for n in self._fs.glob(pattern))
+
+    def rm(self, url: str, recursive: bool = False) -> None:
+        """Remove ``url`` (a folder with ``recursive=True``); missing is not an error."""
+        with contextlib.suppress(FileNotFoundError):
+            self._fs.rm(url, recursive=recursive)
+
+    def _to_url(self, name: str) -> str:
+        if self.is_local:
+            return name
+        return self._fs.unstrip_protocol(name)
+
+
+@lru_cache(maxsize=16)
+def _storage_for(url: str) -> Storage:
+    return Storage(url)
+
+
+def get_storage(settings: Settings) -> Storage:
+    """The process-wide :class:`Storage` for ``settings.storage_url`` (cached per URL)."""
+    return _storage_for(settings.storage_url)

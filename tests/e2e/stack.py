@@ -1,0 +1,128 @@
+"""Starting the real stack (``shoal up``) in subprocesses for end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stack:
+    """``shoal up`` on a data folder, with an authenticated client for its API."""
+
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.prefect_port = free_port()
+        self.env = {
+            **os.environ,
+            "SHOAL_ALLOW_PRIVATE_NETWORKS": "1",
+            "SHOAL_PROGRESS_INTERVAL_S": "0.5",
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            **env,
+        }
+        for var in ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_API_DATABASE_CONNECTION_URL"):
+            self.env.pop(var, None)
+        self.proc: subprocess.Popen[str] | None = None
+        self.banner = ""
+        self.key = ""
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 180) -> Stack:
+        cmd = [
+            sys.executable,
+            "-m",
+            "shoal.cli",
+            "up",
+            "--port",
+            str(self.port),
+            "--prefect-port",
+            str(self.prefect_port),
+            "--data-dir",
+            str(self.data_dir),
+        ]
+        self.proc = subprocess.Popen(
+            cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("shoal up exited:\n" + "".join(lines) + self._logs())
+            lines.append(line)
+            if line.startswith("Ctrl-C stops everything"):
+                break
+        else:
+            raise RuntimeError("shoal up did not come up:\n" + "".join(lines))
+        self.banner = "".join(lines)
+        self.key = (self.data_dir / "local-api-key").read_text().strip()
+        return self
+
+    def _logs(self) -> str:
+        out = []
+        for f in sorted((self.data_dir / "logs").glob("*.log")):
+            out.append(f"--- {f.name}\n" + f.read_text()[-3000:])
+        return "\n".join(out)
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base, timeout=30, headers={"Authorization": f"Bearer {key or self.key}"}
+        )
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def kill9(self) -> None:
+        """Kill ``shoal up`` and every process group it started, as a power cut would."""
+        pids = json.loads((self.data_dir / "pids.json").read_text())
+        for name, pid in pids.items():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                if name == "up":
+                    os.kill(pid, signal.SIGKILL)
+                else:
+                    os.killpg(pid, signal.SIGKILL)
+        if self.proc:
+            self.proc.wait(10)
+
+    def wait_job(
+        self,
+        client: httpx.Client,
+        job_id: str,
+        statuses: set[str],
+        timeout: float = 240,
+        **match: Any,
+    ) -> dict[str, Any]:
+        """Poll the job until its status is in ``statuses`` (a deadline, not a sleep)."""
+        deadline = time.monotonic() + timeout
+        job: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            job = client.get(f"/v1/jobs/{job_id}").json()
+            if job.get("status") in statuses and all(job.get(k) == v for k, v in match.items()):
+                return job
+            time.sleep(0.25)
+        raise AssertionError(f"job {job_id} never reached {statuses}: {job}\n{self._logs()}")
