@@ -91,6 +91,9 @@ def _wait_http(url: str, procs: list[subprocess.Popen[bytes]], deadline_s: float
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    # a second Ctrl-C or SIGTERM must not cut the shutdown short and orphan a child
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     for p in reversed(procs):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGTERM)

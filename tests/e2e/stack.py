@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -97,6 +98,15 @@ class Stack:
             except subprocess.TimeoutExpired:
                 self.kill9()
 
+    def keys_create(self, account: str) -> str:
+        """``shoal keys create``: the key is the last line of stdout."""
+        out = subprocess.run(
+            [sys.executable, "-m", "shoal.cli", "keys", "create", "--account", account,
+             "--data-dir", str(self.data_dir)],
+            env=self.env, capture_output=True, text=True, check=True,
+        )
+        return out.stdout.strip().splitlines()[-1]
+
     def kill9(self) -> None:
         """Kill ``shoal up`` and every process group it started, as a power cut would."""
         pids = json.loads((self.data_dir / "pids.json").read_text())
@@ -115,14 +125,14 @@ class Stack:
         job_id: str,
         statuses: set[str],
         timeout: float = 240,
-        **match: Any,
+        until: Callable[[dict[str, Any]], bool] | None = None,
     ) -> dict[str, Any]:
-        """Poll the job until its status is in ``statuses`` (a deadline, not a sleep)."""
+        """Poll the job until its status is in ``statuses`` and ``until(job)`` holds."""
         deadline = time.monotonic() + timeout
         job: dict[str, Any] = {}
         while time.monotonic() < deadline:
             job = client.get(f"/v1/jobs/{job_id}").json()
-            if job.get("status") in statuses and all(job.get(k) == v for k, v in match.items()):
+            if job.get("status") in statuses and (until is None or until(job)):
                 return job
             time.sleep(0.25)
         raise AssertionError(f"job {job_id} never reached {statuses}: {job}\n{self._logs()}")

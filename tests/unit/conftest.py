@@ -1,0 +1,111 @@
+"""Fixtures for unit tests: settings on a tmp folder, the job store, accounts and an API client."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from shoal.settings import Settings, get_settings
+from shoal.store import AccountRow, JobRow, Store, get_store, new_id, utcnow
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch) -> Iterator[Settings]:
+    """Settings read from env pointing at ``tmp_path``; the cache is cleared before and after."""
+    for name in list(os.environ):
+        if name.startswith("SHOAL_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("SHOAL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SHOAL_SIGNING_SECRET", "test-secret")
+    get_settings.cache_clear()
+    try:
+        yield get_settings()
+    finally:
+        get_settings.cache_clear()
+
+
+@pytest.fixture
+def store(settings) -> Store:
+    return get_store(settings)
+
+
+@dataclass
+class Caller:
+    account: AccountRow
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@pytest.fixture
+def alice(store) -> Caller:
+    account, _ = store.get_or_create_account("a")
+    return Caller(account, store.create_key(account.id))
+
+
+@pytest.fixture
+def bob(store) -> Caller:
+    account, _ = store.get_or_create_account("b")
+    return Caller(account, store.create_key(account.id))
+
+
+@pytest.fixture
+def make_job(store) -> Callable[..., JobRow]:
+    """Insert a job row directly (no API, no Prefect); keyword arguments set row fields."""
+
+    def _make(account: AccountRow, **values: Any) -> JobRow:
+        row = JobRow(
+            id=new_id("job"),
+            account_id=account.id,
+            name=values.pop("name", None),
+            status=values.pop("status", "queued"),
+            priority="normal",
+            concurrency=4,
+            spec={"defaults": {}, "concurrency": 4, "output": {}, "fields": {}},
+            urls_total=values.pop("urls_total", 1),
+            created_at=values.pop("created_at", utcnow() - timedelta(minutes=1)),
+        )
+        for k, v in values.items():
+            setattr(row, k, v)
+        return store.insert_job(row)
+
+    return _make
+
+
+@dataclass
+class FlowStarter:
+    calls: list[JobRow]
+    fail: bool = False
+
+    async def __call__(self, job: JobRow, settings: Settings) -> str:
+        self.calls.append(job)
+        if self.fail:
+            raise ConnectionError("prefect is down")
+        return f"fake-flow-run-{len(self.calls)}"
+
+
+@pytest.fixture
+def flow_starter(monkeypatch) -> FlowStarter:
+    """Replaces the Prefect call of ``POST /v1/jobs`` with a recorder returning a fake id."""
+    import api.routers.jobs
+
+    starter = FlowStarter(calls=[])
+    monkeypatch.setattr(api.routers.jobs, "start_flow_run", starter)
+    return starter
+
+
+@pytest.fixture
+def client(settings, flow_starter):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(), raise_server_exceptions=False) as c:
+        yield c

@@ -1,0 +1,539 @@
+"""The HTTP layer: auth, problem details, validation locations, ownership, links."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from shoal import downloads
+from shoal.storage import get_storage
+from shoal.store import aware, utcnow
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(r: httpx.Response, status: int, loc: str | None = None) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith(PROBLEM)
+    body = r.json()
+    assert body["status"] == status
+    assert body["title"] and body["type"].startswith("https://")
+    if loc is not None:
+        locs = [e["loc"] for e in body.get("errors", [])]
+        assert loc in locs, locs
+    return body
+
+
+def urls(n: int) -> list[str]:
+    return [f"https://example.com/p/{i}" for i in range(n)]
+
+
+def post_job(client, caller, body) -> httpx.Response:
+    return client.post("/v1/jobs", headers=caller.headers, json=body)
+
+
+# --- auth and malformed bodies -----------------------------------------------------------
+
+
+def test_malformed_json_is_400(client, alice):
+    r = client.post(
+        "/v1/jobs",
+        headers={**alice.headers, "Content-Type": "application/json"},
+        content=b'{"urls": ["https://example.com"',
+    )
+    assert_problem(r, 400)
+
+
+def test_missing_key_is_401_with_www_authenticate(client):
+    r = client.post("/v1/jobs", json={"urls": urls(1)})
+    assert_problem(r, 401)
+    assert r.headers["www-authenticate"].lower().startswith("bearer")
+
+
+def test_unknown_key_is_401(client, alice):
+    r = client.get("/v1/jobs", headers={"Authorization": "Bearer sk_not-a-real-key"})
+    assert_problem(r, 401)
+    assert "www-authenticate" in r.headers
+
+
+def test_wrong_scheme_is_401(client, alice):
+    r = client.get("/v1/jobs", headers={"Authorization": f"Basic {alice.key}"})
+    assert_problem(r, 401)
+
+
+# --- create: field validation --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"input": {"urls": urls(1)}, "bogus": 1}, "bogus"),
+        ({"input": {"urls": urls(1_001)}}, "input.urls"),
+        ({"input": {"urls": urls(1)}, "concurrency": 0}, "concurrency"),
+        ({"input": {"urls": urls(1)}, "concurrency": 257}, "concurrency"),
+        ({"input": {"urls": urls(1)}, "output": {"format": "csv"}}, "output.format"),
+        ({"input": {"urls": urls(1)}, "output": {"format": "parquet"}}, "output.format"),
+        ({"input": {"urls": [*urls(3), "ftp://example.com/x"]}}, "input.urls[3]"),
+        ({"input": {"urls": [*urls(3), "not a url"]}}, "input.urls[3]"),
+        ({"input": {"urls": [{"url": "https://e.com", "bogus": 1}]}}, "input.urls[0].bogus"),
+        ({"input": {"urls": urls(1)}, "defaults": {"proxy_type": "residential"}}, None),
+        ({"input": {"urls": urls(1)}, "defaults": {"timeout_s": 0}}, "defaults.timeout_s"),
+        (
+            {"input": {"urls": urls(1)}, "output": {"expires_in_s": 2_592_001}},
+            "output.expires_in_s",
+        ),
+        ({"input": {"urls": urls(1)}, "urls": urls(1)}, None),
+        ({"input": {"urls": []}}, "input.urls"),
+        ({"urls": ["mailto:x@example.com"]}, "urls[0]"),
+    ],
+)
+def test_invalid_create_is_422_naming_the_field(client, alice, flow_starter, body, loc):
+    r = post_job(client, alice, body)
+    problem = assert_problem(r, 422, loc)
+    assert problem["errors"], "a 422 lists its errors"
+    assert not flow_starter.calls
+
+
+def test_residential_proxy_not_configured_names_the_field(client, alice):
+    body = {"input": {"urls": urls(1)}, "defaults": {"proxy_type": "residential"}}
+    assert_problem(post_job(client, alice, body), 422, "defaults.proxy_type")
+    # the same on a per-URL override
+    body = {"input": {"urls": [{"url": "https://e.com", "proxy_type": "residential"}]}}
+    assert_problem(post_job(client, alice, body), 422, "input.urls[0].proxy_type")
+
+
+def test_expires_in_s_at_maximum_is_accepted(client, alice):
+    body = {"input": {"urls": urls(1)}, "output": {"expires_in_s": 2_592_000}}
+    assert post_job(client, alice, body).status_code == 202
+
+
+def test_csv_with_selectors_is_accepted(client, alice):
+    body = {"urls": urls(1), "selectors": {"name": "h1"}, "output": {"format": "csv"}}
+    assert post_job(client, alice, body).status_code == 202
+
+
+def test_plan_concurrency_cap_applies(client, alice, store):
+    from shoal.store._db import session_scope
+    from shoal.store._tables import AccountRow
+
+    with session_scope(store.url) as s:
+        s.get(AccountRow, alice.account.id).plan = {"concurrency_cap": 8}
+    body = {"urls": urls(1), "concurrency": 9}
+    assert_problem(post_job(client, alice, body), 422, "concurrency")
+    assert post_job(client, alice, {**body, "concurrency": 8}).status_code == 202
+
+
+# --- create: success path with a fake Prefect --------------------------------------------
+
+
+def test_create_job_inserts_queued_row_and_stages_one_line_per_url(
+    client, alice, store, settings, flow_starter
+):
+    items = [*urls(4), {"url": "https://example.com/o", "meta": {"sku": 7}, "timeout_s": 5}]
+    r = post_job(client, alice, {"name": "n1", "input": {"urls": items}})
+    assert r.status_code == 202, r.text
+    created = r.json()
+    assert created["status"] == "queued" and created["urls_total"] == 5
+    assert created["id"].startswith("job_") and created["name"] == "n1"
+
+    row = store.get_job(created["id"], alice.account.id)
+    assert row is not None and row.status == "queued"
+    assert row.flow_run_id == "fake-flow-run-1"
+    assert [c.id for c in flow_starter.calls] == [created["id"]]
+
+    storage = get_storage(settings)
+    with storage.open(storage.url("jobs", created["id"], "input.ndjson"), "rb") as fh:
+        lines = fh.read().splitlines()
+    assert len(lines) == 5
+    staged = [json.loads(line) for line in lines]
+    assert [s["url"] for s in staged] == [*urls(4), "https://example.com/o"]
+    assert staged[4]["meta"] == {"sku": 7} and staged[4]["o"] == {"timeout_s": 5}
+
+    got = client.get(f"/v1/jobs/{created['id']}", headers=alice.headers)
+    assert got.status_code == 200 and got.json()["status"] == "queued"
+
+
+def test_create_job_when_prefect_is_down_fails_the_job(client, alice, store, flow_starter):
+    flow_starter.fail = True
+    r = post_job(client, alice, {"urls": urls(1)})
+    assert_problem(r, 503)
+    rows, total = store.list_jobs(alice.account.id, None, 10, 0)
+    assert total == 1 and rows[0].status == "failed" and rows[0].error
+
+
+# --- read, list, cancel -------------------------------------------------------------------
+
+
+def test_get_job_of_another_account_is_404(client, alice, bob, make_job):
+    job = make_job(bob.account)
+    assert_problem(client.get(f"/v1/jobs/{job.id}", headers=alice.headers), 404)
+    assert client.get(f"/v1/jobs/{job.id}", headers=bob.headers).status_code == 200
+
+
+def test_get_unknown_job_is_404(client, alice):
+    assert_problem(client.get("/v1/jobs/job_000000000000", headers=alice.headers), 404)
+
+
+def test_get_job_shows_public_fields(client, alice, make_job):
+    job = make_job(alice.account, name="x", urls_total=10)
+    body = client.get(f"/v1/jobs/{job.id}", headers=alice.headers).json()
+    assert body["id"] == job.id and body["name"] == "x" and body["status"] == "queued"
+    assert body["urls_total"] == 10 and body["urls_done"] == 0
+    assert body["result_available"] is False and body["download_url"] is None
+    assert body["progress"] == {"percentage": 0.0}
+
+
+def test_list_bad_status_is_422(client, alice):
+    assert_problem(client.get("/v1/jobs?status=bogus", headers=alice.headers), 422, "status")
+    assert_problem(
+        client.get("/v1/jobs?status=running,bogus", headers=alice.headers), 422, "status"
+    )
+
+
+@pytest.mark.parametrize(("query", "loc"), [("limit=101", "limit"), ("limit=0", "limit")])
+def test_list_bad_paging_is_422(client, alice, query, loc):
+    assert_problem(client.get(f"/v1/jobs?{query}", headers=alice.headers), 422, loc)
+    assert_problem(client.get("/v1/jobs?offset=-1", headers=alice.headers), 422, "offset")
+
+
+def test_list_newest_first_with_filter_and_paging(client, alice, bob, make_job):
+    t0 = utcnow() - timedelta(hours=1)
+    statuses = ["queued", "running", "completed", "failed", "completed", "cancelled"]
+    made = [
+        make_job(alice.account, status=s, created_at=t0 + timedelta(minutes=i))
+        for i, s in enumerate(statuses)
+    ]
+    make_job(bob.account, created_at=t0 + timedelta(minutes=30))
+    newest_first = [j.id for j in reversed(made)]
+
+    body = client.get("/v1/jobs", headers=alice.headers).json()
+    assert [j["id"] for j in body["jobs"]] == newest_first
+    assert body["total"] == 6 and body["limit"] == 20 and body["offset"] == 0
+
+    body = client.get("/v1/jobs?status=completed,failed", headers=alice.headers).json()
+    assert [j["id"] for j in body["jobs"]] == [made[4].id, made[3].id, made[2].id]
+    assert body["total"] == 3
+    assert {j["status"] for j in body["jobs"]} == {"completed", "failed"}
+
+    body = client.get("/v1/jobs?limit=2&offset=1", headers=alice.headers).json()
+    assert [j["id"] for j in body["jobs"]] == newest_first[1:3]
+    assert (body["total"], body["limit"], body["offset"]) == (6, 2, 1)
+
+    body = client.get("/v1/jobs?offset=10", headers=alice.headers).json()
+    assert body["jobs"] == [] and body["total"] == 6
+
+
+def test_cancel_of_another_account_is_404(client, alice, bob, make_job, store):
+    job = make_job(bob.account)
+    assert_problem(client.delete(f"/v1/jobs/{job.id}", headers=alice.headers), 404)
+    assert store.get_job(job.id).cancel_requested_at is None
+
+
+def test_cancel_of_final_job_is_409(client, alice, make_job):
+    job = make_job(alice.account, status="completed", completed_at=utcnow())
+    assert_problem(client.delete(f"/v1/jobs/{job.id}", headers=alice.headers), 409)
+
+
+def test_cancel_of_queued_job_is_202(client, alice, make_job, store):
+    job = make_job(alice.account)
+    r = client.delete(f"/v1/jobs/{job.id}", headers=alice.headers)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["id"] == job.id and body["cancel_requested_at"] is not None
+    assert body["status"] == "queued"  # graceful: the flow drains and ends it
+    assert store.cancel_requested(job.id)
+
+
+def test_cancel_unknown_job_is_404(client, alice):
+    assert_problem(client.delete("/v1/jobs/job_FFFFFFFFFFFF", headers=alice.headers), 404)
+
+
+# --- health, openapi, account ------------------------------------------------------------
+
+
+def test_health_needs_no_key(client):
+    r = client.get("/v1/health")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+def test_openapi_lists_the_job_paths(client):
+    r = client.get("/v1/openapi.json")
+    assert r.status_code == 200
+    paths = r.json()["paths"]
+    for p in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/results"):
+        assert p in paths
+
+
+def test_unknown_route_is_problem_404(client, alice):
+    assert_problem(client.get("/v1/nothing-here", headers=alice.headers), 404)
+
+
+def test_account_and_rotate_secret(client, alice):
+    r = client.get("/v1/account", headers=alice.headers)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["id"] == alice.account.id and body["name"] == "a"
+    assert body["webhook_secret"].startswith("whsec_")
+    assert "concurrency_cap" in body["plan"]
+
+    r = client.post("/v1/account/webhook-secret/rotate", headers=alice.headers)
+    assert r.status_code == 200
+    rotated = r.json()["webhook_secret"]
+    assert rotated.startswith("whsec_") and rotated != body["webhook_secret"]
+    again = client.get("/v1/account", headers=alice.headers).json()
+    assert again["webhook_secret"] == rotated
+
+
+def test_account_needs_key(client):
+    assert_problem(client.get("/v1/account"), 401)
+
+
+# --- signed download links -------------------------------------------------------------
+
+
+@pytest.fixture
+def finished_job(tmp_path, alice, make_job):
+    path = tmp_path / "out" / "result.ndjson"
+    path.parent.mkdir()
+    data = b'{"url": "https://example.com", "input_index": 0, "status": "ok"}\n'
+    path.write_bytes(data)
+    job = make_job(
+        alice.account,
+        status="completed",
+        started_at=utcnow() - timedelta(minutes=2),
+        completed_at=utcnow(),
+        urls_done=1,
+        outputs=[{"name": "result.ndjson", "url": str(path), "rows": 1, "size_bytes": len(data)}],
+        output_expires_at=utcnow() + timedelta(hours=1),
+    )
+    return job, data
+
+
+def _path_and_query(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+def test_finished_job_has_download_url_that_works_without_key(client, alice, finished_job):
+    job, data = finished_job
+    body = client.get(f"/v1/jobs/{job.id}", headers=alice.headers).json()
+    assert body["result_available"] is True
+    assert body["download_url"] and body["download_url_expires_at"]
+    assert body["eta_s"] == 0 and body["progress"]["percentage"] == 100.0
+    assert body["download_parts"] is None
+
+    r = client.get(_path_and_query(body["download_url"]))  # no Authorization header
+    assert r.status_code == 200, r.text
+    assert r.content == data
+
+
+def test_tampered_download_sig_is_404(client, alice, finished_job, settings):
+    job, _ = finished_job
+    url = client.get(f"/v1/jobs/{job.id}", headers=alice.headers).json()["download_url"]
+    sig = parse_qs(urlsplit(url).query)["sig"][0]
+    bad = sig[:-1] + ("0" if sig[-1] != "0" else "1")
+    assert_problem(client.get(_path_and_query(url.replace(sig, bad))), 404)
+    # a valid link for a name that is not an output of the job
+    other = downloads.sign(settings, job.id, "x.ndjson", utcnow() + timedelta(hours=1))
+    assert_problem(client.get(_path_and_query(other)), 404)
+
+
+def test_expired_download_link_is_410(client, finished_job, settings):
+    job, _ = finished_job
+    url = downloads.sign(settings, job.id, "result.ndjson", utcnow() - timedelta(seconds=5))
+    assert_problem(client.get(_path_and_query(url)), 410)
+
+
+def test_expired_output_has_no_download_url(client, alice, make_job, tmp_path):
+    job = make_job(
+        alice.account,
+        status="completed",
+        completed_at=utcnow(),
+        outputs=[{"name": "result.ndjson", "url": str(tmp_path / "r"), "rows": 0, "size_bytes": 0}],
+        output_expires_at=utcnow() - timedelta(seconds=1),
+    )
+    body = client.get(f"/v1/jobs/{job.id}", headers=alice.headers).json()
+    assert body["download_url"] is None and body["result_available"] is False
+
+
+def test_download_of_removed_file_is_410(client, finished_job, settings, tmp_path):
+    job, _ = finished_job
+    (tmp_path / "out" / "result.ndjson").unlink()
+    url = downloads.sign(settings, job.id, "result.ndjson", utcnow() + timedelta(hours=1))
+    assert_problem(client.get(_path_and_query(url)), 410)
+
+
+def test_download_parts_listed_when_split(client, alice, make_job, tmp_path):
+    outs = []
+    for n in (1, 2):
+        p = tmp_path / f"part-{n}.ndjson"
+        p.write_bytes(b"{}\n" * n)
+        outs.append({"name": p.name, "url": str(p), "rows": n, "size_bytes": 3 * n})
+    job = make_job(
+        alice.account,
+        status="partial",
+        completed_at=utcnow(),
+        outputs=outs,
+        output_expires_at=utcnow() + timedelta(hours=1),
+    )
+    body = client.get(f"/v1/jobs/{job.id}", headers=alice.headers).json()
+    parts = body["download_parts"]
+    assert [p["rows"] for p in parts] == [1, 2]
+    assert body["download_url"] == parts[0]["url"]
+    assert aware(job.output_expires_at) is not None
+    assert client.get(_path_and_query(parts[1]["url"])).content == b"{}\n" * 2
+
+
+# --- hostile bodies never 5xx ---------------------------------------------------------------
+
+EXAMPLE = {
+    "name": "nightly-catalog-2026-05-12",
+    "input": {"urls": ["https://example.com/a", "https://example.com/b"]},
+    "defaults": {
+        "render": False,
+        "proxy_type": "none",
+        "extract": {"name": "string", "price": "number"},
+        "selectors": {"name": "h1", "price": ".price"},
+        "formats": ["data"],
+        "timeout_s": 30,
+        "headers": {},
+    },
+    "concurrency": 32,
+    "priority": "normal",
+    "output": {"format": "ndjson", "gzip": True, "expires_in_s": 86400},
+}
+
+HOSTILE = [
+    None,
+    [],
+    {},
+    "",
+    "x" * 5000,
+    -1,
+    0,
+    10**30,
+    -(10**30),
+    1.5,
+    1e308,
+    True,
+    "\u0000",
+    [None],
+    {"a": None},
+    [[[[]]]],
+    {"url": None},
+    "https://example.com/\u202e",
+]
+
+
+def _paths(obj, prefix=()):
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _paths(v, (*prefix, i))
+
+
+def _set(obj, path, value):
+    obj = copy.deepcopy(obj)
+    if not path:
+        return value
+    cur = obj
+    for p in path[:-1]:
+        cur = cur[p]
+    cur[path[-1]] = value
+    return obj
+
+
+def _hostile_bodies(n: int = 60) -> list:
+    rng = random.Random(20260512)
+    paths = [p for p in _paths(EXAMPLE) if p]
+    bodies = [[], "a string", None, 123, [EXAMPLE], {"input": None}, {"urls": None}]
+    bodies += [{"input": {"urls": [None]}}, {"input": {"url": None}}, {"urls": [{}]}]
+    for path in paths:  # every field of the example gets at least one wrong value
+        bodies.append(_set(EXAMPLE, path, rng.choice(HOSTILE)))
+    while len(bodies) < n + len(paths):
+        body = EXAMPLE
+        for _ in range(rng.randint(1, 3)):
+            body = _set(body, rng.choice([p for p in _paths(body) if p]), rng.choice(HOSTILE))
+        bodies.append(body)
+    return bodies
+
+
+def test_contract_example_base_is_accepted(client, alice):
+    assert post_job(client, alice, EXAMPLE).status_code == 202
+
+
+def test_hostile_bodies_never_5xx(client, alice):
+    bodies = _hostile_bodies()
+    assert len(bodies) >= 30
+    seen = set()
+    for body in bodies:
+        r = post_job(client, alice, body)
+        assert r.status_code < 500, (body, r.text)
+        seen.add(r.status_code)
+        if r.status_code >= 400:
+            assert r.headers["content-type"].startswith(PROBLEM)
+    assert 422 in seen
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[", b"{", b'{"urls": }', b"\xff\xfe", b"nul", b'{"urls": ["https://e.com"]} trailing'],
+)
+def test_non_json_bodies_are_400(client, alice, raw):
+    r = client.post(
+        "/v1/jobs", headers={**alice.headers, "Content-Type": "application/json"}, content=raw
+    )
+    assert_problem(r, 400)
+
+
+# --- bugs found ---------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a per-URL meta integer beyond 64 bits passes validation and orjson fails in "
+    "jobs.stage_inline -> 500",
+)
+def test_huge_integer_in_meta_is_not_5xx(client, alice):
+    body = {"input": {"urls": [{"url": "https://example.com", "meta": {"n": 10**30}}]}}
+    r = post_job(client, alice, body)
+    assert r.status_code in (202, 422), r.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a lone surrogate (\\ud800) in a URL or meta passes validation and orjson "
+    "fails in jobs.stage_inline -> 500",
+)
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"urls": ["https://example.com/\\ud800"]}',
+        b'{"input": {"urls": [{"url": "https://example.com", "meta": "\\ud800"}]}}',
+    ],
+)
+def test_lone_surrogate_is_not_5xx(client, alice, raw):
+    r = client.post(
+        "/v1/jobs", headers={**alice.headers, "Content-Type": "application/json"}, content=raw
+    )
+    assert r.status_code in (202, 422), r.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the contract's own example body has `webhook`; JobCreate has no such field "
+    "(extra=forbid) so it is a 422",
+)
+def test_contract_example_with_webhook_is_accepted(client, alice):
+    body = {**EXAMPLE, "webhook": "https://your-app.com/hooks/jobs"}
+    r = post_job(client, alice, body)
+    assert r.status_code == 202, r.text
