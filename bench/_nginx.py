@@ -14,17 +14,18 @@ from pathlib import Path
 
 _CONF = """\
 worker_processes 1;
+# the default 1024 fds would give 500s and stalled accepts under many keep-alive clients
+worker_rlimit_nofile 65536;
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
-events {{ worker_connections 4096; }}
+events {{ worker_connections 8192; }}
 http {{
     access_log off;
     sendfile on;
     tcp_nopush on;
     keepalive_requests 100000;
     keepalive_timeout 65;
-    open_file_cache max=50000 inactive=60s;
     types {{ }}
     default_type "text/html; charset=utf-8";
     client_body_temp_path {d}/tmp_body;

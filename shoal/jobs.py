@@ -3,6 +3,7 @@ limits, the staged input file, and the public view of a job row."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,12 +20,16 @@ from shoal.contract import (
     JobSpec,
     Progress,
     ScrapeOptions,
+    SingleUrlInput,
     UrlItem,
 )
 from shoal.errors import FieldError, InputError
 from shoal.settings import Settings
 from shoal.storage import Storage
 from shoal.store import AccountRow, Counters, JobRow, Store, aware, new_id, utcnow
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def valid_http_url(url: str) -> str | None:
@@ -58,6 +63,9 @@ def _check_options(
         )
     if "screenshot" in (opts.get("formats") or []):
         errors.append(FieldError(f"{loc}.formats", "screenshot needs render"))
+    for name, value in (opts.get("headers") or {}).items():
+        if not _HEADER_NAME.fullmatch(name) or any(c in value for c in "\r\n\0"):
+            errors.append(FieldError(f"{loc}.headers.{name}", "not a valid HTTP header"))
     mbb = opts.get("max_body_bytes")
     if mbb is not None and mbb > settings.max_body_bytes:
         errors.append(
@@ -86,7 +94,8 @@ def validate(
     Raises ``InputError`` naming every offending field."""
     errors: list[FieldError] = []
     entries = body.items()
-    url_loc = "urls" if body.urls is not None else "input.urls"
+    single = isinstance(body.input, SingleUrlInput)
+    url_loc = "urls" if body.urls is not None else ("input.url" if single else "input.urls")
     if not entries:
         errors.append(FieldError(url_loc, "at least one URL is required"))
     if len(entries) > settings.max_inline_urls:
@@ -113,7 +122,7 @@ def validate(
     if len(entries) <= settings.max_inline_urls:
         for i, entry in enumerate(entries):
             item = entry if isinstance(entry, UrlItem) else UrlItem(url=entry)
-            loc = f"{url_loc}[{i}]"
+            loc = url_loc if single else f"{url_loc}[{i}]"
             why = valid_http_url(item.url)
             if why:
                 errors.append(FieldError(loc if isinstance(entry, str) else f"{loc}.url", why))
@@ -122,6 +131,10 @@ def validate(
                 _check_options(over, loc, settings, errors)
                 overrides_seen.append(over)
             items.append({"url": item.url.strip(), "meta": item.meta, "o": over})
+            try:  # meta is the caller's JSON: it must be storable as it came
+                orjson.dumps(items[-1])
+            except orjson.JSONEncodeError as exc:
+                errors.append(FieldError(loc, f"not storable as JSON: {exc}"))
 
     fields = output_fields(overrides_seen)
     if body.output.format in ("csv", "parquet") and not fields:

@@ -243,11 +243,6 @@ def test_valid_http_url(url, ok):
     assert (valid_http_url(url) is None) is ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with the `input.url` alias an invalid URL is reported at `input.urls[0]`, "
-    "a field the caller never sent",
-)
 def test_input_url_alias_error_loc(cfg, acct):
     body = JobCreate.model_validate({"input": {"url": "ftp://x"}})
     with pytest.raises(InputError) as exc:
