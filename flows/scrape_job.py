@@ -111,6 +111,8 @@ async def scrape_job(job_id: str) -> State[Any]:
             progress=0.0, description=f"Shoal job {job_id}: share of URLs processed"
         )
         rt = JobRuntime.open(job_id, spec, settings)
+        if await asyncio.to_thread(store.cancel_requested, job_id):
+            rt.request_stop("cancel")  # cancelled while queued
         monitor = asyncio.create_task(_monitor(rt, store, row, total, artifact))
         try:
             await _run_chunks(rt, input_url(get_storage(settings), job_id), chunks)

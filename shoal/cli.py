@@ -194,7 +194,12 @@ def up(
                 )
             )
             (data_dir / "pids.json").write_text(
-                json.dumps({"up": os.getpid(), **{n: q.pid for (n, _), q in zip(specs, procs, strict=False)}})
+                json.dumps(
+                    {
+                        "up": os.getpid(),
+                        **{n: q.pid for (n, _), q in zip(specs, procs, strict=False)},
+                    }
+                )
             )
             if name == "prefect":
                 _wait_http(f"{prefect_api}/health", procs, 120)

@@ -10,8 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -101,9 +101,21 @@ class Stack:
     def keys_create(self, account: str) -> str:
         """``shoal keys create``: the key is the last line of stdout."""
         out = subprocess.run(
-            [sys.executable, "-m", "shoal.cli", "keys", "create", "--account", account,
-             "--data-dir", str(self.data_dir)],
-            env=self.env, capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-m",
+                "shoal.cli",
+                "keys",
+                "create",
+                "--account",
+                account,
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return out.stdout.strip().splitlines()[-1]
 

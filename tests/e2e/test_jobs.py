@@ -10,7 +10,6 @@ import json
 import httpx
 import orjson
 import polars as pl
-import pytest
 
 from tests.e2e.stack import Stack
 from tests.sites.catalog import Site, price_of
@@ -45,8 +44,15 @@ def test_two_thousand_urls_every_format(stack: Stack, client: httpx.Client, site
     n = 2000
     urls = [site.url(f"/p/{i}") for i in range(n)]
     ids = {
-        fmt: _submit(client, {"input": {"urls": urls}, "defaults": {"extract": SCHEMA},
-                              "concurrency": 64, "output": out})
+        fmt: _submit(
+            client,
+            {
+                "input": {"urls": urls},
+                "defaults": {"extract": SCHEMA},
+                "concurrency": 64,
+                "output": out,
+            },
+        )
         for fmt, out in {
             "parquet": {"format": "parquet"},
             "csv": {"format": "csv"},
@@ -83,8 +89,13 @@ def test_two_thousand_urls_every_format(stack: Stack, client: httpx.Client, site
     page = client.get(f"/v1/jobs/{ids['parquet']}/results", params={"limit": 10, "offset": 1995})
     assert page.status_code == 200
     body = page.json()
-    assert body["total"] == n and [r["input_index"] for r in body["results"]] == [1995, 1996,
-                                                                                  1997, 1998, 1999]
+    assert body["total"] == n and [r["input_index"] for r in body["results"]] == [
+        1995,
+        1996,
+        1997,
+        1998,
+        1999,
+    ]
 
 
 def test_mixed_errors_end_partial(stack: Stack, client: httpx.Client, site: Site) -> None:
@@ -95,8 +106,9 @@ def test_mixed_errors_end_partial(stack: Stack, client: httpx.Client, site: Site
         + [("timeout", site.url(f"/hang/{i}")) for i in range(3)]
     )
     items = [{"url": u, "meta": {"k": i}} for i, (_, u) in enumerate(plan)]
-    jid = _submit(client, {"input": {"urls": items}, "defaults": {"timeout_s": 1},
-                           "concurrency": 16})
+    jid = _submit(
+        client, {"input": {"urls": items}, "defaults": {"timeout_s": 1}, "concurrency": 16}
+    )
     job = stack.wait_job(client, jid, FINAL, timeout=120)
     assert job["status"] == "partial"
     assert (job["urls_done"], job["urls_errored"]) == (len(plan), 12)
@@ -108,8 +120,9 @@ def test_mixed_errors_end_partial(stack: Stack, client: httpx.Client, site: Site
             assert got["status"] == "ok" and got["http_status"] == 200
         else:
             assert got["status"] == "error" and got["error"]["code"] == want, got
-    assert [x["http_status"] for x in lines if x["error"] and x["error"]["code"] == "http_4xx"] \
-        == [404] * 5
+    assert [x["http_status"] for x in lines if x["error"] and x["error"]["code"] == "http_4xx"] == [
+        404
+    ] * 5
     state = _prefect_state(stack, job["flow_run_id"])
     assert (state["type"], state["name"]) == ("COMPLETED", "Partial")
 
@@ -142,10 +155,13 @@ def test_cancel_keeps_partial_output(stack: Stack, client: httpx.Client, site: S
     assert again.headers["content-type"] == "application/problem+json"
 
 
-def test_results_while_running_and_single_result(stack: Stack, client: httpx.Client,
-                                                  site: Site) -> None:
-    jid = _submit(client, {"input": {"url": site.url("/p/7")},
-                           "selectors": {"title": "h1", "price": ".price"}})
+def test_results_while_running_and_single_result(
+    stack: Stack, client: httpx.Client, site: Site
+) -> None:
+    jid = _submit(
+        client,
+        {"input": {"url": site.url("/p/7")}, "selectors": {"title": "h1", "price": ".price"}},
+    )
     job = stack.wait_job(client, jid, FINAL, timeout=60)
     assert job["status"] == "completed"
     one = client.get(f"/v1/jobs/{jid}/result").json()

@@ -21,8 +21,9 @@ def test_kill9_then_up_again_resumes(tmp_path, site: Site) -> None:  # type: ign
     try:
         with first.client() as c:
             jid = c.post("/v1/jobs", json={"input": {"urls": urls}, "concurrency": 8}).json()["id"]
-            before = first.wait_job(c, jid, {"running"}, timeout=60,
-                                    until=lambda j: j["urls_done"] >= 600)
+            before = first.wait_job(
+                c, jid, {"running"}, timeout=60, until=lambda j: j["urls_done"] >= 600
+            )
     finally:
         first.kill9()
     old_flow_run = before["flow_run_id"]

@@ -495,7 +495,7 @@ def test_non_json_bodies_are_400(client, alice, raw):
     assert_problem(r, 400)
 
 
-# --- found by these tests (fixed), and known gaps ---------------------------------------------------------------------------
+# --- found by these tests (fixed), and known gaps ---
 
 
 def test_huge_integer_in_meta_is_not_5xx(client, alice):
