@@ -206,3 +206,28 @@ def test_printed_curl_creates_a_downloadable_job(stack: Stack, client: httpx.Cli
     done = stack.wait_job(client, job["id"], FINAL, timeout=60)
     assert done["status"] in {"completed", "partial"}
     assert httpx.get(done["download_url"]).status_code == 200
+
+
+def test_cancel_from_prefect_ui_is_the_same_graceful_cancel(
+    stack: Stack, client: httpx.Client, site: Site
+) -> None:
+    urls = [site.url(f"/slow/{i}?ms=100") for i in range(1000)]
+    jid = _submit(client, {"input": {"urls": urls}, "concurrency": 4})
+    job = stack.wait_job(
+        client, jid, {"running"}, timeout=60, until=lambda j: j["urls_done"] >= 260
+    )
+    # what the UI's "Cancel" button does: ask the server to move the run to Cancelling
+    r = httpx.post(
+        f"http://127.0.0.1:{stack.prefect_port}/api/flow_runs/{job['flow_run_id']}/set_state",
+        json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True},
+    )
+    assert r.status_code in (200, 201), r.text
+    job = stack.wait_job(client, jid, FINAL, timeout=90)
+    assert job["status"] == "cancelled"
+    assert "Prefect UI" in (job["error"] or "")
+    assert 250 <= job["urls_done"] < 1000
+    lines = [orjson.loads(x) for x in _download(job).splitlines()]
+    assert len(lines) == job["urls_done"]
+    got = [x["input_index"] for x in lines]
+    assert got == sorted(set(got))
+    assert _prefect_state(stack, job["flow_run_id"])["type"] == "CANCELLED"
