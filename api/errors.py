@@ -21,6 +21,7 @@ from shoal.errors import (
     NotFound,
     ShoalError,
     TooLarge,
+    Unavailable,
 )
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ _STATUS: list[tuple[type[ShoalError], int]] = [
     (Conflict, 409),
     (TooLarge, 413),
     (LimitExceeded, 429),
+    (Unavailable, 503),
 ]
 _TYPE_BASE = "https://shoal.dev/problems/"
 # pydantic inserts the member type of a union into locations; callers never wrote those

@@ -176,6 +176,12 @@ class JobCreated(BaseModel):
     created_at: datetime
 
 
+class JobRetried(JobCreated):
+    """Answer of ``POST /v1/jobs/{id}/retry``: the new job and the job it retries."""
+
+    parent_job_id: str
+
+
 class JobList(BaseModel):
     jobs: list[JobPublic]
     total: int

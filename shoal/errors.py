@@ -9,6 +9,7 @@
     ├── Conflict                    the state does not allow it             -> 409
     ├── TooLarge                    body or file over a limit               -> 413
     ├── LimitExceeded               rate or plan limit (retry_after)        -> 429
+    ├── Unavailable                 a service Shoal needs (Prefect) is down -> 503
     ├── FetchError                  one URL could not be fetched; carries a contract error
     │                               code (``timeout``, ``dns``...). Data, not a job failure.
     │   └── ExtractError            extraction of one page failed (``extract_failed``)
@@ -77,6 +78,10 @@ class LimitExceeded(ShoalError):
     def __init__(self, detail: str = "", *, retry_after: int = 1, **kw: Any) -> None:
         super().__init__(detail, **kw)
         self.retry_after = retry_after
+
+
+class Unavailable(ShoalError):
+    title = "Service unavailable"
 
 
 class FetchError(ShoalError):

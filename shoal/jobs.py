@@ -50,7 +50,7 @@ def _check_options(
     opts: dict[str, Any], loc: str, settings: Settings, errors: list[FieldError]
 ) -> None:
     proxy = opts.get("proxy_type")
-    if proxy not in (None, "none"):
+    if proxy not in (None, "none") and proxy not in settings.proxy_pools():
         errors.append(
             FieldError(
                 f"{loc}.proxy_type", f"proxy pool {proxy!r} is not configured by the operator"

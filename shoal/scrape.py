@@ -18,8 +18,8 @@ from typing import Any, ClassVar
 from shoal import output
 from shoal.contract import JobSpec
 from shoal.errors import ExtractError, FetchError
-from shoal.extract import Page, extract_data, page_formats
 from shoal.fetch import Engine, FetchOptions, FetchResponse
+from shoal.pages import PageWorkers, get_page_workers
 from shoal.plan import Chunk, read_chunk
 from shoal.settings import Settings
 from shoal.storage import Storage, get_storage
@@ -67,9 +67,17 @@ class JobRuntime:
     store: Store
     engine: Engine
     admit: asyncio.Semaphore
+    pages: PageWorkers
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     stop_reason: str | None = None
     live: dict[int, LiveCounters] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(init=False)
+    default_fetch: FetchOptions = field(init=False)
+
+    def __post_init__(self) -> None:
+        # computed once per job: the per-URL path must not re-dump the pydantic model
+        self.defaults = self.spec.defaults.model_dump()
+        self.default_fetch = _fetch_options(self.defaults, self.settings)
 
     _registry: ClassVar[dict[str, JobRuntime]] = {}
 
@@ -91,6 +99,7 @@ class JobRuntime:
                 store=get_store(settings),
                 engine=engine,
                 admit=asyncio.Semaphore(spec.concurrency),
+                pages=get_page_workers(settings),
             )
             cls._registry[job_id] = rt
         return rt
@@ -126,11 +135,15 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _options(spec: JobSpec, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Defaults with the per-URL overrides laid over them, key by key (shallow)."""
-    merged = spec.defaults.model_dump()
-    merged.update(overrides or {})
-    return merged
+def _fetch_options(opts: dict[str, Any], settings: Settings) -> FetchOptions:
+    return FetchOptions(
+        timeout_s=float(opts["timeout_s"]),
+        headers=opts.get("headers") or {},
+        max_body_bytes=opts.get("max_body_bytes") or settings.default_body_bytes,
+        proxy_type=opts.get("proxy_type") or "none",
+        render=bool(opts.get("render")),
+        respect_robots=bool(opts.get("respect_robots", True)),
+    )
 
 
 def _credits(settings: Settings, opts: dict[str, Any]) -> int:
@@ -158,7 +171,12 @@ def _error_row(row: dict[str, Any], exc: FetchError) -> dict[str, Any]:
 
 async def _scrape_one(rt: JobRuntime, item: dict[str, Any]) -> dict[str, Any] | None:
     """One URL -> one result row; None when the job stopped before this URL started."""
-    opts = _options(rt.spec, item.get("o") or {})
+    overrides = item.get("o")
+    if overrides:  # per-URL overrides replace whole keys of the defaults (shallow)
+        opts = {**rt.defaults, **overrides}
+        fetch_opts = _fetch_options(opts, rt.settings)
+    else:
+        opts, fetch_opts = rt.defaults, rt.default_fetch
     row: dict[str, Any] = {
         "url": item["url"],
         "input_index": item["i"],
@@ -176,13 +194,6 @@ async def _scrape_one(rt: JobRuntime, item: dict[str, Any]) -> dict[str, Any] | 
         if item.get("error"):  # a line that was invalid in the input
             row["elapsed_ms"] = 0
             return _error_row(row, FetchError("invalid_url", item["error"], attempts=0))
-        fetch_opts = FetchOptions(
-            timeout_s=float(opts["timeout_s"]),
-            headers=opts.get("headers") or {},
-            max_body_bytes=opts.get("max_body_bytes") or rt.settings.default_body_bytes,
-            proxy_type=opts.get("proxy_type") or "none",
-            render=bool(opts.get("render")),
-        )
         try:
             resp = await rt.engine.fetch(item["url"], fetch_opts)
         except FetchError as exc:
@@ -205,22 +216,12 @@ async def _scrape_one(rt: JobRuntime, item: dict[str, Any]) -> dict[str, Any] | 
     )
     if not _is_html(resp):
         return row
-    try:
-        page = Page(resp.text, base_url=resp.final_url)
-        row["data"] = extract_data(
-            page,
-            base_url=resp.final_url,
-            extract=opts.get("extract"),
-            selectors=opts.get("selectors"),
-        )
-        extra = [f for f in opts.get("formats") or () if f not in ("data", "screenshot")]
-        if extra:
-            row.update(page_formats(page, base_url=resp.final_url, formats=extra))
-    except ExtractError as exc:
-        return _error_row(row, exc)
-    except Exception as exc:
-        log.exception("unexpected error extracting %s", item["url"])
-        return _error_row(row, ExtractError(f"internal error: {exc!r}"))
+    parsed = await rt.pages.run(
+        resp.text, resp.final_url, opts.get("extract"), opts.get("selectors"), opts.get("formats")
+    )
+    if "error" in parsed:
+        return _error_row(row, ExtractError(parsed["error"]))
+    row.update(parsed)
     return row
 
 

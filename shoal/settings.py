@@ -52,6 +52,22 @@ class Settings(BaseSettings):
     user_agent: str = "ShoalBot/0.1 (+https://github.com/shoal)"
     fetch_retries: int = Field(2, description="Extra attempts on connect errors and 5xx.")
     max_redirects: int = 10
+    allow_hosts: str = Field(
+        "", description="Comma-separated hosts, .domain suffixes or CIDRs the SSRF guard allows."
+    )
+    connect_timeout_s: float = Field(10.0, description="Connecting (TCP + TLS) to one host.")
+    read_timeout_s: float = Field(30.0, description="Longest silence while reading a response.")
+    max_crawl_delay_s: float = Field(10.0, description="Cap on a robots.txt Crawl-delay.")
+
+    proxies_datacenter: str = Field(
+        "", description="Comma-separated proxy URLs of the `datacenter` pool (empty: none)."
+    )
+    proxies_residential: str = Field(
+        "", description="Comma-separated proxy URLs of the `residential` pool (empty: none)."
+    )
+    parse_workers: int = Field(
+        -1, description="Processes parsing pages beside the fetch loop; -1: one per core (0 on 1)."
+    )
 
     # credits (published in the docs)
     credits_plain: int = 1
@@ -69,8 +85,13 @@ class Settings(BaseSettings):
 
     # Prefect
     deployment_prefix: str = "scrape-job"
-    worker_poll_s: float = Field(1.0, description="How often the worker asks for new runs.")
+    worker_poll_s: float = Field(0.5, description="How often the worker asks for new runs.")
     worker_max_jobs: int = Field(4, description="Flow runs (jobs) one worker runs at once.")
+
+    # API
+    idempotency_ttl_s: int = Field(
+        86_400, ge=1, description="How long an Idempotency-Key of POST /v1/jobs is remembered."
+    )
 
     @property
     def db_url(self) -> str:
@@ -79,6 +100,15 @@ class Settings(BaseSettings):
     @property
     def storage_url(self) -> str:
         return self.results_url or str((self.data_dir / "results").resolve())
+
+    def proxy_pools(self) -> dict[str, list[str]]:
+        """Configured proxy pools by `proxy_type`; a pool with no proxies is absent."""
+        pools = {"datacenter": self.proxies_datacenter, "residential": self.proxies_residential}
+        return {
+            name: [p.strip() for p in raw.split(",") if p.strip()]
+            for name, raw in pools.items()
+            if raw.strip()
+        }
 
     def secret(self) -> bytes:
         """The signing secret as bytes; refuses to run without one."""

@@ -1,24 +1,22 @@
-"""``/v1/jobs``: create, read, list, cancel, and read results."""
+"""``/v1/jobs``: create, read, list, cancel, retry, and read results."""
 
 from __future__ import annotations
 
-import logging
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep
-from api.errors import problem
 from api.launcher import start_flow_run
-from shoal import jobs, output
+from shoal import jobs, output, submit
 from shoal.contract import (
     FINAL_STATUSES,
     JobCreate,
     JobCreated,
     JobList,
     JobPublic,
+    JobRetried,
     JobSpec,
     PageResult,
     ResultPage,
@@ -27,7 +25,6 @@ from shoal.errors import Conflict, FieldError, InputError, NotFound
 from shoal.scrape import part_urls
 from shoal.store import JobRow, Store, aware
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 _STATUSES = ("queued", "running", "completed", "partial", "cancelled", "failed")
@@ -45,12 +42,35 @@ def _own_job(store: Store, job_id: str, account_id: str) -> JobRow:
     return row
 
 
+_IDEMPOTENCY_KEY = Header(
+    alias="Idempotency-Key",
+    min_length=1,
+    max_length=255,
+    description="The same key with the same body returns the original job (`200`); with "
+    "another body it is `409`. Per account, remembered for `SHOAL_IDEMPOTENCY_TTL_S` (24 h).",
+)
+
+
+def _created(row: JobRow) -> dict[str, Any]:
+    return JobCreated(
+        id=row.id,
+        name=row.name,
+        status=row.status,  # type: ignore[arg-type]
+        urls_total=row.urls_total,
+        eta_s=jobs.eta_seconds(row, row.urls_done),
+        created_at=aware(row.created_at),  # type: ignore[arg-type]
+    ).model_dump(mode="json")
+
+
 @router.post(
     "",
     status_code=202,
     response_model=JobCreated,
     summary="Create a job",
-    responses={200: {"model": JobCreated, "description": "Idempotent replay"}},
+    responses={
+        200: {"model": JobCreated, "description": "Idempotent replay: the key's original job"},
+        409: {"description": "The Idempotency-Key was used with a different body"},
+    },
 )
 async def create_job(
     body: JobCreate,
@@ -58,32 +78,44 @@ async def create_job(
     settings: SettingsDep,
     store: StoreDep,
     storage: StorageDep,
+    idempotency_key: Annotated[str | None, _IDEMPOTENCY_KEY] = None,
 ) -> JSONResponse:
     """Validate, stage the input, insert the job (``queued``) and start its flow run.
 
     The row is committed before the answer, so a ``GET`` right after never 404s."""
-    spec, items = jobs.validate(body, settings, account)
-    row = jobs.new_job_row(body, spec, account, urls_total=len(items))
-    await run_in_threadpool(jobs.stage_inline, storage, row.id, items)
-    await run_in_threadpool(store.insert_job, row)
-    try:
-        row.flow_run_id = await start_flow_run(row, settings)
-    except Exception as exc:  # Prefect unreachable: the job can't run; say so, keep nothing running
-        log.exception("could not start the flow run of %s", row.id)
-        await run_in_threadpool(
-            store.finish, row.id, "failed", error=f"could not start the flow run: {exc}"
-        )
-        return problem(503, "Service unavailable", "the scheduler (Prefect) is unreachable")
-    await run_in_threadpool(store.update_job, row.id, flow_run_id=row.flow_run_id)
-    created = JobCreated(
-        id=row.id,
-        name=row.name,
-        status="queued",
-        urls_total=row.urls_total,
-        eta_s=None,
-        created_at=aware(row.created_at),  # type: ignore[arg-type]
+    done = await submit.create(
+        body,
+        account,
+        settings=settings,
+        store=store,
+        storage=storage,
+        start=start_flow_run,
+        idempotency_key=idempotency_key,
     )
-    return JSONResponse(created.model_dump(mode="json"), status_code=202)
+    return JSONResponse(_created(done.job), status_code=200 if done.replayed else 202)
+
+
+@router.post(
+    "/{job_id}/retry",
+    status_code=202,
+    response_model=JobRetried,
+    summary="Retry the URLs that errored, as a new job",
+    responses={409: {"description": "The job has not ended, or none of its URLs errored"}},
+)
+async def retry_job(
+    job_id: str,
+    account: CurrentAccount,
+    settings: SettingsDep,
+    store: StoreDep,
+    storage: StorageDep,
+) -> JSONResponse:
+    """A new job of exactly the original's errored URLs, with their per-URL overrides and
+    ``meta``, and its defaults, output, concurrency and priority; ``parent_job_id`` is set."""
+    row = await submit.retry(
+        job_id, account, settings=settings, store=store, storage=storage, start=start_flow_run
+    )
+    retried = {**_created(row), "parent_job_id": row.parent_job_id}
+    return JSONResponse(JobRetried.model_validate(retried).model_dump(mode="json"), 202)
 
 
 @router.get("", response_model=JobList, summary="List jobs, newest first")

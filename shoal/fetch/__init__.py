@@ -1,9 +1,10 @@
-"""The fetch engine: one shared httpx client per job, a true in-flight cap, an SSRF guard.
+"""The fetch engine: one aiohttp session per job, a true in-flight cap, an SSRF guard.
 
     async with Engine(concurrency=32, settings=get_settings()) as engine:
         page = await engine.fetch("https://example.com/", FetchOptions(timeout_s=20))
 
-Failures raise ``shoal.errors.FetchError`` with a contract error code.
+Failures raise ``shoal.errors.FetchError`` with a contract error code. Why aiohttp (and the
+measurements): ``shoal/fetch/_engine.py``.
 """
 
 from ._engine import Engine

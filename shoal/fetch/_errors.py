@@ -1,4 +1,4 @@
-"""Translating httpx (and socket/ssl) exceptions into the contract's error codes."""
+"""Translating aiohttp (and socket/ssl) exceptions into the contract's error codes."""
 
 from __future__ import annotations
 
@@ -7,12 +7,23 @@ import ssl
 from collections.abc import Iterator
 from http import HTTPStatus
 
-import httpx
+import aiohttp
 
 from shoal.errors import FetchError
 
-#: Codes worth another attempt (plus 429 and 5xx responses, handled by the engine).
-RETRYABLE_CODES = frozenset({"connect"})
+from ._guard import BlockedAddress
+
+#: Codes worth another attempt (plus 408, 429 and 5xx responses, handled by the engine).
+RETRYABLE_CODES = frozenset({"connect", "timeout"})
+
+_TLS = (
+    aiohttp.ClientConnectorCertificateError,
+    aiohttp.ClientConnectorSSLError,
+    aiohttp.ClientSSLError,
+    ssl.SSLError,
+    ssl.CertificateError,
+)
+_INVALID_URL = (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -32,19 +43,21 @@ def _reason(exc: BaseException) -> str:
 def classify(exc: BaseException) -> str:
     """The contract error code for an exception raised while fetching."""
     chain = list(_chain(exc))
-    if any(isinstance(e, (ssl.SSLError, ssl.CertificateError)) for e in chain):
-        return "tls"
-    if any(isinstance(e, socket.gaierror) for e in chain):
-        return "dns"
-    if isinstance(exc, httpx.TimeoutException | TimeoutError):
-        return "timeout"
-    if isinstance(exc, httpx.ProxyError):
+    if any(isinstance(e, BlockedAddress) for e in chain):
+        return "blocked"
+    # Proxy first: a proxy's TLS or DNS trouble is still the proxy's trouble.
+    if isinstance(exc, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
         return "proxy"
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL | httpx.LocalProtocolError):
-        return "invalid_url"
-    if isinstance(exc, httpx.ConnectError) and "CERTIFICATE" in str(exc).upper():
+    if any(isinstance(e, _TLS) for e in chain):
         return "tls"
-    # ConnectError, ReadError, WriteError, RemoteProtocolError (resets), DecodingError, others.
+    if any(isinstance(e, aiohttp.ClientConnectorDNSError | socket.gaierror) for e in chain):
+        return "dns"
+    if isinstance(exc, TimeoutError):  # ServerTimeoutError, ConnectionTimeoutError too
+        return "timeout"
+    if isinstance(exc, _INVALID_URL):
+        return "invalid_url"
+    # ServerDisconnectedError, ClientOSError (resets, refused), ClientPayloadError, bad status
+    # lines (ClientResponseError), anything else from the transport.
     return "connect"
 
 
@@ -54,9 +67,9 @@ def to_fetch_error(
     """A ``FetchError`` for ``exc``; the caller raises it ``from exc``."""
     code = classify(exc)
     if code == "timeout" and timeout_s is not None:
-        message = f"no complete response within {timeout_s:g} s"
-    elif isinstance(exc, httpx.DecodingError):
-        message = f"could not decode the response body: {_reason(exc)}"
+        message = f"no response within {timeout_s:g} s ({type(exc).__name__})"
+    elif code == "blocked":
+        message = str(next(e for e in _chain(exc) if isinstance(e, BlockedAddress)))
     else:
         message = _reason(exc)
     return FetchError(code, message, final_url=url, attempts=attempts)

@@ -1,28 +1,32 @@
-"""SSRF guard: resolve a host once per engine and refuse non-public addresses.
+"""SSRF guard: refuse non-public addresses at the moment of connecting.
 
-First version: the address check happens before httpx connects, and httpx resolves the name
-again itself, so a DNS-rebinding host could still slip through between the two lookups. Pinning
-the connection to the checked address (a custom transport) is the next step.
+The check lives in an aiohttp resolver (``GuardedResolver``), so the addresses the connector
+connects to are exactly the addresses that were checked: no second lookup a DNS-rebinding host
+could answer differently. aiohttp never asks the resolver about literal IPs, so the engine checks
+those itself (``AddressPolicy.check_literal``) on every hop, like a redirect target.
+
+The operator's allow-list (``SHOAL_ALLOW_HOSTS``) names hosts (``intranet.example``), domain
+suffixes (``.corp.example``) or networks (``10.0.0.0/8``, ``192.0.2.7``) that are always allowed;
+``SHOAL_ALLOW_PRIVATE_NETWORKS`` turns the guard off (tests, local demos).
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
+from collections.abc import Iterable
 
-from shoal.errors import FetchError
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Ranges that ``ipaddress`` does not flag as private in every Python version.
 _EXTRA_BLOCKED = (
-    ipaddress.ip_network("100.64.0.0/10"),  # carrier-grade NAT
+    ipaddress.ip_network("100.64.0.0/10"),  # carrier-grade NAT (and Alibaba's metadata)
     ipaddress.ip_network("169.254.0.0/16"),  # link-local, cloud metadata (169.254.169.254)
     ipaddress.ip_network("fd00:ec2::254/128"),  # AWS metadata over IPv6
 )
-
-_CACHE_MAX = 100_000
 
 
 def is_blocked_address(ip: IPAddress) -> bool:
@@ -44,76 +48,108 @@ def is_blocked_address(ip: IPAddress) -> bool:
     return any(ip in net for net in _EXTRA_BLOCKED if net.version == ip.version)
 
 
-def _literal(host: str) -> IPAddress | None:
+def parse_address(text: str) -> IPAddress:
+    """An address from a resolver answer (an IPv6 zone, ``%eth0``, is dropped)."""
+    return ipaddress.ip_address(text.split("%", 1)[0])
+
+
+def literal_ip(host: str) -> IPAddress | None:
+    """``host`` as an address when it is an IP literal (``[::1]`` too), else None."""
     try:
-        return ipaddress.ip_address(host.strip("[]"))
+        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
     except ValueError:
         return None
 
 
-def _retrieve(task: asyncio.Future[list[IPAddress]]) -> None:
-    if not task.cancelled():
-        task.exception()  # mark retrieved even when every waiter was cancelled
+class BlockedAddress(Exception):
+    """A host resolved (or is) an address the guard refuses; maps to the ``blocked`` code."""
+
+    def __init__(self, host: str, address: IPAddress) -> None:
+        super().__init__(f"host {host!r} resolves to a non-public address ({address})")
+        self.host = host
+        self.address = address
 
 
-class HostGuard:
-    """Resolves hosts (cached per engine) and raises ``blocked``/``dns`` FetchErrors."""
+class AddressPolicy:
+    """Which addresses may be connected to: public ones, plus the operator's allow-list."""
 
-    def __init__(self, *, allow_private_networks: bool) -> None:
+    def __init__(self, *, allow_private_networks: bool, allow: Iterable[str] = ()) -> None:
         self.allow_private = allow_private_networks
-        self._cache: dict[str, asyncio.Future[list[IPAddress]]] = {}
+        self._hosts: set[str] = set()
+        self._suffixes: list[str] = []
+        self._networks: list[IPNetwork] = []
+        for raw in allow:
+            entry = raw.strip().lower().rstrip(".")
+            if not entry:
+                continue
+            try:
+                self._networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                continue
+            except ValueError:
+                pass
+            if entry.startswith("*."):
+                entry = entry[1:]
+            if entry.startswith("."):
+                self._suffixes.append(entry)
+            else:
+                self._hosts.add(entry)
 
-    async def resolve(self, host: str) -> list[IPAddress]:
-        """The addresses of ``host``; concurrent lookups of one host share one query.
+    @classmethod
+    def parse(cls, *, allow_private_networks: bool, allow_hosts: str) -> AddressPolicy:
+        return cls(allow_private_networks=allow_private_networks, allow=allow_hosts.split(","))
 
-        Raises ``socket.gaierror`` when the name does not resolve (failures are not cached).
+    def host_allowed(self, host: str) -> bool:
+        """True when ``host`` (a name) is on the allow-list, whatever it resolves to."""
+        name = host.lower().rstrip(".")
+        return name in self._hosts or any(name.endswith(s) or name == s[1:] for s in self._suffixes)
+
+    def address_allowed(self, ip: IPAddress) -> bool:
+        if self.allow_private or not is_blocked_address(ip):
+            return True
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self._networks if net.version == ip.version)
+
+    def check(self, host: str, addresses: Iterable[IPAddress]) -> None:
+        """Raise ``BlockedAddress`` unless every address of ``host`` may be connected to.
+
+        One bad address refuses the host: a name answering both a public and a private address
+        is the classic rebinding set-up.
         """
-        literal = _literal(host)
-        if literal is not None:
-            return [literal]
-        key = host.lower()
-        task = self._cache.get(key)
-        if task is None:
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.clear()
-            # A task of its own, so one caller's cancellation never fails the others.
-            task = asyncio.ensure_future(self._lookup(key))
-            task.add_done_callback(_retrieve)
-            self._cache[key] = task
-        try:
-            return await asyncio.shield(task)
-        except BaseException:
-            failed = task.done() and (task.cancelled() or task.exception() is not None)
-            if failed and self._cache.get(key) is task:
-                del self._cache[key]
-            raise
-
-    @staticmethod
-    async def _lookup(host: str) -> list[IPAddress]:
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        addrs = list(dict.fromkeys(ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos))
-        if not addrs:
-            raise socket.gaierror(socket.EAI_NONAME, "no addresses")
-        return addrs
-
-    async def check(self, host: str, *, url: str, attempts: int = 1) -> None:
-        """Raise ``FetchError("dns")`` or ``FetchError("blocked")`` for ``host``."""
-        if self.allow_private and _literal(host) is not None:
+        if self.allow_private or self.host_allowed(host):
             return
-        try:
-            addrs = await self.resolve(host)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise FetchError(
-                "dns", f"cannot resolve host {host!r}: {exc}", final_url=url, attempts=attempts
-            ) from exc
-        if self.allow_private:
-            return
-        bad = [a for a in addrs if is_blocked_address(a)]
-        if bad:
-            raise FetchError(
-                "blocked",
-                f"host {host!r} resolves to a non-public address ({bad[0]})",
-                final_url=url,
-                attempts=attempts,
-            )
+        for ip in addresses:
+            if not self.address_allowed(ip):
+                raise BlockedAddress(host, ip)
+
+    def check_literal(self, host: str) -> bool:
+        """Check ``host`` if it is an IP literal (True then); False for a name."""
+        ip = literal_ip(host)
+        if ip is None:
+            return False
+        self.check(host, (ip,))
+        return True
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolves with ``inner`` and refuses (``BlockedAddress``) what the policy does not allow.
+
+    This is the resolver of the engine's direct connector; aiohttp caches its answers per host
+    (``ttl_dns_cache``), so a checked answer is also the one reused.
+    """
+
+    def __init__(self, inner: AbstractResolver, policy: AddressPolicy) -> None:
+        self._inner = inner
+        self._policy = policy
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        if not results:
+            raise socket.gaierror(socket.EAI_NONAME, f"no addresses for {host!r}")
+        self._policy.check(host, (parse_address(r["host"]) for r in results))
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()

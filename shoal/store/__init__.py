@@ -1,4 +1,5 @@
-"""The job store: accounts, hashed API keys, jobs and their live chunk counters.
+"""The job store: accounts, hashed API keys, jobs, their live chunk counters and the
+idempotency keys of job creation.
 
 SQLAlchemy 2; SQLite (WAL) by default, PostgreSQL by ``SHOAL_DATABASE_URL``.
 """
@@ -8,7 +9,7 @@ from functools import lru_cache
 from shoal.settings import Settings
 
 from ._repo import DEFAULT_PLAN, Counters, Store, aware, hash_key, new_id
-from ._tables import AccountRow, ApiKeyRow, ChunkRow, JobRow, utcnow
+from ._tables import AccountRow, ApiKeyRow, ChunkRow, IdempotencyRow, JobRow, utcnow
 
 
 @lru_cache
@@ -27,6 +28,7 @@ __all__ = [
     "ApiKeyRow",
     "ChunkRow",
     "Counters",
+    "IdempotencyRow",
     "JobRow",
     "Store",
     "aware",

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shoal.contract import FINAL_STATUSES
 
 from ._db import session_scope
-from ._tables import AccountRow, ApiKeyRow, ChunkRow, JobRow, utcnow
+from ._tables import AccountRow, ApiKeyRow, ChunkRow, IdempotencyRow, JobRow, utcnow
 
 DEFAULT_PLAN: dict[str, int] = {
     "max_urls_per_job": 1_000_000,
@@ -108,6 +108,71 @@ class Store:
         with session_scope(self.url) as s:
             s.add(row)
         return row
+
+    def insert_job_once(
+        self, row: JobRow, key: str, body_hash: str, *, not_before: datetime
+    ) -> IdempotencyRow:
+        """Insert ``row`` with its idempotency key in one transaction, unless the account holds
+        ``key`` already (from ``not_before`` on): then insert nothing and return the holder's
+        record. The returned record's ``job_id`` is ``row.id`` when this call won."""
+        try:
+            with session_scope(self.url) as s:
+                # an expired record of the key gives way (the unique key forbids two rows)
+                s.execute(
+                    delete(IdempotencyRow).where(
+                        IdempotencyRow.account_id == row.account_id,
+                        IdempotencyRow.key == key,
+                        IdempotencyRow.created_at < not_before,
+                    )
+                )
+                s.add(row)
+                s.flush()  # the job first: the key row refers to it
+                record = IdempotencyRow(
+                    account_id=row.account_id,
+                    key=key,
+                    body_hash=body_hash,
+                    job_id=row.id,
+                    created_at=row.created_at,
+                )
+                s.add(record)
+                s.flush()
+            return record
+        except IntegrityError:
+            # a concurrent request with the same key committed first: its job is the job
+            held = self.get_idempotency(row.account_id, key, not_before=not_before)
+            if held is None:
+                raise
+            return held
+
+    def get_idempotency(
+        self, account_id: str, key: str, *, not_before: datetime
+    ) -> IdempotencyRow | None:
+        """The account's live record of ``key`` (created at or after ``not_before``)."""
+        with session_scope(self.url) as s:
+            return s.scalar(
+                select(IdempotencyRow).where(
+                    IdempotencyRow.account_id == account_id,
+                    IdempotencyRow.key == key,
+                    IdempotencyRow.created_at >= not_before,
+                )
+            )
+
+    def release_idempotency(self, account_id: str, key: str, job_id: str) -> None:
+        """Forget ``key`` if it still points at ``job_id`` (that job never got to run)."""
+        with session_scope(self.url) as s:
+            s.execute(
+                delete(IdempotencyRow).where(
+                    IdempotencyRow.account_id == account_id,
+                    IdempotencyRow.key == key,
+                    IdempotencyRow.job_id == job_id,
+                )
+            )
+
+    def purge_idempotency(self, before: datetime) -> int:
+        """Remove key records created before ``before``; returns how many."""
+        with session_scope(self.url) as s:
+            res = s.execute(delete(IdempotencyRow).where(IdempotencyRow.created_at < before))
+            return int(res.rowcount or 0)  # type: ignore[attr-defined]
 
     def get_job(self, job_id: str, account_id: str | None = None) -> JobRow | None:
         with session_scope(self.url) as s:

@@ -77,3 +77,20 @@ class ChunkRow(Base):
     credits: Mapped[int] = mapped_column(Integer, default=0)
     finished: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IdempotencyRow(Base):
+    """An ``Idempotency-Key`` of one account and the job it created.
+
+    The primary key (account, key) is the unique constraint that makes two concurrent requests
+    with one key create one job: the row is inserted in the job's own transaction."""
+
+    __tablename__ = "idempotency_keys"
+
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    body_hash: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )

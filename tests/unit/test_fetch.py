@@ -13,11 +13,15 @@ from collections import defaultdict
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
+import aiohttp
 import pytest
+from aiohttp.client_reqrep import ConnectionKey, RequestInfo
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from shoal.errors import FetchError
 from shoal.fetch import Engine, FetchOptions, classify, is_blocked_address
+from shoal.fetch._guard import BlockedAddress
 from shoal.settings import Settings
 
 # -- a tiny HTTP/1.1 server on 127.0.0.1, running its own event loop in a thread
@@ -404,39 +408,49 @@ async def test_settings_max_per_host_caps_too(server: TestServer) -> None:
     assert server.max_active <= 2
 
 
-# -- pure error mapping (MockTransport is fine here: it proves the mapping, not the fetching)
+# -- pure error mapping: exception instances in, contract codes out (no transport at all)
 
-
-def _raising(exc: Exception) -> httpx.MockTransport:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise exc
-
-    return httpx.MockTransport(handler)
+_KEY = ConnectionKey("example.com", 443, True, True, None, None, None)
+_REQ = RequestInfo(URL("http://example.com/"), "GET", CIMultiDictProxy(CIMultiDict()))
 
 
 @pytest.mark.parametrize(
     ("exc", "code"),
     [
-        (httpx.ConnectError("refused"), "connect"),
-        (httpx.ConnectTimeout("slow"), "timeout"),
-        (httpx.ReadTimeout("slow"), "timeout"),
-        (httpx.RemoteProtocolError("peer closed"), "connect"),
-        (httpx.ReadError("reset"), "connect"),
-        (httpx.ProxyError("bad proxy"), "proxy"),
-        (httpx.UnsupportedProtocol("gopher"), "invalid_url"),
+        (aiohttp.ClientConnectorError(_KEY, ConnectionRefusedError(111, "refused")), "connect"),
+        (aiohttp.ClientConnectorDNSError(_KEY, socket.gaierror(-2, "unknown")), "dns"),
+        (
+            aiohttp.ClientConnectorCertificateError(
+                _KEY, ssl.SSLCertVerificationError("certificate verify failed")
+            ),
+            "tls",
+        ),
+        (aiohttp.ClientConnectorSSLError(_KEY, ssl.SSLError(1, "handshake")), "tls"),
+        (aiohttp.ClientProxyConnectionError(_KEY, ConnectionRefusedError(111, "no")), "proxy"),
+        (aiohttp.ClientHttpProxyError(_REQ, (), status=407, message="auth"), "proxy"),
+        (aiohttp.ConnectionTimeoutError("slow connect"), "timeout"),
+        (aiohttp.SocketTimeoutError("slow read"), "timeout"),
+        (TimeoutError(), "timeout"),
+        (aiohttp.ServerDisconnectedError(), "connect"),
+        (aiohttp.ClientOSError(104, "Connection reset by peer"), "connect"),
+        (ConnectionResetError(104, "reset"), "connect"),
+        (aiohttp.ClientPayloadError("truncated body"), "connect"),
+        (aiohttp.InvalidURL("http://"), "invalid_url"),
+        (aiohttp.NonHttpUrlClientError("gopher://x"), "invalid_url"),
+        (BlockedAddress("meta.example", ipaddress.ip_address("169.254.169.254")), "blocked"),
     ],
 )
-async def test_error_mapping(exc: Exception, code: str) -> None:
-    async with httpx.AsyncClient(transport=_raising(exc)) as client:
-        with pytest.raises(httpx.HTTPError) as info:
-            await client.get("http://example.com/")
-    assert classify(info.value) == code
+def test_error_mapping(exc: Exception, code: str) -> None:
+    assert classify(exc) == code
 
 
 def test_error_mapping_looks_at_causes() -> None:
-    tls = httpx.ConnectError("handshake failed")
+    tls = aiohttp.ClientOSError(1, "handshake failed")
     tls.__cause__ = ssl.SSLCertVerificationError("certificate verify failed")
     assert classify(tls) == "tls"
-    dns = httpx.ConnectError("[Errno -2] Name or service not known")
+    dns = aiohttp.ClientOSError(-2, "Name or service not known")
     dns.__cause__ = socket.gaierror(-2, "Name or service not known")
     assert classify(dns) == "dns"
+    blocked = aiohttp.ClientOSError(1, "refused")
+    blocked.__context__ = BlockedAddress("x", ipaddress.ip_address("10.0.0.1"))
+    assert classify(blocked) == "blocked"

@@ -1,0 +1,95 @@
+"""Turning a fetched page into a result's ``data`` and formats, on every core.
+
+The fetch loop is one event loop in one process; parsing is CPU work. ``PageWorkers`` runs
+``process_page`` in a pool of processes beside the loop (``SHOAL_PARSE_WORKERS``; one per core by
+default, none on a one-core machine), so a single job uses every core while the loop keeps
+fetching. With no workers it runs inline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from shoal.errors import ExtractError
+from shoal.extract import Page, extract_data, page_formats
+from shoal.settings import Settings
+
+_EXTRA_FORMATS = frozenset({"html", "markdown", "text", "links", "metadata"})
+
+
+def process_page(
+    html: str,
+    base_url: str,
+    extract: dict[str, str] | None,
+    selectors: dict[str, str] | None,
+    formats: list[str] | None,
+) -> dict[str, Any]:
+    """``{"data": ..., <format>: ...}``, or ``{"error": message}`` when extraction failed.
+
+    Plain data in and out, so it can cross a process boundary."""
+    try:
+        page = Page(html, base_url=base_url)
+        out: dict[str, Any] = {
+            "data": extract_data(page, base_url=base_url, extract=extract, selectors=selectors)
+        }
+        extra = [f for f in formats or () if f in _EXTRA_FORMATS]
+        if extra:
+            out.update(page_formats(page, base_url=base_url, formats=extra))
+        return out
+    except ExtractError as exc:
+        return {"error": exc.message}
+    except Exception as exc:  # a parser bug must cost one URL, not the chunk
+        return {"error": f"internal error: {exc!r}"}
+
+
+class PageWorkers:
+    """Runs ``process_page`` inline (``n == 0``) or in ``n`` worker processes."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._pool: ProcessPoolExecutor | None = None
+        if n > 0:
+            # spawn, not fork: the flow process has threads (Prefect's), fork would copy locks
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx)
+            atexit.register(self.shutdown)
+
+    async def run(
+        self,
+        html: str,
+        base_url: str,
+        extract: dict[str, str] | None,
+        selectors: dict[str, str] | None,
+        formats: list[str] | None,
+    ) -> dict[str, Any]:
+        if self._pool is None:
+            return process_page(html, base_url, extract, selectors, formats)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool, process_page, html, base_url, extract, selectors, formats
+        )
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+_workers: PageWorkers | None = None
+
+
+def get_page_workers(settings: Settings) -> PageWorkers:
+    """The process's page workers, started on first use."""
+    global _workers
+    if _workers is None:
+        n = settings.parse_workers
+        if n < 0:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+            n = cores if cores > 1 else 0
+        _workers = PageWorkers(n)
+    return _workers
