@@ -70,3 +70,30 @@ async def test_errors_are_rows_and_state_is_partial(site: Site) -> None:
     out = get_storage(get_settings()).open(row.outputs[0]["url"], "rb").read()
     codes = [(orjson.loads(x)["error"] or {}).get("code") for x in out.splitlines()]
     assert codes == [None, "http_5xx", "connect"]
+
+
+async def test_robots_txt_respected_by_default_and_per_url_opt_out() -> None:
+    from tests.sites.hostile import HostileSite
+
+    with HostileSite() as hostile:  # its robots.txt disallows /private/ for every agent
+        jid = _create(
+            {
+                "urls": [
+                    hostile.url("/ok"),
+                    hostile.url("/private/a"),
+                    {"url": hostile.url("/private/b"), "respect_robots": False},
+                ]
+            }
+        )
+        await scrape_job(jid)
+        assert hostile.hits["/private/a"] == 0
+        assert hostile.hits["/private/b"] == 1
+    row = get_store(get_settings()).get_job(jid)
+    assert row is not None
+    out = get_storage(get_settings()).open(row.outputs[0]["url"], "rb").read()
+    results = [orjson.loads(x) for x in out.splitlines()]
+    assert [(r["status"], (r["error"] or {}).get("code")) for r in results] == [
+        ("ok", None),
+        ("error", "robots_disallowed"),
+        ("ok", None),
+    ]
