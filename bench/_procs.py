@@ -112,14 +112,14 @@ class Sampler(threading.Thread):
         self.lock = threading.Lock()
         self.peak: dict[str, int] = dict.fromkeys(roots, 0)  # summed RSS of descendants
         self.tracks: dict[int, Track] = {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def reset_peaks(self) -> None:
         with self.lock:
             self.peak = dict.fromkeys(self.roots, 0)
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             now = time.time()
             procs = table()
             with self.lock:
@@ -132,10 +132,10 @@ class Sampler(threading.Thread):
                             tr = self.tracks[p] = Track(p, procs[p].cmd, now)
                         tr.samples.append((now, procs[p].cpu_self))
                         tr.hwm = max(tr.hwm, vm_hwm(p))
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(5)
 
     def new_since(self, t: float) -> list[Track]:

@@ -1,45 +1,47 @@
-"""End-to-end throughput: Shoal (REST -> Prefect flow runs -> parquet) against a bare fetch loop.
+"""End-to-end throughput of one Shoal job (REST in, Parquet out) against bare aiohttp loops.
 
-    python bench/throughput.py [--urls 20000] [--concurrency 64] [--quick]
+    .venv/bin/python bench/throughput.py [--urls 20000] [--quick] [--concurrency 16,256] [--keep]
 
-One run:
-1. writes N product pages (``tests.sites.catalog.product_html``, ~44 KB each) to a temp folder
-   and serves them with nginx on 127.0.0.1 (installed with apt-get when missing and root; the
-   Python catalog site otherwise, with a warning: it costs ~10x nginx per page and shares the CPU);
-2. baseline: one ``httpx.AsyncClient`` with C requests in flight, fetch + selectolax parse of
-   ``h1`` and ``.price``, over the same URLs;
-3. Shoal: starts the real stack (``tests.e2e.stack.Stack``, temp data folder), submits the URLs
-   as jobs of <= 1,000 inline URLs (the contract's inline limit), all up front, each with
-   ``concurrency`` C; waits for all, downloads every parquet output and checks rows and values.
-   The rate is N / (first POST -> last job's ``completed_at``). Per-job times come from the
-   job's ``created_at``/``started_at``/``completed_at``.
+One run, on one nginx-served catalog of N product pages (``tests.sites.catalog.product_html``
+padded to ~44 KB with filler paragraphs inside ``<body>``, as ``bench/fetch_engines.py`` does):
 
-Why many jobs of 1,000 rather than one big upload: the inline limit is what callers hit first,
-and many jobs at once is the load that exercises the worker's flow-run limit
-(``SHOAL_WORKER_MAX_JOBS``, default 4) and the per-job fixed cost (flow-run start). The rate
-is therefore "URLs/s of the service under a queue of jobs", not the speed of one job.
+1. Baselines at each concurrency C over the same N URLs (``bench/_rawloop.py``): a bare
+   aiohttp + selectolax loop (fetch, parse ``h1`` and ``.price`` text, check both) in one process
+   with C in flight, and the same loop in two processes (URLs split in halves, C/2 each): the
+   issue's reference. Scrapy is not installed here: no Scrapy row.
+2. Shoal: the real stack (``tests.e2e.stack.Stack`` -> ``shoal up``) with the operator's inline
+   limit raised to N (``SHOAL_MAX_INLINE_URLS``) so ONE job holds all N URLs, and the per-host
+   cap raised to the largest C (``SHOAL_MAX_PER_HOST``; its default 64 would otherwise cap C=256
+   to 64 in flight on the one nginx host). At each C, one after the other on the same stack:
+   POST one job ``{"input": {"urls": [...]}, "defaults": {"selectors": {"title": "h1",
+   "price": ".price"}}, "concurrency": C, "output": {"format": "parquet"}}``, poll it every
+   0.1 s to ``completed``, download the Parquet and check rows = N, every title and every price.
+   Rates: N / (``completed_at`` - ``started_at``) (the job) and N / (POST -> completed seen).
 
-CPU: ``getrusage(RUSAGE_SELF)`` for this process per phase; for the stack, utime+stime of every
-process in each component's tree read from ``/proc`` before and after the measured window
-(reaped flow-run processes show up in their parent's cutime/cstime); ``RUSAGE_CHILDREN`` after
-the stack stops gives the whole stack's life including start-up and shutdown.
+Resources. Baselines: each process's ``getrusage`` (CPU over the loop, ``ru_maxrss``). Shoal:
+CPU of each process tree from ``/proc`` (utime+stime+cutime+cstime, so reaped flow-run
+processes count in the worker) from just before the POST until the job's flow-run process has
+exited; the worker tree (which holds the flow-run processes), the Prefect server and the API
+separately. Peak RSS: the flow-run process tree (the worker's descendants), summed RSS sampled
+every 0.2 s, and the flow-run process's own ``VmHWM``. The flow-run process's CPU / wall over
+the job's ``started_at -> completed_at`` says whether it is CPU-bound on one core.
+"Machine busy" is all CPU on the machine in the window (``/proc/stat``): other sessions' load
+shows up as the difference.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import collections
-import contextlib
 import io
+import json
 import os
-import resource
+import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
-import warnings
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,458 +49,388 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import _procs  # noqa: E402
+import _rawloop  # noqa: E402
 import httpx  # noqa: E402
 from _nginx import Nginx, find_or_install  # noqa: E402
-from selectolax.lexbor import LexborHTMLParser as HTMLParser  # noqa: E402
 
 from tests.e2e.stack import Stack  # noqa: E402
-from tests.sites.catalog import Site, price_of, product_html  # noqa: E402
+from tests.sites.catalog import price_of, product_html  # noqa: E402
 
-JOB_MAX_URLS = 1_000
 FINAL = {"completed", "partial", "cancelled", "failed"}
-TICK = os.sysconf("SC_CLK_TCK")
+_FILLER = "<p>Lorem ipsum dolor sit amet, consectetur adipiscing elit.</p>"
+MB = 1024 * 1024
 
 
-# ---------------------------------------------------------------- CPU accounting
+def page(n: int, kb: int = 44) -> str:
+    """Product page ``n`` padded with paragraphs inside ``<body>`` to about ``kb`` KB."""
+    html = product_html(n)
+    missing = kb * 1024 - len(html)
+    if missing <= 0:
+        return html
+    return html.replace("</body>", _FILLER * (missing // len(_FILLER)) + "</body>")
 
 
-def _cpu_self() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+def _ts(value: str | None) -> float:
+    if not value:
+        return float("nan")
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def _cpu_children() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def system_busy() -> float:
-    """CPU seconds all cores spent busy since boot (every process, ours or not)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / TICK
-
-
-def _procs() -> dict[int, tuple[int, float]]:
-    """pid -> (ppid, utime+stime+cutime+cstime in seconds) for every live process."""
-    out: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            raw = Path(f"/proc/{entry}/stat").read_text()
-            fields = raw[raw.rindex(")") + 2 :].split()
-            # fields[0] is state (field 3); utime..cstime are fields 14..17
-            cpu = sum(int(x) for x in fields[11:15]) / TICK
-            out[int(entry)] = (int(fields[1]), cpu)
-    return out
-
-
-def tree_cpu(roots: dict[str, int]) -> dict[str, float]:
-    """CPU seconds so far of each named process tree (live processes plus reaped children)."""
-    procs = _procs()
-    kids: dict[int, list[int]] = {}
-    for pid, (ppid, _) in procs.items():
-        kids.setdefault(ppid, []).append(pid)
-    result = {}
-    for name, root in roots.items():
-        total, todo = 0.0, [root]
-        while todo:
-            pid = todo.pop()
-            if pid in procs:
-                total += procs[pid][1]
-                todo.extend(kids.get(pid, []))
-        result[name] = total
-    return result
-
-
-def _diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
-    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+def _self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 # ---------------------------------------------------------------- catalog
 
 
-def write_catalog(root: Path, n: int) -> None:
-    pages = root / "p"
-    pages.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        (pages / str(i)).write_text(product_html(i), encoding="utf-8")
-
-
 class Catalog:
-    """nginx over the written pages, or the Python catalog site as the fallback."""
-
-    def __init__(self, tmp: Path, n: int) -> None:
-        self.tmp, self.n = tmp, n
+    def __init__(self, tmp: Path, n: int, kb: int) -> None:
+        self.tmp, self.n, self.kb = tmp, n, kb
         self.nginx: Nginx | None = None
-        self.site: Site | None = None
-        self.kind = ""
+        self.page_bytes = 0
 
     def start(self) -> Catalog:
         binary = find_or_install()
-        if binary:
-            t0 = time.perf_counter()
-            www = self.tmp / "www"
-            write_catalog(www, self.n)
-            # nginx's worker runs as nobody when we are root: the temp folder must be readable
-            for p in (self.tmp, www, www / "p"):
-                os.chmod(p, 0o755)
-            print(f"catalog: wrote {self.n} pages in {time.perf_counter() - t0:.1f} s")
-            try:
-                self.nginx = Nginx(binary, www, self.tmp / "nginx").start("/p/0")
-                self.kind = f"nginx ({binary}, worker_processes 1)"
-                return self
-            except RuntimeError as exc:
-                warnings.warn(
-                    f"nginx failed ({exc}); falling back to the Python site", stacklevel=1
-                )
-        else:
-            warnings.warn(
-                "nginx is not installed and cannot be installed here: serving the catalog with "
-                "the Python site (tests.sites.catalog.Site). It costs ~10x nginx per page and "
-                "competes with the client for CPU, so both rates will be low.",
-                stacklevel=1,
-            )
-        self.site = Site().start()
-        self.kind = "python catalog site (uvicorn, fallback)"
+        if binary is None:
+            raise SystemExit("nginx is needed (apt-get install nginx-light)")
+        www = self.tmp / "www"
+        pages = www / "p"
+        pages.mkdir(parents=True)
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(self.n):
+            data = page(i, self.kb).encode()
+            total += len(data)
+            (pages / str(i)).write_bytes(data)
+        self.page_bytes = total // self.n
+        # nginx's worker runs as nobody when we are root: the folders must be readable
+        for p in (self.tmp, www, pages):
+            os.chmod(p, 0o755)
+        print(
+            f"catalog: wrote {self.n} pages of {self.page_bytes / 1024:.1f} KB in "
+            f"{time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
+        self.nginx = Nginx(binary, www, self.tmp / "nginx").start("/p/0")
         return self
 
     @property
-    def base(self) -> str:
-        if self.nginx:
-            return self.nginx.base
-        assert self.site is not None
-        return self.site.url("")
-
-    @property
-    def pid(self) -> int | None:
-        if self.nginx and self.nginx.proc:
-            return self.nginx.proc.pid
-        return None  # the Python site runs inside this process
+    def pid(self) -> int:
+        assert self.nginx and self.nginx.proc
+        return self.nginx.proc.pid
 
     def urls(self) -> list[str]:
-        return [f"{self.base}/p/{i}" for i in range(self.n)]
+        assert self.nginx
+        return [f"{self.nginx.base}/p/{i}" for i in range(self.n)]
 
     def stop(self) -> None:
         if self.nginx:
             self.nginx.stop()
-        if self.site:
-            self.site.stop()
 
 
-# ---------------------------------------------------------------- baseline
+# ---------------------------------------------------------------- baselines
 
 
-async def _baseline(urls: list[str], concurrency: int) -> tuple[float, int, int]:
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for u in urls:
-        queue.put_nowait(u)
-    ok = bad = 0
-    errors: collections.Counter[str] = collections.Counter()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-
-    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-
-        async def worker() -> None:
-            nonlocal ok, bad
-            while True:
-                try:
-                    url = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                try:
-                    r = await client.get(url)
-                    tree = HTMLParser(r.text)
-                    h1, price = tree.css_first("h1"), tree.css_first(".price")
-                    n = int(url.rsplit("/", 1)[1])
-                    if (
-                        r.status_code == 200
-                        and h1 is not None
-                        and h1.text() == f"Product {n}"
-                        and price is not None
-                        and price.text()
-                    ):
-                        ok += 1
-                    else:
-                        bad += 1
-                        errors[f"http {r.status_code} / parse"] += 1
-                except httpx.HTTPError as exc:
-                    bad += 1
-                    errors[type(exc).__name__] += 1
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - t0, ok, bad, errors
-
-
-def run_baseline(urls: list[str], concurrency: int, catalog_pid: int | None) -> dict[str, Any]:
-    roots = {"catalog": catalog_pid} if catalog_pid else {}
-    c0, t0, s0 = _cpu_self(), tree_cpu(roots), system_busy()
-    elapsed, ok, bad, errors = asyncio.run(_baseline(urls, concurrency))
-    cpu = {"bench (self)": _cpu_self() - c0, **_diff(tree_cpu(roots), t0)}
-    cpu["other processes"] = system_busy() - s0 - sum(cpu.values())
-    return {
-        "elapsed": elapsed,
-        "ok": ok,
-        "bad": bad,
-        "errors": dict(errors),
-        "rate": len(urls) / elapsed,
-        "cpu": cpu,
-    }
+def run_baseline(urls: list[str], c: int, processes: int, nginx_pid: int) -> dict[str, Any]:
+    cpu0, busy0 = _procs.tree_cpu({"nginx": nginx_pid}), _procs.system_busy()
+    res = _rawloop.run(urls, c, processes)
+    res["nginx_cpu"] = _procs.tree_cpu({"nginx": nginx_pid})["nginx"] - cpu0["nginx"]
+    res["busy"] = _procs.system_busy() - busy0
+    if res["bad"]:
+        print(f"  baseline errors: {res['errors']}", flush=True)
+    return res
 
 
 # ---------------------------------------------------------------- shoal
 
 
-def _ts(value: str | None) -> float | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def _check_output(client: httpx.Client, job: dict[str, Any], urls: list[str]) -> dict[str, int]:
+def _check_parquet(content: bytes, urls: list[str]) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
-    r = client.get(job["download_url"], headers={"Authorization": ""})
-    r.raise_for_status()
-    cols = ["input_index", "status", "name", "price", "error_code"]
-    rows = pq.read_table(io.BytesIO(r.content), columns=cols).to_pylist()
-    wrong = 0
-    codes: collections.Counter[str] = collections.Counter(
-        row["error_code"] for row in rows if row["status"] != "ok"
-    )
+    table = pq.read_table(io.BytesIO(content))
+    names = set(table.column_names)
+    tcol = "title" if "title" in names else "data_title"
+    pcol = "price" if "price" in names else "data_price"
+    rows = table.select(["input_index", "status", tcol, pcol]).to_pylist()
+    wrong, seen = 0, set()
     for row in rows:
-        n = int(urls[row["input_index"]].rsplit("/", 1)[1])
+        i = row["input_index"]
+        seen.add(i)
+        n = _rawloop.page_no(urls[i])
+        value = _rawloop.parse_price(row[pcol])
         if (
             row["status"] != "ok"
-            or row["name"] != f"Product {n}"
-            or row["price"] is None
-            or abs(row["price"] - price_of(n)) > 0.005
+            or row[tcol] != f"Product {n}"
+            or value is None
+            or abs(value - price_of(n)) >= 0.005
         ):
             wrong += 1
-    return {"rows": len(rows), "wrong": wrong, "bytes": len(r.content), "codes": codes}
+    return {"rows": len(rows), "distinct": len(seen), "wrong": wrong, "bytes": len(content)}
 
 
-def _list_jobs(client: httpx.Client) -> dict[str, dict[str, Any]]:
-    jobs: dict[str, dict[str, Any]] = {}
-    offset = 0
-    while True:
-        page = client.get("/v1/jobs", params={"limit": 100, "offset": offset})
-        page.raise_for_status()
-        body = page.json()
-        for j in body["jobs"]:
-            jobs[j["id"]] = j
-        offset += len(body["jobs"])
-        if not body["jobs"] or offset >= body["total"]:
-            return jobs
+def _flow_runs(worker_pid: int, before: set[int]) -> list[int]:
+    procs = _procs.table()
+    return [p for p in _procs.descendants(procs, worker_pid) if p not in before]
 
 
-def run_shoal(
-    urls: list[str], concurrency: int, data_dir: Path, timeout: float, catalog_pid: int | None
+def run_shoal_job(
+    stack: Stack,
+    client: httpx.Client,
+    urls: list[str],
+    c: int,
+    roots: dict[str, int],
+    sampler: _procs.Sampler,
+    timeout: float,
 ) -> dict[str, Any]:
-    batches = [urls[i : i + JOB_MAX_URLS] for i in range(0, len(urls), JOB_MAX_URLS)]
-    stack = Stack(data_dir)
-    t_up = time.perf_counter()
-    try:
-        stack.start()
-        startup = time.perf_counter() - t_up
-        print(f"shoal: stack up in {startup:.1f} s ({stack.base})")
-        import json
+    body = {
+        "name": f"bench-c{c}",
+        "input": {"urls": urls},
+        "defaults": {"selectors": {"title": "h1", "price": ".price"}},
+        "concurrency": c,
+        "output": {"format": "parquet"},
+    }
+    payload = json.dumps(body).encode()
+    before = set(_procs.descendants(_procs.table(), roots["worker"]))
+    sampler.reset_peaks()
+    cpu0, busy0, self0 = _procs.tree_cpu(roots), _procs.system_busy(), _self_cpu()
+    t_post = time.time()
+    r = client.post("/v1/jobs", content=payload, headers={"Content-Type": "application/json"})
+    t_accepted = time.time()
+    if r.status_code != 202:
+        raise RuntimeError(f"POST /v1/jobs -> {r.status_code}: {r.text[:500]}")
+    job_id = r.json()["id"]
+    deadline = time.monotonic() + timeout
+    last_print = time.monotonic()
+    while True:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in FINAL:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job not final after {timeout:.0f} s: {job}")
+        if stack.proc and stack.proc.poll() is not None:
+            raise RuntimeError("shoal up died:\n" + stack._logs())
+        if time.monotonic() - last_print > 10:
+            last_print = time.monotonic()
+            print(f"  ... {job['status']} {json.dumps(job.get('progress', ''))[:120]}", flush=True)
+        time.sleep(0.1)
+    t_seen = time.time()
+    # the flow run's process still finishes (final state, exit): wait for it, its CPU counts
+    exit_deadline = time.monotonic() + 60
+    while _flow_runs(roots["worker"], before) and time.monotonic() < exit_deadline:
+        time.sleep(0.1)
+    t_exited = time.time()
+    cpu = {k: v - cpu0[k] for k, v in _procs.tree_cpu(roots).items()}
+    busy = _procs.system_busy() - busy0
+    self_cpu = _self_cpu() - self0
+    time.sleep(0.3)  # one more sample so the sampler's tracks end
+    tracks = sampler.new_since(t_post - 0.5)
+    with sampler.lock:
+        peak_tree = sampler.peak["worker"]
 
-        pids = json.loads((data_dir / "pids.json").read_text())
-        roots = {n: pids[n] for n in ("prefect", "worker", "api")}
-        if catalog_pid:
-            roots["catalog"] = catalog_pid
-        with stack.client() as client:
-            client.timeout = httpx.Timeout(120)
-            cpu0_self, cpu0_tree, sys0 = _cpu_self(), tree_cpu(roots), system_busy()
-            t_first_post = time.time()
-            p0 = time.perf_counter()
-            ids: list[str] = []
-            for i, batch in enumerate(batches):
-                body = {
-                    "name": f"bench-{i:04d}",
-                    "input": {"urls": batch},
-                    "defaults": {"extract": {"name": "string", "price": "number"}},
-                    "concurrency": concurrency,
-                    "output": {"format": "parquet"},
-                }
-                while True:
-                    r = client.post("/v1/jobs", json=body)
-                    if r.status_code != 429:
-                        break
-                    time.sleep(float(r.headers.get("Retry-After", "1")))
-                if r.status_code != 202:
-                    raise RuntimeError(f"POST /v1/jobs -> {r.status_code}: {r.text[:500]}")
-                ids.append(r.json()["id"])
-            submit_s = time.perf_counter() - p0
-            print(f"shoal: submitted {len(ids)} jobs in {submit_s:.2f} s")
+    d0 = time.perf_counter()
+    dl = client.get(job["download_url"], headers={"Authorization": ""}, timeout=300)
+    dl.raise_for_status()
+    download_s = time.perf_counter() - d0
+    check = _check_parquet(dl.content, urls)
 
-            pending, done = set(ids), {}
-            deadline = time.monotonic() + timeout
-            last_print = 0.0
-            while pending:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{len(pending)} jobs not final after {timeout:.0f} s")
-                if stack.proc and stack.proc.poll() is not None:
-                    raise RuntimeError("shoal up died:\n" + stack._logs())
-                for jid, job in _list_jobs(client).items():
-                    if jid in pending and job["status"] in FINAL:
-                        pending.discard(jid)
-                        done[jid] = job
-                if time.monotonic() - last_print > 10:
-                    last_print = time.monotonic()
-                    print(f"shoal: {len(done)}/{len(ids)} jobs final ...", flush=True)
-                time.sleep(0.5)
-            observed_end = time.time()
-            cpu_self = _cpu_self() - cpu0_self
-            # let the flow-run processes exit and be reaped so their CPU reaches the worker
-            time.sleep(3)
-            cpu_tree = _diff(tree_cpu(roots), cpu0_tree)
-            others = system_busy() - sys0 - cpu_self - sum(cpu_tree.values())
-
-            d0 = time.perf_counter()
-            checks = {
-                jid: _check_output(client, done[jid], batches[i]) for i, jid in enumerate(ids)
-            }
-            download_s = time.perf_counter() - d0
-        return {
-            "startup": startup,
-            "submit_s": submit_s,
-            "t_first_post": t_first_post,
-            "observed_end": observed_end,
-            "jobs": [done[j] for j in ids],
-            "checks": [checks[j] for j in ids],
-            "download_s": download_s,
-            "cpu": {"bench (self, submit+poll)": cpu_self, **cpu_tree, "other processes": others},
-        }
-    finally:
-        stack.stop()
+    started, completed = _ts(job["started_at"]), _ts(job["completed_at"])
+    n = len(urls)
+    # the flow-run process: the new descendant of the worker that burned the most CPU
+    main = max(tracks, key=lambda t: t.samples[-1][1] - t.samples[0][1], default=None)
+    util = None
+    if main is not None:
+        used, wall = main.cpu_between(started, completed)
+        util = used / wall if wall else None
+    return {
+        "c": c,
+        "job": job,
+        "status": job["status"],
+        "post_s": t_accepted - t_post,
+        "queue_s": started - t_post,
+        "run_s": completed - started,
+        "seen_s": t_seen - t_post,
+        "tail_s": t_exited - t_seen,
+        "rate_job": n / (completed - started),
+        "rate_seen": n / (t_seen - t_post),
+        "cpu": cpu,
+        "self_cpu": self_cpu,
+        "busy": busy,
+        "window_s": t_exited - t_post,
+        "peak_tree": peak_tree,
+        "hwm": max((t.hwm for t in tracks), default=0),
+        "flow_procs": [(t.pid, t.cmd, t.samples[-1][1] - t.samples[0][1], t.hwm) for t in tracks],
+        "main_util": util,
+        "download_s": download_s,
+        "check": check,
+    }
 
 
 # ---------------------------------------------------------------- report
 
 
-def _stats(xs: list[float]) -> str:
-    xs = sorted(xs)
-    if not xs:
-        return "n/a"
-    med = xs[len(xs) // 2]
-    return f"min {xs[0]:.2f}  median {med:.2f}  max {xs[-1]:.2f}"
-
-
-def _max_jobs() -> int:
-    from shoal.settings import Settings
-
-    return Settings().worker_max_jobs
+def _row(name: str, rate: float, cpu: float, n: int, rss: int, extra: str = "") -> str:
+    return f"| {name} | {rate:,.0f} | {cpu / n * 1000:.2f} | {rss / MB:,.0f} | {extra} |"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--urls", type=int, default=20_000)
-    ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--quick", action="store_true", help="2,000 URLs")
-    ap.add_argument("--timeout", type=float, default=3600, help="Deadline for all jobs (s).")
-    ap.add_argument("--keep", action="store_true", help="Keep the temp folder (logs, outputs).")
+    ap.add_argument("--concurrency", default="16,256", help="comma-separated levels")
+    ap.add_argument("--kb", type=int, default=44, help="pad pages to this many KB")
+    ap.add_argument("--timeout", type=float, default=1800, help="deadline per job (s)")
+    ap.add_argument("--skip-baselines", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the temp folder (logs, outputs)")
     args = ap.parse_args()
     n = 2_000 if args.quick else args.urls
-    c = args.concurrency
+    levels = [int(x) for x in args.concurrency.split(",")]
 
+    import aiohttp
+    import prefect
+
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     print(
-        f"throughput: {n} URLs, concurrency {c}, {os.cpu_count()} CPUs, "
-        f"python {sys.version.split()[0]}, httpx {httpx.__version__}"
+        f"throughput: {n} URLs, concurrency {levels}, {os.cpu_count()} CPUs, "
+        f"{platform.platform()}, python {sys.version.split()[0]}, aiohttp {aiohttp.__version__}, "
+        f"prefect {prefect.__version__}, commit {commit}"
+        + (f" (modified: {' '.join(dirty[1::2])})" if dirty else ""),
+        flush=True,
     )
-    print(
-        f"shoal: SHOAL_WORKER_MAX_JOBS={_max_jobs()} (flow runs at once), "
-        f"SHOAL_MAX_PER_HOST={os.environ.get('SHOAL_MAX_PER_HOST', '64 (default)')}, "
-        f"jobs of <= {JOB_MAX_URLS} URLs"
-    )
+    print(f"date {datetime.now(UTC).isoformat(timespec='seconds')}", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
-    catalog = Catalog(tmp, n)
-    children0 = _cpu_children()
+    catalog = Catalog(tmp, n, args.kb)
+    base: dict[tuple[int, int], dict[str, Any]] = {}
+    shoal: dict[int, dict[str, Any]] = {}
+    startup = 0.0
+    stack: Stack | None = None
+    sampler: _procs.Sampler | None = None
     try:
         catalog.start()
-        print(f"catalog: {catalog.kind} at {catalog.base}")
         urls = catalog.urls()
+        print(f"catalog: nginx (worker_processes 1) at {catalog.nginx.base}", flush=True)  # type: ignore[union-attr]
 
-        base = run_baseline(urls, c, catalog.pid)
-        print(
-            f"baseline: {base['rate']:.0f} URLs/s ({n} in {base['elapsed']:.1f} s, "
-            f"{base['ok']} ok, {base['bad']} bad)"
+        if not args.skip_baselines:
+            for c in levels:
+                for procs in (1, 2):
+                    res = run_baseline(urls, c, procs, catalog.pid)
+                    base[(c, procs)] = res
+                    print(
+                        f"baseline aiohttp+selectolax {procs} proc @ {c}: {res['rate']:,.0f} "
+                        f"pages/s ({res['elapsed']:.1f} s, ok {res['ok']}, bad {res['bad']}), "
+                        f"CPU {res['cpu']:.1f} s, RSS {res['rss'] / MB:.0f} MB, "
+                        f"nginx CPU {res['nginx_cpu']:.1f} s, machine busy {res['busy']:.1f} s",
+                        flush=True,
+                    )
+
+        stack = Stack(
+            tmp / "data",
+            SHOAL_MAX_INLINE_URLS=str(n),
+            SHOAL_MAX_PER_HOST=str(max(levels)),
         )
-        if base["errors"]:
-            print(f"baseline errors: {base['errors']}")
-        print("baseline CPU s: " + ", ".join(f"{k} {v:.1f}" for k, v in base["cpu"].items()))
-
-        sh = run_shoal(urls, c, tmp / "data", args.timeout, catalog.pid)
-        stack_cpu_total = _cpu_children() - children0
+        t0 = time.perf_counter()
+        stack.start()
+        startup = time.perf_counter() - t0
+        pids = json.loads((tmp / "data" / "pids.json").read_text())
+        roots = {name: pids[name] for name in ("worker", "prefect", "api")}
+        roots["nginx"] = catalog.pid
+        print(f"shoal: stack up in {startup:.1f} s at {stack.base}", flush=True)
+        sampler = _procs.Sampler({"worker": roots["worker"]}, 0.2)
+        sampler.start()
+        with stack.client() as client:
+            client.timeout = httpx.Timeout(300)
+            for c in levels:
+                res = run_shoal_job(stack, client, urls, c, roots, sampler, args.timeout)
+                shoal[c] = res
+                ck = res["check"]
+                util = res["main_util"]
+                print(
+                    f"shoal @ {c}: {res['status']}, job {res['rate_job']:,.0f} pages/s "
+                    f"(run {res['run_s']:.1f} s), POST->completed seen {res['rate_seen']:,.0f} "
+                    f"pages/s ({res['seen_s']:.1f} s; POST {res['post_s']:.2f} s, "
+                    f"POST->started {res['queue_s']:.1f} s); rows {ck['rows']}/{n}, "
+                    f"wrong {ck['wrong']}; CPU s "
+                    + ", ".join(f"{k} {v:.1f}" for k, v in res["cpu"].items())
+                    + f"; machine busy {res['busy']:.1f} s in {res['window_s']:.1f} s; "
+                    f"flow-run tree peak RSS {res['peak_tree'] / MB:.0f} MB "
+                    f"(VmHWM {res['hwm'] / MB:.0f} MB); flow-run process CPU/wall in the run "
+                    + (f"{util:.2f}" if util is not None else "n/a"),
+                    flush=True,
+                )
+                for pid, cmd, used, hwm in res["flow_procs"]:
+                    print(f"    flow-run pid {pid} ({cmd}): CPU {used:.1f} s, VmHWM {hwm / MB:.0f} MB")
     finally:
+        if sampler:
+            sampler.stop()
+        if stack:
+            stack.stop()
         catalog.stop()
-        if not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
+        if args.keep:
             print(f"kept {tmp}")
-
-    jobs, checks = sh["jobs"], sh["checks"]
-    statuses = {j["status"] for j in jobs}
-    completed_ts = [_ts(j["completed_at"]) or 0.0 for j in jobs]
-    end_server = max(completed_ts)
-    wall = end_server - sh["t_first_post"]
-    wall_observed = sh["observed_end"] - sh["t_first_post"]
-    rate = n / wall
-    run_s = [(_ts(j["completed_at"]) or 0) - (_ts(j["started_at"]) or 0) for j in jobs]
-    wait_s = [(_ts(j["started_at"]) or 0) - (_ts(j["created_at"]) or 0) for j in jobs]
-    rows = sum(ch["rows"] for ch in checks)
-    wrong = sum(ch["wrong"] for ch in checks)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     print()
-    print(f"== results: {n} URLs, concurrency {c}, catalog {catalog.kind}")
-    print(f"baseline (httpx + selectolax, 1 process): {base['rate']:8.0f} URLs/s")
-    print(
-        f"shoal ({len(jobs)} jobs, first POST -> last completed_at): {rate:8.0f} URLs/s  "
-        f"({wall:.1f} s; observed by polling {wall_observed:.1f} s)"
-    )
-    print(f"ratio shoal/baseline: {rate / base['rate']:.2f}")
-    print(f"shoal job statuses: {sorted(statuses)}; rows {rows}/{n}, wrong values {wrong}")
-    print(f"shoal per job, started_at -> completed_at s: {_stats(run_s)}")
-    print(f"shoal per job, created_at -> started_at s (queue wait): {_stats(wait_s)}")
-    per_job_rate = [ch["rows"] / r for ch, r in zip(checks, run_s, strict=True) if r > 0]
-    print(f"shoal per job, rows / run time URLs/s: {_stats(per_job_rate)}")
-    codes: collections.Counter[str] = collections.Counter()
-    for ch in checks:
-        codes.update(ch["codes"])
-    if codes:
-        print(f"shoal errored URLs by code: {dict(codes)}")
-    # A worker slot frees when a flow run ends; the next job's started_at (set by the flow once
-    # its process is up) minus that moment is the per-job start cost (poll + spawn + imports).
-    t0 = sh["t_first_post"]
-    starts = sorted(_ts(j["started_at"]) or 0.0 for j in jobs)
-    ends = sorted(completed_ts)
-    k = _max_jobs()
-    gaps = [starts[i] - ends[i - k] for i in range(k, len(starts))]
-    if gaps:
-        print(f"shoal slot gap, a job's completed_at -> next started_at s: {_stats(gaps)}")
-    print("shoal timeline (s after first POST: created / started / completed, status):")
-    for j in sorted(jobs, key=lambda j: _ts(j["started_at"]) or 0):
-        c_, s_, e_ = (_ts(j[f]) or t0 for f in ("created_at", "started_at", "completed_at"))
-        print(f"  {j['name']}  {c_ - t0:6.1f} {s_ - t0:6.1f} {e_ - t0:6.1f}  {j['status']}")
-    print(
-        f"shoal: stack start-up {sh['startup']:.1f} s, submit {sh['submit_s']:.2f} s, "
-        f"download+check {sh['download_s']:.1f} s"
-    )
-    print("shoal CPU s in the window: " + ", ".join(f"{k} {v:.1f}" for k, v in sh["cpu"].items()))
-    print(
-        f"shoal CPU s whole stack life (RUSAGE_CHILDREN, incl. start-up/shutdown): "
-        f"{stack_cpu_total:.1f}"
-    )
-    stack_parts = ("prefect", "worker", "api")
-    cpu_per_url = sum(v for k, v in sh["cpu"].items() if k in stack_parts) / n * 1000
-    base_per_url = base["cpu"]["bench (self)"] / n * 1000
-    print(f"CPU ms per URL: baseline client {base_per_url:.2f}, shoal stack {cpu_per_url:.2f}")
-    ok = rows == n and wrong == 0 and statuses == {"completed"} and base["bad"] == 0
-    if not ok:
-        print("CHECK FAILED: row counts or values do not match", file=sys.stderr)
+    print(f"== {n} pages of {catalog.page_bytes / 1024:.1f} KB, nginx on loopback, "
+          f"{os.cpu_count()} CPUs; stack start-up {startup:.1f} s")
+    print()
+    print("| run | pages/s | CPU s / 1,000 pages | peak RSS MB | notes |")
+    print("|---|---|---|---|---|")
+    for c in levels:
+        for procs in (1, 2):
+            if (c, procs) in base:
+                b = base[(c, procs)]
+                print(_row(
+                    f"aiohttp+selectolax, {procs} process{'es' if procs > 1 else ''}, C={c}",
+                    b["rate"], b["cpu"], n, b["rss"],
+                    f"{b['elapsed']:.1f} s; nginx {b['nginx_cpu'] / n * 1000:.2f} CPU s/1k; "
+                    f"machine busy {b['busy']:.1f} s",
+                ))
+        if c in shoal:
+            s = shoal[c]
+            cpu = s["cpu"]
+            print(_row(
+                f"Shoal job, C={c} (started→completed)",
+                s["rate_job"], cpu["worker"], n, s["peak_tree"],
+                f"run {s['run_s']:.1f} s; POST→completed seen {s['rate_seen']:,.0f} pages/s "
+                f"({s['seen_s']:.1f} s); CPU s/1k: Prefect server {cpu['prefect'] / n * 1000:.2f}, "
+                f"API {cpu['api'] / n * 1000:.2f}, nginx {cpu['nginx'] / n * 1000:.2f}; flow-run "
+                f"process CPU/wall {s['main_util'] or 0:.2f}; VmHWM {s['hwm'] / MB:.0f} MB; "
+                f"machine busy {s['busy']:.1f} s in {s['window_s']:.1f} s",
+            ))
+    print()
+    ok = True
+    for c in levels:
+        if c in shoal and (c, 2) in base:
+            r_job = shoal[c]["rate_job"] / base[(c, 2)]["rate"]
+            r_seen = shoal[c]["rate_seen"] / base[(c, 2)]["rate"]
+            print(
+                f"ratio Shoal job / two-process baseline @ C={c}: {r_job:.2f} "
+                f"(POST→completed: {r_seen:.2f})  target >= 0.8: {'yes' if r_job >= 0.8 else 'NO'}"
+            )
+    if len(levels) >= 2 and levels[0] in shoal and levels[-1] in shoal:
+        lo, hi = shoal[levels[0]], shoal[levels[-1]]
+        print(
+            f"flatness Shoal C={levels[-1]} / C={levels[0]}: {hi['rate_job'] / lo['rate_job']:.2f} "
+            f"(POST→completed: {hi['rate_seen'] / lo['rate_seen']:.2f})"
+        )
+    for c, s in shoal.items():
+        ck = s["check"]
+        if s["status"] != "completed" or ck["rows"] != n or ck["distinct"] != n or ck["wrong"]:
+            ok = False
+            print(f"CHECK FAILED @ C={c}: status {s['status']}, {ck}", file=sys.stderr)
+    for (c, procs), b in base.items():
+        if b["ok"] != n:
+            ok = False
+            print(f"BASELINE CHECK FAILED @ C={c}, {procs} proc: {b['errors']}", file=sys.stderr)
     return 0 if ok else 1
 
 

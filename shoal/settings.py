@@ -50,6 +50,10 @@ class Settings(BaseSettings):
         False, description="Allow fetching loopback/private addresses (tests, local demos)."
     )
     user_agent: str = "ShoalBot/0.1 (+https://github.com/shoal)"
+    default_headers: dict[str, str] = Field(
+        default_factory=dict,
+        description='Headers sent with every request, as JSON ({"Accept-Language": "de"}).',
+    )
     fetch_retries: int = Field(2, description="Extra attempts on connect errors and 5xx.")
     max_redirects: int = 10
     allow_hosts: str = Field(

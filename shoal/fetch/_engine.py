@@ -280,6 +280,7 @@ class Engine:
                 "User-Agent": settings.user_agent,
                 "Accept": _DEFAULT_ACCEPT,
                 "Accept-Language": _DEFAULT_ACCEPT_LANGUAGE,
+                **settings.default_headers,  # the operator's own, over ours
             }
         )
         self._accept_encoding = accept_encoding()

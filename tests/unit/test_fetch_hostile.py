@@ -7,6 +7,7 @@ checks the system resolver's answers in production.
 
 from __future__ import annotations
 
+import json
 import asyncio
 import os
 import socket
@@ -478,3 +479,24 @@ async def test_proxied_targets_are_guarded_too() -> None:
                 err = await _fail(engine, url, opts)
                 assert err.code == "blocked", url
         assert proxy.forwarded == 0
+
+
+async def test_operator_user_agent_and_default_headers_per_url_override(site: HostileSite) -> None:
+    settings = _settings().model_copy(
+        update={
+            "user_agent": "OpsBot/2",
+            "default_headers": {"Accept-Language": "de", "X-Team": "a"},
+        }
+    )
+    async with Engine(concurrency=2, settings=settings) as engine:
+        sent = json.loads((await engine.fetch(site.url("/headers"))).text)
+        over = json.loads(
+            (await engine.fetch(site.url("/headers"), FetchOptions(headers={"X-Team": "b"}))).text
+        )
+    lower = {k.lower(): v for k, v in sent.items()}
+    assert (lower["user-agent"], lower["accept-language"], lower["x-team"]) == (
+        "OpsBot/2",
+        "de",
+        "a",
+    )
+    assert {k.lower(): v for k, v in over.items()}["x-team"] == "b"
