@@ -7,8 +7,8 @@ checks the system resolver's answers in production.
 
 from __future__ import annotations
 
-import json
 import asyncio
+import json
 import os
 import socket
 import time
