@@ -29,10 +29,9 @@ def parse_price(text: str | None) -> float | None:
     if not m:
         return None
     s = m.group(0)
-    if re.search(r",\d{2}$", s):  # European: dots group thousands, comma is the decimal point
-        s = s.replace(".", "").replace(",", ".")
-    else:
-        s = s.replace(",", "")
+    # European style: dots group thousands and a comma is the decimal point
+    european = re.search(r",\d{2}$", s) is not None
+    s = s.replace(".", "").replace(",", ".") if european else s.replace(",", "")
     try:
         return float(s)
     except ValueError:
@@ -78,7 +77,7 @@ async def _loop(urls: list[str], concurrency: int) -> tuple[int, int, dict[str, 
                     else:
                         bad += 1
                         errors[f"http {status} / values"] += 1
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError) as exc:
                     bad += 1
                     errors[type(exc).__name__] += 1
 
@@ -103,8 +102,9 @@ def _child(urls: list[str], concurrency: int, ready: Any, go: Any, out: Any) -> 
     ok, bad, errors = asyncio.run(_loop(urls, concurrency))
     t1, c1 = time.time(), _cpu()
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out.send({"t0": t0, "t1": t1, "cpu": c1 - c0, "rss": maxrss, "ok": ok, "bad": bad,
-              "errors": errors})
+    out.send(
+        {"t0": t0, "t1": t1, "cpu": c1 - c0, "rss": maxrss, "ok": ok, "bad": bad, "errors": errors}
+    )
     out.close()
 
 

@@ -366,21 +366,27 @@ def main() -> int:
                     flush=True,
                 )
                 for pid, cmd, used, hwm in res["flow_procs"]:
-                    print(f"    flow-run pid {pid} ({cmd}): CPU {used:.1f} s, VmHWM {hwm / MB:.0f} MB")
+                    print(
+                        f"    flow-run pid {pid} ({cmd}): CPU {used:.1f} s, VmHWM {hwm / MB:.0f} MB"
+                    )
     finally:
-        if sampler:
-            sampler.stop()
-        if stack:
-            stack.stop()
-        catalog.stop()
+        # each step on its own: a failing one must not leave the stack or nginx running
+        for step in (sampler and sampler.stop, stack and stack.stop, catalog.stop):
+            if step:
+                try:
+                    step()
+                except Exception as exc:  # noqa: BLE001
+                    print(f"teardown: {step} failed: {exc!r}", file=sys.stderr)
         if args.keep:
             print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
     print()
-    print(f"== {n} pages of {catalog.page_bytes / 1024:.1f} KB, nginx on loopback, "
-          f"{os.cpu_count()} CPUs; stack start-up {startup:.1f} s")
+    print(
+        f"== {n} pages of {catalog.page_bytes / 1024:.1f} KB, nginx on loopback, "
+        f"{os.cpu_count()} CPUs; stack start-up {startup:.1f} s"
+    )
     print()
     print("| run | pages/s | CPU s / 1,000 pages | peak RSS MB | notes |")
     print("|---|---|---|---|---|")
@@ -388,24 +394,34 @@ def main() -> int:
         for procs in (1, 2):
             if (c, procs) in base:
                 b = base[(c, procs)]
-                print(_row(
-                    f"aiohttp+selectolax, {procs} process{'es' if procs > 1 else ''}, C={c}",
-                    b["rate"], b["cpu"], n, b["rss"],
-                    f"{b['elapsed']:.1f} s; nginx {b['nginx_cpu'] / n * 1000:.2f} CPU s/1k; "
-                    f"machine busy {b['busy']:.1f} s",
-                ))
+                print(
+                    _row(
+                        f"aiohttp+selectolax, {procs} process{'es' if procs > 1 else ''}, C={c}",
+                        b["rate"],
+                        b["cpu"],
+                        n,
+                        b["rss"],
+                        f"{b['elapsed']:.1f} s; nginx {b['nginx_cpu'] / n * 1000:.2f} CPU s/1k; "
+                        f"machine busy {b['busy']:.1f} s",
+                    )
+                )
         if c in shoal:
             s = shoal[c]
-            cpu = s["cpu"]
-            print(_row(
-                f"Shoal job, C={c} (started→completed)",
-                s["rate_job"], cpu["worker"], n, s["peak_tree"],
-                f"run {s['run_s']:.1f} s; POST→completed seen {s['rate_seen']:,.0f} pages/s "
-                f"({s['seen_s']:.1f} s); CPU s/1k: Prefect server {cpu['prefect'] / n * 1000:.2f}, "
-                f"API {cpu['api'] / n * 1000:.2f}, nginx {cpu['nginx'] / n * 1000:.2f}; flow-run "
-                f"process CPU/wall {s['main_util'] or 0:.2f}; VmHWM {s['hwm'] / MB:.0f} MB; "
-                f"machine busy {s['busy']:.1f} s in {s['window_s']:.1f} s",
-            ))
+            cpu = {k: v / n * 1000 for k, v in s["cpu"].items()}  # CPU s per 1,000 pages
+            print(
+                _row(
+                    f"Shoal job, C={c} (started→completed)",
+                    s["rate_job"],
+                    s["cpu"]["worker"],
+                    n,
+                    s["peak_tree"],
+                    f"run {s['run_s']:.1f} s; POST→completed seen {s['rate_seen']:,.0f} pages/s "
+                    f"({s['seen_s']:.1f} s); CPU s/1k: Prefect server {cpu['prefect']:.2f}, "
+                    f"API {cpu['api']:.2f}, nginx {cpu['nginx']:.2f}; flow-run "
+                    f"process CPU/wall {s['main_util'] or 0:.2f}; VmHWM {s['hwm'] / MB:.0f} MB; "
+                    f"machine busy {s['busy']:.1f} s in {s['window_s']:.1f} s",
+                )
+            )
     print()
     ok = True
     for c in levels:
