@@ -164,15 +164,31 @@ def stage_inline(storage: Storage, job_id: str, items: list[dict[str, Any]]) -> 
 def new_job_row(
     body: JobCreate, spec: JobSpec, account: AccountRow, urls_total: int | None
 ) -> JobRow:
+    """A ``queued`` job row for a create request."""
+    return job_row(
+        account.id, body.name, body.priority, spec.model_dump(mode="json"), urls_total
+    )
+
+
+def job_row(
+    account_id: str,
+    name: str | None,
+    priority: str,
+    spec: dict[str, Any],
+    urls_total: int | None,
+    parent_job_id: str | None = None,
+) -> JobRow:
+    """A new ``queued`` job row (``spec`` is a ``JobSpec`` as JSON)."""
     return JobRow(
         id=new_id("job"),
-        account_id=account.id,
-        name=body.name,
+        account_id=account_id,
+        name=name,
         status="queued",
-        priority=body.priority,
-        concurrency=spec.concurrency,
-        spec=spec.model_dump(mode="json"),
+        priority=priority,
+        concurrency=spec["concurrency"],
+        spec=spec,
         urls_total=urls_total,
+        parent_job_id=parent_job_id,
         created_at=utcnow(),
     )
 

@@ -22,7 +22,7 @@ from shoal.errors import Conflict, NotFound, Unavailable
 from shoal.scrape import part_urls
 from shoal.settings import Settings
 from shoal.storage import Storage
-from shoal.store import AccountRow, JobRow, Store, new_id, utcnow
+from shoal.store import AccountRow, JobRow, Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +100,8 @@ async def retry(
     lines = await asyncio.to_thread(errored_input, storage, job_id)
     if not lines:
         raise Conflict(f"job {job_id} has no errored URLs to retry")
-    row = JobRow(
-        id=new_id("job"),
-        account_id=account.id,
-        name=parent.name,
-        status="queued",
-        priority=parent.priority,
-        concurrency=parent.concurrency,
-        spec=parent.spec,
-        urls_total=len(lines),
-        parent_job_id=parent.id,
-        created_at=utcnow(),
+    row = jobs.job_row(
+        account.id, parent.name, parent.priority, parent.spec, len(lines), parent_job_id=parent.id
     )
     # the original's staged lines as they are: the URL, its overrides and its meta
     await asyncio.to_thread(

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.stack import Stack
-from tests.sites.catalog import Site
 
 # Operator limits for the e2e stack: 2,000 URLs inline so the big job fits one request.
 E2E_ENV = {"SHOAL_MAX_INLINE_URLS": "2000", "SHOAL_JOB_LIFETIME_S": "3600"}
@@ -17,15 +16,6 @@ E2E_ENV = {"SHOAL_MAX_INLINE_URLS": "2000", "SHOAL_JOB_LIFETIME_S": "3600"}
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     s = Stack(tmp_path_factory.mktemp("stack") / "data", **E2E_ENV).start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture
-def site() -> Iterator[Site]:
-    s = Site().start()
     try:
         yield s
     finally:

@@ -10,7 +10,6 @@ import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from shoal.settings import get_settings
-from tests.sites.catalog import Site
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -36,12 +35,3 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             else:
                 os.environ[k] = v
         get_settings.cache_clear()
-
-
-@pytest.fixture
-def site() -> Iterator[Site]:
-    s = Site().start()
-    try:
-        yield s
-    finally:
-        s.stop()
