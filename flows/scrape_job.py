@@ -24,6 +24,7 @@ from prefect.client.schemas.objects import Flow, FlowRun
 from prefect.runtime import flow_run as current_run
 from prefect.states import Cancelled, Completed, Failed, State
 
+from shoal import chunkprocs
 from shoal.contract import FINAL_STATUSES, JobSpec
 from shoal.finalize import fail_job, finalize_job
 from shoal.jobs import input_url
@@ -47,19 +48,24 @@ def _state_for(row: JobRow) -> State[Any]:
     return Failed(message=row.error or "failed")
 
 
+async def _check_stop(rt: JobRuntime, row: JobRow) -> None:
+    """Stop the job on a cancel request or past its lifetime."""
+    started = aware(row.started_at) or utcnow()
+    lifetime = rt.settings.job_lifetime_s
+    if await asyncio.to_thread(rt.store.cancel_requested, rt.job_id):
+        rt.request_stop("cancel")
+    elif (utcnow() - started).total_seconds() > lifetime:
+        rt.request_stop(f"job lifetime of {lifetime} s reached; stopped with what finished")
+
+
 async def _monitor(rt: JobRuntime, store: Store, row: JobRow, total: int, artifact: Any) -> None:
     """Every ``progress_interval_s``: write live counters, look for a cancel or the deadline,
     and move the progress artifact."""
-    started = aware(row.started_at) or utcnow()
-    lifetime = rt.settings.job_lifetime_s
     last_pct = -1.0
     while True:
         await asyncio.sleep(rt.settings.progress_interval_s)
         await asyncio.to_thread(rt.flush_counters)
-        if await asyncio.to_thread(store.cancel_requested, rt.job_id):
-            rt.request_stop("cancel")
-        elif (utcnow() - started).total_seconds() > lifetime:
-            rt.request_stop(f"job lifetime of {lifetime} s reached; stopped with what finished")
+        await _check_stop(rt, row)
         done = (await asyncio.to_thread(store.counters, rt.job_id)).done
         pct = round(100.0 * done / total, 1) if total else 100.0
         if pct != last_pct:
@@ -67,23 +73,35 @@ async def _monitor(rt: JobRuntime, store: Store, row: JobRow, total: int, artifa
             last_pct = pct
 
 
-async def _run_chunks(rt: JobRuntime, in_url: str, chunks: list[dict[str, Any]]) -> None:
-    """Run the chunk tasks a few at a time, in order, until done or stopped."""
+async def _run_chunks(
+    rt: JobRuntime, row: JobRow, in_url: str, chunks: list[dict[str, Any]], n_procs: int = 0
+) -> None:
+    """Run the chunk tasks a few at a time, in order, until done or stopped.
+
+    With ``n_procs`` worker processes, each gets ``chunkprocs.PER_PROC`` chunks at a time."""
     size = max((c["count"] for c in chunks), default=1)
     window = max(2, min(8, math.ceil(2 * rt.spec.concurrency / size) + 1))
+    if n_procs:
+        window = n_procs * chunkprocs.PER_PROC
     gate = asyncio.Semaphore(window)
 
     async def run(chunk: dict[str, Any]) -> None:
         async with gate:
             if rt.stop.is_set():
                 return
-            await scrape_chunk(rt.job_id, in_url, chunk)
+            summary = await scrape_chunk(rt.job_id, in_url, chunk)
+            if not summary["complete"] and not rt.stop.is_set():
+                # a worker process stopped the chunk (cancel, deadline) before our monitor saw it
+                await _check_stop(rt, row)
 
     await asyncio.gather(*(run(c) for c in chunks))
 
 
 def _on_cancellation(flow: Flow, flow_run: FlowRun, state: State[Any]) -> None:
     """A cancel from the Prefect UI: keep what finished, end the job ``cancelled``."""
+    procs = chunkprocs.current()
+    if procs is not None:  # when the hook runs in the flow process: no part written after this
+        procs.kill()
     job_id = flow_run.parameters.get("job_id")
     if job_id:
         finalize_job(job_id, get_settings(), cancelled=True, error="cancelled from the Prefect UI")
@@ -113,11 +131,24 @@ async def scrape_job(job_id: str) -> State[Any]:
         rt = JobRuntime.open(job_id, spec, settings)
         if await asyncio.to_thread(store.cancel_requested, job_id):
             rt.request_stop("cancel")  # cancelled while queued
+        procs = chunkprocs.get_chunk_procs(settings)
+        shares = (
+            chunkprocs.plan_shares(spec.concurrency, rt.host_cap(), procs.n, len(chunks))
+            if procs is not None
+            else []
+        )
+        if procs is not None and shares:
+            procs.start_job(job_id, shares)
+            logger.info("job %s: chunks in %d processes, caps %s", job_id, len(shares), shares)
         monitor = asyncio.create_task(_monitor(rt, store, row, total, artifact))
         try:
-            await _run_chunks(rt, input_url(get_storage(settings), job_id), chunks)
+            in_url = input_url(get_storage(settings), job_id)
+            await _run_chunks(rt, row, in_url, chunks, len(shares))
         finally:
             monitor.cancel()
+            if procs is not None and shares:
+                await asyncio.to_thread(procs.end_job, job_id)
+                await asyncio.to_thread(chunkprocs.shutdown_if_idle)
             await asyncio.to_thread(rt.flush_counters)
         stopped = rt.stop.is_set()
         reason = None if rt.stop_reason == "cancel" else rt.stop_reason

@@ -165,9 +165,7 @@ def new_job_row(
     body: JobCreate, spec: JobSpec, account: AccountRow, urls_total: int | None
 ) -> JobRow:
     """A ``queued`` job row for a create request."""
-    return job_row(
-        account.id, body.name, body.priority, spec.model_dump(mode="json"), urls_total
-    )
+    return job_row(account.id, body.name, body.priority, spec.model_dump(mode="json"), urls_total)
 
 
 def job_row(

@@ -82,14 +82,30 @@ class JobRuntime:
     _registry: ClassVar[dict[str, JobRuntime]] = {}
 
     @classmethod
-    def open(cls, job_id: str, spec: JobSpec, settings: Settings) -> JobRuntime:
-        """The job's runtime in this process, created on first use."""
+    def open(
+        cls,
+        job_id: str,
+        spec: JobSpec,
+        settings: Settings,
+        *,
+        concurrency: int | None = None,
+        max_per_host: int | None = None,
+        delay_scale: int = 1,
+    ) -> JobRuntime:
+        """The job's runtime in this process, created on first use.
+
+        ``concurrency`` and ``max_per_host`` give this process its share of the job's caps when
+        the job's chunks run in several processes (``shoal.chunkprocs``); default: the job's.
+        ``delay_scale`` is how many processes share the job: each spaces its requests to one
+        host that many times further apart, so the job as a whole keeps a Crawl-delay."""
         rt = cls._registry.get(job_id)
         if rt is None:
+            concurrency = concurrency or spec.concurrency
             engine = Engine(
-                concurrency=spec.concurrency,
+                concurrency=concurrency,
                 settings=settings,
-                max_per_host=spec.defaults.max_per_host,
+                max_per_host=max_per_host or spec.defaults.max_per_host,
+                delay_scale=delay_scale,
             )
             rt = cls(
                 job_id=job_id,
@@ -98,7 +114,7 @@ class JobRuntime:
                 storage=get_storage(settings),
                 store=get_store(settings),
                 engine=engine,
-                admit=asyncio.Semaphore(spec.concurrency),
+                admit=asyncio.Semaphore(concurrency),
                 pages=get_page_workers(settings),
             )
             cls._registry[job_id] = rt
@@ -107,6 +123,13 @@ class JobRuntime:
     @classmethod
     def get(cls, job_id: str) -> JobRuntime | None:
         return cls._registry.get(job_id)
+
+    def host_cap(self) -> int:
+        """The job's cap on requests in flight to one host (what its engine enforces)."""
+        cap = min(
+            self.settings.max_per_host, self.spec.defaults.max_per_host or self.spec.concurrency
+        )
+        return max(1, min(cap, self.spec.concurrency))
 
     async def close(self) -> None:
         self._registry.pop(self.job_id, None)

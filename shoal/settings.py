@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     chunk_retries: int = 2
     max_resumes: int = Field(3, description="Times a crashed job is resumed before it fails.")
     progress_interval_s: float = Field(1.0, description="How often live counters are written.")
+    chunk_processes: int = Field(
+        -1,
+        description="Processes running a job's chunks; -1: one per core; 0 or 1: in the flow.",
+    )
 
     # Prefect
     deployment_prefix: str = "scrape-job"

@@ -13,6 +13,7 @@ from typing import Any
 from prefect import task
 from prefect.context import TaskRunContext
 
+from shoal import chunkprocs
 from shoal.contract import JobSpec
 from shoal.plan import Chunk
 from shoal.scrape import JobRuntime
@@ -35,7 +36,13 @@ def _chunk_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:
     persist_result=True,
 )
 async def scrape_chunk(job_id: str, input_url: str, chunk: dict[str, Any]) -> dict[str, Any]:
-    """Fetch and extract the chunk's URLs and write its part file; returns its counts."""
+    """Fetch and extract the chunk's URLs and write its part file; returns its counts.
+
+    When the job's flow gave it worker processes (``SHOAL_CHUNK_PROCESSES``), the chunk runs in
+    one of them; a chunk whose process died raises ``BrokenProcessPool`` and is retried."""
+    procs = chunkprocs.current()
+    if procs is not None and procs.uses(job_id):
+        return await procs.run(job_id, input_url, chunk)
     rt = JobRuntime.get(job_id)
     if rt is None:  # a task run outside the job's flow process
         settings = get_settings()

@@ -241,6 +241,7 @@ class Engine:
         settings: Settings,
         max_per_host: int | None = None,
         host_delay_s: float = 0.0,
+        delay_scale: int = 1,
         proxies: Mapping[str, list[str]] | None = None,
         resolver: AbstractResolver | None = None,
     ) -> None:
@@ -252,7 +253,10 @@ class Engine:
         host_cap = min(settings.max_per_host, max_per_host or math.inf, concurrency)
         self._hosts = _HostSlots(int(host_cap))
         self._host_cap_binds = host_cap < concurrency
-        self._host_delay_s = max(0.0, host_delay_s)
+        # several processes sharing one job each space their requests ``delay_scale`` times
+        # further apart, so the job keeps the host delay / Crawl-delay as a whole
+        self._delay_scale = max(1, delay_scale)
+        self._host_delay_s = max(0.0, host_delay_s) * self._delay_scale
         self._policy = AddressPolicy.parse(
             allow_private_networks=settings.allow_private_networks,
             allow_hosts=settings.allow_hosts,
@@ -464,7 +468,9 @@ class Engine:
         known = self._crawl_delays.get(key)
         if known is None or known[0] < now:
             found = cache.crawl_delay(target)
-            delay = min(found, self._settings.max_crawl_delay_s) if found else 0.0
+            delay = (
+                min(found, self._settings.max_crawl_delay_s) * self._delay_scale if found else 0.0
+            )
             if len(self._crawl_delays) > _MAX_HOSTS:
                 self._crawl_delays.clear()
             known = self._crawl_delays[key] = (now + _PRECHECK_TTL_S, delay)

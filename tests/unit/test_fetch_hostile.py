@@ -404,6 +404,28 @@ async def test_robots_crawl_delay_is_honoured_and_bounded(fresh_site: HostileSit
     assert time.monotonic() - t0 < 1.5
 
 
+async def test_two_processes_sharing_a_job_keep_its_crawl_delay(fresh_site: HostileSite) -> None:
+    """Two engines of one job (two chunk processes) each space their requests to a host by
+    2 x Crawl-delay, so the job as a whole averages at most one request per Crawl-delay."""
+    fresh_site.robots = "User-agent: *\nCrawl-delay: 0.2\n"
+    engines = [Engine(concurrency=4, settings=_settings(), delay_scale=2) for _ in range(2)]
+    try:
+        await asyncio.gather(
+            *(
+                e.fetch(fresh_site.url(f"/ok?d={i}{j}"))
+                for i, e in enumerate(engines)
+                for j in range(3)
+            )
+        )
+    finally:
+        for e in engines:
+            await e.aclose()
+    for i in range(2):
+        starts = sorted(r.at for r in fresh_site.log if r.target.startswith(f"/ok?d={i}"))
+        assert len(starts) == 3
+        assert all(b - a >= 2 * 0.2 * 0.95 for a, b in zip(starts, starts[1:], strict=False))
+
+
 # ----------------------------------------------------------------------------- proxies
 
 

@@ -1,0 +1,134 @@
+"""A job's chunks in worker processes (``SHOAL_CHUNK_PROCESSES``): same output as in the flow
+process, the job's ``concurrency`` still a true cap, a cancel still stops it, no process left."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from flows.scrape_job import scrape_job
+from shoal import chunkprocs
+from shoal.settings import get_settings
+from shoal.storage import get_storage
+from shoal.store import get_store
+from tests.integration.test_scrape_job_flow import _create
+from tests.sites.catalog import Site
+
+
+@pytest.fixture
+def chunk_processes() -> Iterator[None]:
+    """Run the test body with SHOAL_CHUNK_PROCESSES=2."""
+    saved = os.environ.get("SHOAL_CHUNK_PROCESSES")
+    os.environ["SHOAL_CHUNK_PROCESSES"] = "2"
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("SHOAL_CHUNK_PROCESSES", None)
+        else:
+            os.environ["SHOAL_CHUNK_PROCESSES"] = saved
+        get_settings.cache_clear()
+
+
+def _output(jid: str) -> bytes:
+    row = get_store(get_settings()).get_job(jid)
+    assert row is not None and row.outputs
+    return get_storage(get_settings()).open(row.outputs[0]["url"], "rb").read()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _set_procs(n: str) -> None:
+    os.environ["SHOAL_CHUNK_PROCESSES"] = n
+    get_settings.cache_clear()
+
+
+async def test_same_output_in_processes_as_in_the_flow(site: Site, chunk_processes: None) -> None:
+    body = {
+        "urls": [site.url(f"/p/{i}") for i in range(1000)],
+        "defaults": {"selectors": {"title": "h1", "price": ".price"}},
+        "concurrency": 16,
+    }
+    _set_procs("0")
+    inline = _create(body)
+    await scrape_job(inline)
+    _set_procs("2")
+    spread = _create(body)
+    state = await scrape_job(spread, return_state=True)
+    assert state.is_completed() and state.name == "Completed"
+    store = get_store(get_settings())
+    a, b = store.get_job(inline), store.get_job(spread)
+    assert a is not None and b is not None
+    assert (
+        (b.status, b.urls_done, b.urls_errored, b.credits_used)
+        == (
+            a.status,
+            a.urls_done,
+            a.urls_errored,
+            a.credits_used,
+        )
+        == ("completed", 1000, 0, 1000)
+    )
+
+    import orjson
+
+    def rows(raw: bytes) -> list[dict]:
+        out = []
+        for line in raw.splitlines():
+            r = orjson.loads(line)
+            for k in ("fetched_at", "elapsed_ms"):  # timings differ run to run
+                r.pop(k, None)
+            out.append(r)
+        return out
+
+    assert rows(_output(spread)) == rows(_output(inline))
+    assert chunkprocs.current() is None  # the flow ended: its processes are gone
+
+
+async def test_concurrency_stays_a_true_cap(site: Site, chunk_processes: None) -> None:
+    jid = _create({"urls": [site.url(f"/slow/{i}?ms=60") for i in range(1000)], "concurrency": 16})
+    site.stats.reset()
+    pids: list[int] = []
+
+    async def watch() -> None:
+        while not pids:
+            procs = chunkprocs.current()
+            if procs is not None:
+                pids.extend(p.process.pid for p in procs._procs if p is not None and p.process.pid)
+            await asyncio.sleep(0.05)
+
+    watcher = asyncio.create_task(watch())
+    state = await scrape_job(jid, return_state=True)
+    watcher.cancel()
+    assert state.is_completed()
+    assert 14 <= site.stats.peak <= 16  # both processes busy, never above the job's concurrency
+    assert len(pids) == 2 and not any(_alive(p) for p in pids)
+
+
+async def test_cancel_stops_the_worker_processes(site: Site, chunk_processes: None) -> None:
+    jid = _create({"urls": [site.url(f"/slow/{i}?ms=50") for i in range(1000)], "concurrency": 16})
+    store = get_store(get_settings())
+    run = asyncio.create_task(scrape_job(jid, return_state=True))
+    while store.counters(jid).done < 100:  # live counters flushed by the worker processes
+        await asyncio.sleep(0.05)
+        assert not run.done()
+    store.request_cancel(jid)
+    hits = sum(site.stats.hits.values())
+    state = await asyncio.wait_for(run, 30)
+    assert state.is_cancelled()
+    row = store.get_job(jid)
+    assert row is not None and row.status == "cancelled"
+    assert 100 <= row.urls_done < 1000
+    # noticed within about a second (0.2 s ticks here): at most ~1 s of 16-in-flight 50 ms pages
+    assert sum(site.stats.hits.values()) - hits < 16 * 20 + 32
+    assert len(_output(jid).splitlines()) == row.urls_done

@@ -1,0 +1,72 @@
+"""Chunk worker processes: how a job's caps are split, and that no process outlives its flow."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shoal.chunkprocs import plan_shares, split
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_split_keeps_the_total_and_gives_the_remainder_to_the_first() -> None:
+    assert split(16, 2) == [8, 8]
+    assert split(5, 2) == [3, 2]
+    assert split(256, 3) == [86, 85, 85]
+
+
+def test_plan_shares_is_a_true_cap() -> None:
+    assert plan_shares(16, 16, 2, 10) == [(8, 8), (8, 8)]
+    assert plan_shares(20, 3, 2, 10) == [(10, 2), (10, 1)]
+    assert plan_shares(10, 10, 2, 10) == []  # under MIN_PER_PROC each: in the flow process
+    assert plan_shares(64, 64, 4, 1) == []  # one chunk: in the flow process
+    assert plan_shares(64, 1, 4, 10) == []  # one request per host at a time: one process
+    assert plan_shares(24, 2, 4, 10) == [(12, 1), (12, 1)]  # fewer processes than asked
+    for conc, host, n, chunks in [(56, 3, 4, 9), (256, 64, 2, 80), (17, 17, 8, 8)]:
+        shares = plan_shares(conc, host, n, chunks)
+        assert sum(c for c, _ in shares) == conc and sum(h for _, h in shares) == host
+
+
+_SCRIPT = """
+import sys, time
+from shoal.chunkprocs import ChunkProcs
+from shoal.settings import Settings
+procs = ChunkProcs(2, Settings())
+print(procs._proc(0).process.pid, procs._proc(1).process.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_worker_processes_die_with_the_flow_process(sig: int) -> None:
+    """A UI cancel SIGTERMs the flow process, a crash may SIGKILL it: no worker lingers."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _SCRIPT], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        pids = [int(p) for p in parent.stdout.readline().split()]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        os.kill(parent.pid, sig)
+        parent.wait(10)
+        deadline = time.monotonic() + 5
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(p) for p in pids)
+    finally:
+        parent.kill()
