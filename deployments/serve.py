@@ -1,13 +1,15 @@
 """The embedded worker: serves the ``scrape-job/<priority>`` deployments and runs the reaper.
 
 ``python -m deployments.serve`` (``shoal up`` starts it). It polls the Prefect server every
-``SHOAL_WORKER_POLL_S`` (default 1 s) so a new job starts within a second or two.
+``SHOAL_WORKER_POLL_S`` (default 0.5 s) so a new job starts within a second or two. SIGINT or
+SIGTERM stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 from prefect import aserve
 
@@ -18,24 +20,46 @@ from shoal.settings import get_settings
 PRIORITIES = ("high", "normal", "low")
 
 
+async def _keep_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Keep SIGINT/SIGTERM ours. Prefect's runner installs a SIGTERM handler when it starts that
+    does not stop it (3.8.8: it calls an async ``stop`` without awaiting it), which left the
+    worker to be SIGKILLed; take the signals back whenever something else holds them."""
+    while True:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if getattr(signal.getsignal(sig), "__name__", "") == "handle_sigterm":
+                loop.add_signal_handler(sig, stop.set)
+        await asyncio.sleep(0.2)
+
+
 async def main() -> None:
     settings = get_settings()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     deployments = [
         await scrape_job.ato_deployment(
             name=p, tags=["shoal", f"priority:{p}"], description=f"Shoal jobs, {p} priority"
         )
         for p in PRIORITIES
     ]
-    reaper = asyncio.create_task(reap_forever(settings))
-    try:
-        await aserve(
-            *deployments,
-            limit=settings.worker_max_jobs,
-            query_seconds=settings.worker_poll_s,
-            print_starting_message=False,
-        )
-    finally:
-        reaper.cancel()
+    tasks = [
+        asyncio.create_task(
+            aserve(
+                *deployments,
+                limit=settings.worker_max_jobs,
+                query_seconds=settings.worker_poll_s,
+                print_starting_message=False,
+            )
+        ),
+        asyncio.create_task(reap_forever(settings)),
+        asyncio.create_task(_keep_signals(loop, stop)),
+    ]
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([tasks[0], stopping], return_when=asyncio.FIRST_COMPLETED)
+    for t in (*tasks, stopping):
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -77,10 +78,21 @@ def _local_key(data_dir: Path, settings: Settings) -> str:
     return key
 
 
-def _wait_http(url: str, procs: list[subprocess.Popen[bytes]], deadline_s: float) -> None:
+class _Stopped(Exception):
+    """A stop was asked (SIGINT/SIGTERM) while the stack was starting."""
+
+
+# Signals only set this event: an exception raised from a signal handler can land inside
+# ``Popen.poll()`` and leak its wait lock, after which ``Popen.wait()`` blocks forever.
+_stop_asked = threading.Event()
+
+
+def _wait_http(url: str, procs: dict[str, subprocess.Popen[bytes]], deadline_s: float) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        for p in procs:
+        if _stop_asked.is_set():
+            raise _Stopped
+        for p in procs.values():
             if p.poll() is not None:
                 raise RuntimeError(f"{' '.join(map(str, p.args))} exited with {p.returncode}")
         with contextlib.suppress(httpx.HTTPError):
@@ -90,21 +102,21 @@ def _wait_http(url: str, procs: list[subprocess.Popen[bytes]], deadline_s: float
     raise RuntimeError(f"{url} did not answer within {deadline_s:.0f} s")
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    # a second Ctrl-C or SIGTERM must not cut the shutdown short and orphan a child
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    for p in reversed(procs):
+def _stop(procs: dict[str, subprocess.Popen[bytes]], grace_s: float = 15) -> None:
+    """Stop the children last-started first, each before the next: the worker's shutdown still
+    talks to the Prefect server, so the server goes last. SIGKILL after ``grace_s`` each; says
+    how each one ended."""
+    for name, p in reversed(procs.items()):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGTERM)
-    end = time.monotonic() + 15
-    for p in reversed(procs):
         try:
-            p.wait(max(0.1, end - time.monotonic()))
+            p.wait(grace_s)
+            typer.echo(f"{name} stopped (exit {p.returncode})")
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+            typer.echo(f"{name} killed: it did not stop within {grace_s:.0f} s", err=True)
 
 
 @app.command()
@@ -179,39 +191,34 @@ def up(
             ],
         ),
     ]
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def _on_signal(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
+        _stop_asked.set()
 
+    signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
         for name, cmd in specs:
             out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-            procs.append(
-                subprocess.Popen(
-                    cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-                )
+            procs[name] = subprocess.Popen(
+                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-            (data_dir / "pids.json").write_text(
-                json.dumps(
-                    {
-                        "up": os.getpid(),
-                        **{n: q.pid for (n, _), q in zip(specs, procs, strict=False)},
-                    }
-                )
-            )
+            pids = {"up": os.getpid(), **{n: q.pid for n, q in procs.items()}}
+            (data_dir / "pids.json").write_text(json.dumps(pids))
             if name == "prefect":
                 _wait_http(f"{prefect_api}/health", procs, 120)
         _wait_http(f"{api_url}/v1/health", procs, 60)
         _wait_http(f"{prefect_api}/deployments/name/scrape-job/normal", procs, 90)
         typer.echo(_banner(api_url, prefect_port, data_dir, key))
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.5)
-        dead = next(p for p in procs if p.poll() is not None)
-        typer.echo(f"{dead.args[2]} exited with {dead.returncode}; see {logs}", err=True)
-        raise typer.Exit(1)
-    except KeyboardInterrupt:
+        while not _stop_asked.wait(0.5):
+            dead = next((n for n, p in procs.items() if p.poll() is not None), None)
+            if dead is not None:
+                code = procs[dead].returncode
+                typer.echo(f"{dead} exited with {code}; see {logs}", err=True)
+                raise typer.Exit(1)
+        typer.echo("stopping...")
+    except _Stopped:
         typer.echo("stopping...")
     except RuntimeError as exc:
         typer.echo(f"shoal up failed: {exc}; logs in {logs}", err=True)
