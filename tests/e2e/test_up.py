@@ -9,15 +9,8 @@ import signal
 import pytest
 
 from tests.e2e.stack import Stack
+from tests.procs import process_running
 from tests.sites.catalog import Site
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -38,5 +31,5 @@ def test_stop_signal_stops_every_child_without_sigkill(tmp_path, site: Site, sig
     for name in ("api", "worker", "prefect"):
         assert f"{name} stopped (exit" in out, out
     assert "killed" not in out, out
-    assert [n for n, pid in pids.items() if _running(pid)] == []
+    assert [n for n, pid in pids.items() if process_running(pid)] == []
     assert os.path.exists(stack.data_dir / "local-api-key")

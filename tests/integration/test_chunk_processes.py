@@ -15,6 +15,7 @@ from shoal.settings import get_settings
 from shoal.storage import get_storage
 from shoal.store import get_store
 from tests.integration.test_scrape_job_flow import _create
+from tests.procs import process_running
 from tests.sites.catalog import Site
 
 
@@ -40,12 +41,6 @@ def _output(jid: str) -> bytes:
     return get_storage(get_settings()).open(row.outputs[0]["url"], "rb").read()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def _set_procs(n: str) -> None:
@@ -112,7 +107,7 @@ async def test_concurrency_stays_a_true_cap(site: Site, chunk_processes: None) -
     watcher.cancel()
     assert state.is_completed()
     assert 14 <= site.stats.peak <= 16  # both processes busy, never above the job's concurrency
-    assert len(pids) == 2 and not any(_alive(p) for p in pids)
+    assert len(pids) == 2 and not any(process_running(p) for p in pids)
 
 
 async def test_cancel_stops_the_worker_processes(site: Site, chunk_processes: None) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from shoal.chunkprocs import plan_shares, split
+from tests.procs import process_running
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,12 +45,6 @@ time.sleep(60)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
@@ -61,12 +56,12 @@ def test_worker_processes_die_with_the_flow_process(sig: int) -> None:
     try:
         assert parent.stdout is not None
         pids = [int(p) for p in parent.stdout.readline().split()]
-        assert len(pids) == 2 and all(_alive(p) for p in pids)
+        assert len(pids) == 2 and all(process_running(p) for p in pids)
         os.kill(parent.pid, sig)
         parent.wait(10)
         deadline = time.monotonic() + 5
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(process_running(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not any(_alive(p) for p in pids)
+        assert not any(process_running(p) for p in pids)
     finally:
         parent.kill()
