@@ -169,6 +169,10 @@ def _fetch_options(opts: dict[str, Any], settings: Settings) -> FetchOptions:
     )
 
 
+def _ms_since(started: float) -> int:
+    return round((asyncio.get_running_loop().time() - started) * 1000)
+
+
 def _credits(settings: Settings, opts: dict[str, Any]) -> int:
     if opts.get("proxy_type") == "residential":
         return settings.credits_residential
@@ -220,13 +224,13 @@ async def _scrape_one(rt: JobRuntime, item: dict[str, Any]) -> dict[str, Any] | 
         try:
             resp = await rt.engine.fetch(item["url"], fetch_opts)
         except FetchError as exc:
-            row["elapsed_ms"] = round((asyncio.get_running_loop().time() - started) * 1000)
+            row["elapsed_ms"] = _ms_since(started)
             if exc.http_status is not None:
                 row["credits"] = _credits(rt.settings, opts)
             return _error_row(row, exc)
         except Exception as exc:  # a bug must cost one URL, not the chunk
             log.exception("unexpected error fetching %s", item["url"])
-            row["elapsed_ms"] = round((asyncio.get_running_loop().time() - started) * 1000)
+            row["elapsed_ms"] = _ms_since(started)
             return _error_row(row, FetchError("connect", f"internal error: {exc!r}"))
     row.update(
         status="ok",
@@ -268,16 +272,15 @@ async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSum
     await asyncio.to_thread(
         output.write_part, rt.storage, part_url(rt.storage, rt.job_id, chunk.index), rows
     )
-    errored = sum(r["status"] == "error" for r in rows)
-    credits = sum(r["credits"] for r in rows)
+    # the live counters were kept row by row: they are this chunk's exact totals now
     complete = len(rows) == len(items)
     await asyncio.to_thread(
         rt.store.record_chunk,
         rt.job_id,
         chunk.index,
-        Counters(len(rows), errored, credits),
+        Counters(live.done, live.errored, live.credits),
         finished=complete,
         exact=True,
     )
     rt.live.pop(chunk.index, None)
-    return ChunkSummary(chunk.index, len(rows), errored, credits, complete)
+    return ChunkSummary(chunk.index, live.done, live.errored, live.credits, complete)
