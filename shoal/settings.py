@@ -26,6 +26,11 @@ class Settings(BaseSettings):
         None,
         description="Where inputs, parts and outputs go (fsspec URL); default data_dir/results.",
     )
+    s3_endpoint_url: str | None = Field(
+        None,
+        description="S3 API endpoint for s3:// results and inputs (MinIO, moto...); default AWS.",
+    )
+    s3_region: str | None = Field(None, description="S3 region; default from the AWS config.")
     public_url: str = Field(
         "http://127.0.0.1:8000", description="Base URL of the API, used in download links."
     )
@@ -108,6 +113,18 @@ class Settings(BaseSettings):
     @property
     def storage_url(self) -> str:
         return self.results_url or str((self.data_dir / "results").resolve())
+
+    def storage_options(self, url: str) -> dict[str, object]:
+        """fsspec options for ``url``: the S3 endpoint and region for ``s3://``; credentials
+        come from the usual AWS sources (environment, config files, instance role)."""
+        if not url.startswith(("s3://", "s3a://")):
+            return {}
+        client: dict[str, object] = {}
+        if self.s3_endpoint_url:
+            client["endpoint_url"] = self.s3_endpoint_url
+        if self.s3_region:
+            client["region_name"] = self.s3_region
+        return {"client_kwargs": client} if client else {}
 
     def proxy_pools(self) -> dict[str, list[str]]:
         """Configured proxy pools by `proxy_type`; a pool with no proxies is absent."""

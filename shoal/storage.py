@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import IO, TYPE_CHECKING, Any
 
 import fsspec
+import orjson
 from fsspec.core import url_to_fs
 from fsspec.utils import get_protocol
 
@@ -130,10 +131,13 @@ class Storage:
 
 
 @lru_cache(maxsize=16)
-def _storage_for(url: str) -> Storage:
-    return Storage(url)
+def _storage_for(url: str, options: str) -> Storage:
+    return Storage(url, **orjson.loads(options))
 
 
 def get_storage(settings: Settings) -> Storage:
-    """The process-wide :class:`Storage` for ``settings.storage_url`` (cached per URL)."""
-    return _storage_for(settings.storage_url)
+    """The process-wide :class:`Storage` for ``settings.storage_url`` (cached per URL and
+    options)."""
+    url = settings.storage_url
+    options = orjson.dumps(settings.storage_options(url), option=orjson.OPT_SORT_KEYS).decode()
+    return _storage_for(url, options)
