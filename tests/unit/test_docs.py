@@ -9,5 +9,5 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_readme_config_table_matches_settings() -> None:
-    documented = set(re.findall(r"^\| `SHOAL_([A-Z_]+)` \|", README.read_text(), re.M))
+    documented = set(re.findall(r"^\| `SHOAL_([A-Z0-9_]+)` \|", README.read_text(), re.M))
     assert documented == {name.upper() for name in Settings.model_fields}
