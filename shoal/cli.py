@@ -26,12 +26,15 @@ from typing import Annotated
 import httpx
 import typer
 
+from shoal.plans import plan_for
 from shoal.settings import Settings
 from shoal.store import get_store
 
 app = typer.Typer(help="Shoal: bulk web scraping on Prefect.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+accounts_app = typer.Typer(help="Accounts and their plans.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
 
 DataDir = Annotated[
     Path, typer.Option("--data-dir", envvar="SHOAL_DATA_DIR", help="Folder for all state.")
@@ -53,6 +56,34 @@ def keys_create(
     key = store.create_key(row.id)
     typer.echo(f"{'created' if created else 'existing'} account {row.name} ({row.id})")
     typer.echo(key)
+
+
+@accounts_app.command("plan")
+def accounts_plan(
+    account: Annotated[str, typer.Option("--account", help="Account name (created if new).")],
+    max_urls_per_job: Annotated[int | None, typer.Option(min=1)] = None,
+    max_concurrent_jobs: Annotated[int | None, typer.Option(min=1)] = None,
+    concurrency_cap: Annotated[int | None, typer.Option(min=1)] = None,
+    retention_days: Annotated[int | None, typer.Option(min=0)] = None,
+    reset: Annotated[bool, typer.Option(help="Forget the account's own values first.")] = False,
+    data_dir: DataDir = Path(".shoal"),
+) -> None:
+    """Set an account's own plan limits (others stay the operator's defaults); print the plan."""
+    settings = _settings(data_dir.resolve())
+    store = get_store(settings)
+    row, _ = store.get_or_create_account(account)
+    given = {
+        "max_urls_per_job": max_urls_per_job,
+        "max_concurrent_jobs": max_concurrent_jobs,
+        "concurrency_cap": concurrency_cap,
+        "retention_days": retention_days,
+    }
+    own = {} if reset else dict(row.plan or {})
+    own.update({k: v for k, v in given.items() if v is not None})
+    store.set_plan(row.id, own)
+    for name, value in plan_for(own, settings).as_dict().items():
+        mark = "" if name in own else "  (default)"
+        typer.echo(f"{name} = {value}{mark}")
 
 
 def _secret(data_dir: Path) -> str:

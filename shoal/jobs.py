@@ -21,9 +21,14 @@ from shoal.contract import (
     Progress,
     ScrapeOptions,
     SingleUrlInput,
+    WEBHOOK_EVENTS,
     UrlItem,
+    WebhookCreate,
+    WebhookSpec,
 )
 from shoal.errors import FieldError, InputError
+from shoal.fetch._guard import AddressPolicy, BlockedAddress
+from shoal.plans import plan_for
 from shoal.settings import Settings
 from shoal.storage import Storage
 from shoal.store import AccountRow, Counters, JobRow, Store, aware, new_id, utcnow
@@ -101,11 +106,11 @@ def validate(
         errors.append(
             FieldError(url_loc, f"at most {settings.max_inline_urls} inline URLs (use an upload)")
         )
-    plan_cap = int(account.plan.get("concurrency_cap", settings.max_concurrency))
-    cap = min(settings.max_concurrency, plan_cap)
+    plan = plan_for(account.plan, settings)
+    cap = plan.concurrency_cap
     if body.concurrency > cap:
         errors.append(FieldError("concurrency", f"at most {cap} for this account"))
-    per_job = min(settings.max_urls_per_job, int(account.plan.get("max_urls_per_job", 10**9)))
+    per_job = plan.max_urls_per_job
     if len(entries) > per_job:
         errors.append(FieldError(url_loc, f"at most {per_job} URLs per job"))
     expires = body.output.expires_in_s
@@ -143,12 +148,43 @@ def validate(
                 f"{body.output.format} needs an extract schema or selectors in defaults",
             )
         )
+    webhook = _webhook_spec(body.webhook, settings, errors)
     if errors:
         raise InputError("the job request is invalid", errors=errors)
     spec = JobSpec(
-        defaults=defaults, concurrency=body.concurrency, output=body.output, fields=fields
+        defaults=defaults,
+        concurrency=body.concurrency,
+        output=body.output,
+        fields=fields,
+        webhook=webhook,
     )
     return spec, items
+
+
+def _webhook_spec(
+    given: str | WebhookCreate | None, settings: Settings, errors: list[FieldError]
+) -> WebhookSpec | None:
+    """The job's webhook in one form; an unusable URL is an error at ``webhook`` (string form)
+    or ``webhook.url``. Names are resolved (and checked by the SSRF guard) at delivery."""
+    if given is None:
+        return None
+    url, loc = (given, "webhook") if isinstance(given, str) else (given.url, "webhook.url")
+    why = valid_http_url(url)
+    if why is None:
+        policy = AddressPolicy.parse(
+            allow_private_networks=settings.allow_private_networks,
+            allow_hosts=settings.allow_hosts,
+        )
+        try:
+            policy.check_literal(urlsplit(url.strip()).hostname or "")
+        except BlockedAddress as exc:
+            why = f"not a public address ({exc.address}); the operator does not allow it"
+    if why:
+        errors.append(FieldError(loc, why))
+        return None
+    events = list(WEBHOOK_EVENTS) if isinstance(given, str) else given.events
+    # one of each, in the contract's order
+    return WebhookSpec(url=url.strip(), events=[e for e in WEBHOOK_EVENTS if e in events])
 
 
 def input_url(storage: Storage, job_id: str) -> str:

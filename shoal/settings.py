@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     default_link_expiry_s: int = 86_400
     max_link_expiry_s: int = 2_592_000
     max_part_bytes: int = 50 * 1024**3
+    max_concurrent_jobs: int = Field(
+        10, ge=1, description="Queued + running jobs per account (plan default; over it: 429)."
+    )
+    retention_days: int = Field(
+        30, ge=0, description="Days a job's results are kept after it ends (plan default)."
+    )
+    maintenance_interval_s: int = Field(
+        3600, ge=1, description="How often the maintenance flow removes expired results."
+    )
 
     # fetching
     allow_private_networks: bool = Field(

@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 
 from shoal import jobs, output
 from shoal.contract import FINAL_STATUSES, JobCreate
-from shoal.errors import Conflict, NotFound, Unavailable
+from shoal.errors import Conflict, LimitExceeded, NotFound, Unavailable
+from shoal.plans import plan_for
 from shoal.scrape import part_urls
 from shoal.settings import Settings
 from shoal.storage import Storage
@@ -144,19 +145,27 @@ async def _launch(
     The row is committed before the flow run starts, so a ``GET`` never 404s. When a concurrent
     request committed the same key first, its job is the answer and nothing else starts: that
     job's own request starts its flow run, even if it has not yet done so."""
-    if key is None:
-        await asyncio.to_thread(store.insert_job, row)
-    else:
-        held = await asyncio.to_thread(
-            store.insert_job_once,
-            row,
-            key.key,
-            key.body_hash,
-            not_before=_not_before(settings),
-        )
-        if held.job_id != row.id:
-            await asyncio.to_thread(storage.rm, storage.url("jobs", row.id), recursive=True)
-            return await _replay(store, key, held.body_hash, held.job_id)
+    account = await asyncio.to_thread(store.get_account, row.account_id)
+    max_active = plan_for(account.plan if account else None, settings).max_concurrent_jobs
+    try:
+        if key is None:
+            await asyncio.to_thread(store.insert_job, row, max_active=max_active)
+            held = None
+        else:
+            held = await asyncio.to_thread(
+                store.insert_job_once,
+                row,
+                key.key,
+                key.body_hash,
+                not_before=_not_before(settings),
+                max_active=max_active,
+            )
+    except LimitExceeded:  # nothing was created: drop the staged input
+        await asyncio.to_thread(storage.rm, storage.url("jobs", row.id), recursive=True)
+        raise
+    if key is not None and held is not None and held.job_id != row.id:
+        await asyncio.to_thread(storage.rm, storage.url("jobs", row.id), recursive=True)
+        return await _replay(store, key, held.body_hash, held.job_id)
     try:
         row.flow_run_id = await start(row, settings)
     except Exception as exc:  # Prefect unreachable: the job can't run; say so, keep nothing running

@@ -8,7 +8,7 @@ from functools import lru_cache
 
 from shoal.settings import Settings
 
-from ._repo import DEFAULT_PLAN, Counters, Store, aware, hash_key, new_id
+from ._repo import Counters, Store, aware, hash_key, new_id
 from ._tables import AccountRow, ApiKeyRow, ChunkRow, IdempotencyRow, JobRow, utcnow
 
 
@@ -23,7 +23,6 @@ def get_store(settings: Settings) -> Store:
 
 
 __all__ = [
-    "DEFAULT_PLAN",
     "AccountRow",
     "ApiKeyRow",
     "ChunkRow",

@@ -10,18 +10,16 @@ from typing import Any
 
 from sqlalchemy import case, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from shoal.contract import FINAL_STATUSES
+from shoal.errors import LimitExceeded
 
 from ._db import session_scope
 from ._tables import AccountRow, ApiKeyRow, ChunkRow, IdempotencyRow, JobRow, utcnow
 
-DEFAULT_PLAN: dict[str, int] = {
-    "max_urls_per_job": 1_000_000,
-    "max_concurrent_jobs": 10,
-    "concurrency_cap": 256,
-    "retention_days": 30,
-}
+#: ``Retry-After`` of a 429 for too many active jobs: about the time a small job takes.
+ACTIVE_JOBS_RETRY_AFTER_S = 10
 
 
 def new_id(prefix: str, nbytes: int = 6) -> str:
@@ -64,7 +62,7 @@ class Store:
             row = AccountRow(
                 id=new_id("acct"),
                 name=name,
-                plan=dict(DEFAULT_PLAN),
+                plan={},  # the operator's defaults apply until set (shoal.plans)
                 webhook_secret="whsec_" + secrets.token_urlsafe(24),
             )
             s.add(row)
@@ -79,6 +77,11 @@ class Store:
             s.execute(
                 update(AccountRow).where(AccountRow.id == account_id).values(webhook_secret=secret)
             )
+
+    def set_plan(self, account_id: str, plan: dict[str, int]) -> None:
+        """Replace the account's own plan values (``shoal.plans`` fills in the rest)."""
+        with session_scope(self.url) as s:
+            s.execute(update(AccountRow).where(AccountRow.id == account_id).values(plan=plan))
 
     def count_accounts(self) -> int:
         with session_scope(self.url) as s:
@@ -104,19 +107,42 @@ class Store:
             )
 
     # jobs ------------------------------------------------------------------------------
-    def insert_job(self, row: JobRow) -> JobRow:
+    def insert_job(self, row: JobRow, *, max_active: int | None = None) -> JobRow:
+        """Insert a new job. With ``max_active``, raise ``LimitExceeded`` instead when the
+        account already has that many jobs queued or running."""
         with session_scope(self.url) as s:
+            if max_active is not None:
+                _check_active(s, row.account_id, max_active)
             s.add(row)
         return row
 
     def insert_job_once(
-        self, row: JobRow, key: str, body_hash: str, *, not_before: datetime
+        self,
+        row: JobRow,
+        key: str,
+        body_hash: str,
+        *,
+        not_before: datetime,
+        max_active: int | None = None,
     ) -> IdempotencyRow:
         """Insert ``row`` with its idempotency key in one transaction, unless the account holds
         ``key`` already (from ``not_before`` on): then insert nothing and return the holder's
-        record. The returned record's ``job_id`` is ``row.id`` when this call won."""
+        record. The returned record's ``job_id`` is ``row.id`` when this call won.
+        ``max_active`` as in :meth:`insert_job` (a held key answers before the limit)."""
         try:
             with session_scope(self.url) as s:
+                if max_active is not None:
+                    _lock_account(s, row.account_id)
+                    held = s.scalar(
+                        select(IdempotencyRow).where(
+                            IdempotencyRow.account_id == row.account_id,
+                            IdempotencyRow.key == key,
+                            IdempotencyRow.created_at >= not_before,
+                        )
+                    )
+                    if held is not None:
+                        return held
+                    _check_active(s, row.account_id, max_active)
                 # an expired record of the key gives way (the unique key forbids two rows)
                 s.execute(
                     delete(IdempotencyRow).where(
@@ -143,6 +169,11 @@ class Store:
             if held is None:
                 raise
             return held
+
+    def count_active_jobs(self, account_id: str) -> int:
+        """Jobs of the account that are queued or running."""
+        with session_scope(self.url) as s:
+            return _count_active(s, account_id)
 
     def get_idempotency(
         self, account_id: str, key: str, *, not_before: datetime
@@ -300,3 +331,31 @@ class Store:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+
+def _lock_account(s: Session, account_id: str) -> None:
+    # A no-op write on the account row: concurrent inserts of one account queue up behind it
+    # (SQLite's write lock, PostgreSQL's row lock), so "count, then insert" cannot race.
+    s.execute(update(AccountRow).where(AccountRow.id == account_id).values(id=AccountRow.id))
+
+
+def _count_active(s: Session, account_id: str) -> int:
+    return (
+        s.scalar(
+            select(func.count())
+            .select_from(JobRow)
+            .where(JobRow.account_id == account_id, JobRow.status.in_(("queued", "running")))
+        )
+        or 0
+    )
+
+
+def _check_active(s: Session, account_id: str, max_active: int) -> None:
+    _lock_account(s, account_id)
+    active = _count_active(s, account_id)
+    if active >= max_active:
+        raise LimitExceeded(
+            f"the account has {active} jobs queued or running, its plan allows "
+            f"{max_active} at once; retry when one has ended",
+            retry_after=ACTIVE_JOBS_RETRY_AFTER_S,
+        )

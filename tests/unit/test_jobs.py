@@ -23,7 +23,7 @@ from shoal.jobs import (
 )
 from shoal.settings import Settings
 from shoal.storage import Storage
-from shoal.store import DEFAULT_PLAN, AccountRow, Counters, JobRow, Store, utcnow
+from shoal.store import AccountRow, Counters, JobRow, Store, utcnow
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def cfg() -> Settings:
 
 @pytest.fixture
 def acct() -> AccountRow:
-    return AccountRow(id="acct_T", name="t", plan=dict(DEFAULT_PLAN), webhook_secret="whsec_x")
+    return AccountRow(id="acct_T", name="t", plan={}, webhook_secret="whsec_x")
 
 
 def _locs(exc: pytest.ExceptionInfo[InputError]) -> list[str]:
