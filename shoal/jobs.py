@@ -21,13 +21,9 @@ from shoal.contract import (
     Progress,
     ScrapeOptions,
     SingleUrlInput,
-    WEBHOOK_EVENTS,
     UrlItem,
-    WebhookCreate,
-    WebhookSpec,
 )
 from shoal.errors import FieldError, InputError
-from shoal.fetch._guard import AddressPolicy, BlockedAddress
 from shoal.plans import plan_for
 from shoal.settings import Settings
 from shoal.storage import Storage
@@ -148,43 +144,12 @@ def validate(
                 f"{body.output.format} needs an extract schema or selectors in defaults",
             )
         )
-    webhook = _webhook_spec(body.webhook, settings, errors)
     if errors:
         raise InputError("the job request is invalid", errors=errors)
     spec = JobSpec(
-        defaults=defaults,
-        concurrency=body.concurrency,
-        output=body.output,
-        fields=fields,
-        webhook=webhook,
+        defaults=defaults, concurrency=body.concurrency, output=body.output, fields=fields
     )
     return spec, items
-
-
-def _webhook_spec(
-    given: str | WebhookCreate | None, settings: Settings, errors: list[FieldError]
-) -> WebhookSpec | None:
-    """The job's webhook in one form; an unusable URL is an error at ``webhook`` (string form)
-    or ``webhook.url``. Names are resolved (and checked by the SSRF guard) at delivery."""
-    if given is None:
-        return None
-    url, loc = (given, "webhook") if isinstance(given, str) else (given.url, "webhook.url")
-    why = valid_http_url(url)
-    if why is None:
-        policy = AddressPolicy.parse(
-            allow_private_networks=settings.allow_private_networks,
-            allow_hosts=settings.allow_hosts,
-        )
-        try:
-            policy.check_literal(urlsplit(url.strip()).hostname or "")
-        except BlockedAddress as exc:
-            why = f"not a public address ({exc.address}); the operator does not allow it"
-    if why:
-        errors.append(FieldError(loc, why))
-        return None
-    events = list(WEBHOOK_EVENTS) if isinstance(given, str) else given.events
-    # one of each, in the contract's order
-    return WebhookSpec(url=url.strip(), events=[e for e in WEBHOOK_EVENTS if e in events])
 
 
 def input_url(storage: Storage, job_id: str) -> str:
