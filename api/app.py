@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import errors
-from api.routers import account, downloads, health, jobs
+from api.routers import account, downloads, health, jobs, uploads, webhooks
 from shoal import __version__
 
 DESCRIPTION = """
@@ -26,6 +26,13 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     errors.install(app)
-    for r in (health.router, jobs.router, downloads.router, account.router):
+    for r in (
+        health.router,
+        jobs.router,
+        webhooks.router,
+        uploads.router,
+        downloads.router,
+        account.router,
+    ):
         app.include_router(r)
     return app

@@ -22,12 +22,14 @@ from shoal.errors import (
     ShoalError,
     TooLarge,
     Unavailable,
+    UnsupportedMedia,
 )
 
 log = logging.getLogger(__name__)
 
 _STATUS: list[tuple[type[ShoalError], int]] = [
     (MalformedBody, 400),
+    (UnsupportedMedia, 415),
     (InputError, 422),
     (AuthError, 401),
     (NotFound, 404),
@@ -49,6 +51,8 @@ _TYPE_TAGS = {
     "UrlItem",
     "InlineInput",
     "SingleUrlInput",
+    "UploadInput",
+    "S3Input",
     "JobCreate",
     "ScrapeOptions",
     "OutputSpec",

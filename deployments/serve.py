@@ -1,4 +1,6 @@
-"""The embedded worker: serves the ``scrape-job/<priority>`` deployments and runs the reaper.
+"""The embedded worker: serves the ``scrape-job/<priority>`` deployments and
+``maintenance/scheduled`` (every ``SHOAL_MAINTENANCE_INTERVAL_S``), and runs the reaper and the
+webhook dispatcher (``deployments/webhooks.py``).
 
 ``python -m deployments.serve`` (``shoal up`` starts it). It polls the Prefect server every
 ``SHOAL_WORKER_POLL_S`` (default 0.5 s) so a new job starts within a second or two. SIGINT or
@@ -14,6 +16,8 @@ import signal
 from prefect import aserve
 
 from deployments.reaper import reap_forever
+from deployments.webhooks import dispatch_forever
+from flows.maintenance import maintenance
 from flows.scrape_job import scrape_job
 from shoal.settings import get_settings
 
@@ -43,6 +47,14 @@ async def main() -> None:
         )
         for p in PRIORITIES
     ]
+    deployments.append(
+        await maintenance.ato_deployment(
+            name="scheduled",
+            interval=settings.maintenance_interval_s,
+            tags=["shoal", "maintenance"],
+            description="Retention: removes the files of jobs past their plan's retention",
+        )
+    )
     tasks = [
         asyncio.create_task(
             aserve(
@@ -53,6 +65,7 @@ async def main() -> None:
             )
         ),
         asyncio.create_task(reap_forever(settings)),
+        asyncio.create_task(dispatch_forever(settings)),  # webhook deliveries
         asyncio.create_task(_keep_signals(loop, stop)),
     ]
     stopping = asyncio.create_task(stop.wait())

@@ -1,1 +1,1 @@
-"""Prefect flows: ``scrape-job`` (one flow run per job)."""
+"""Prefect flows: ``scrape-job`` (one flow run per job) and ``maintenance`` (retention)."""

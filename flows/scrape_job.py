@@ -26,6 +26,7 @@ from prefect.states import Cancelled, Completed, Failed, State
 
 from shoal import chunkprocs
 from shoal.contract import FINAL_STATUSES, JobSpec
+from shoal.errors import JobFailed
 from shoal.finalize import fail_job, finalize_job
 from shoal.jobs import input_url
 from shoal.scrape import JobRuntime
@@ -156,7 +157,9 @@ async def scrape_job(job_id: str) -> State[Any]:
         await aupdate_progress_artifact(artifact, progress=100.0)
     except Exception as exc:
         logger.exception("job %s failed", job_id)
-        failed = await asyncio.to_thread(fail_job, job_id, settings, f"internal error: {exc}")
+        # JobFailed says why for the caller (unreadable input...); anything else is ours
+        why = str(exc) if isinstance(exc, JobFailed) else f"internal error: {exc}"
+        failed = await asyncio.to_thread(fail_job, job_id, settings, why)
         return Failed(message=(failed.error if failed else None) or str(exc))
     finally:
         if rt is not None:

@@ -415,7 +415,8 @@ def get_chunk_procs(settings: Settings) -> ChunkProcs | None:
     if n < 2:
         return None
     with _pool_lock:
-        if _pool is None or _pool.n != n:
+        # new settings (tests; an operator's change) need processes that read them
+        if _pool is None or _pool.n != n or _pool.settings != settings:
             if _pool is not None:
                 _pool.shutdown()
             _pool = ChunkProcs(n, settings)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 FieldType = Literal["string", "number", "integer", "boolean", "url", "list[string]"]
 Format = Literal["data", "html", "markdown", "text", "links", "metadata", "screenshot"]
@@ -20,6 +20,9 @@ OutputFormat = Literal["ndjson", "csv", "parquet"]
 JobStatus = Literal["queued", "running", "completed", "partial", "cancelled", "failed"]
 FINAL_STATUSES: frozenset[str] = frozenset({"completed", "partial", "cancelled", "failed"})
 RESULT_STATUSES: frozenset[str] = frozenset({"completed", "partial", "cancelled"})
+WebhookEventType = Literal["job.completed", "job.cancelled", "job.failed"]
+WEBHOOK_EVENTS: tuple[WebhookEventType, ...] = ("job.completed", "job.cancelled", "job.failed")
+WebhookEventState = Literal["pending", "delivered", "gave_up"]
 
 
 class _Request(BaseModel):
@@ -77,6 +80,46 @@ class SingleUrlInput(_Request):
     url: str
 
 
+class UploadInput(_Request):
+    upload_id: str = Field(description="An upload's id (`POST /v1/uploads`).")
+
+
+class S3Input(_Request):
+    s3_uri: str = Field(description="`s3://bucket/key` (or `gs://`) of an NDJSON or CSV file.")
+    role_arn: str | None = Field(None, description="IAM role to assume to read it (STS).")
+
+
+def _input_form(value: Any) -> str | None:
+    # pick the member by its key, so errors speak of that form only; the tags are class names
+    # api/errors.py drops from error locations
+    if isinstance(value, BaseModel):
+        return type(value).__name__
+    if not isinstance(value, dict):
+        return None
+    for key, tag in (
+        ("urls", "InlineInput"),
+        ("upload_id", "UploadInput"),
+        ("s3_uri", "S3Input"),
+        ("url", "SingleUrlInput"),
+    ):
+        if key in value:
+            return tag
+    return None
+
+
+InputField = Annotated[
+    Annotated[InlineInput, Tag("InlineInput")]
+    | Annotated[SingleUrlInput, Tag("SingleUrlInput")]
+    | Annotated[UploadInput, Tag("UploadInput")]
+    | Annotated[S3Input, Tag("S3Input")],
+    Discriminator(
+        _input_form,
+        custom_error_type="input_form",
+        custom_error_message="give one of `urls`, `url`, `upload_id` or `s3_uri`",
+    ),
+]
+
+
 class OutputSpec(_Request):
     format: OutputFormat = "ndjson"
     gzip: bool = False
@@ -85,17 +128,43 @@ class OutputSpec(_Request):
     )
 
 
+class WebhookCreate(_Request):
+    """The object form of ``webhook``: where to POST, and which events (default: all)."""
+
+    url: str = Field(max_length=2048, description="http(s) URL that receives the events.")
+    events: list[WebhookEventType] = Field(
+        default_factory=lambda: list(WEBHOOK_EVENTS),
+        min_length=1,
+        description="Events to send; `job.completed` covers `completed` and `partial`.",
+    )
+
+
+def _webhook_form(value: Any) -> str:
+    # the tags are names api/errors.py drops from error locations: `webhook.url`, not
+    # `webhook.WebhookCreate.url`
+    return "str" if isinstance(value, str) else "dict"
+
+
+WebhookField = Annotated[
+    Annotated[str, Tag("str"), Field(max_length=2048)] | Annotated[WebhookCreate, Tag("dict")],
+    Discriminator(_webhook_form),
+]
+
+
 class JobCreate(_Request):
     """Body of ``POST /v1/jobs``. Aliases: top-level ``urls``/``selectors``, ``input.url``."""
 
     name: str | None = Field(None, max_length=200)
-    input: InlineInput | SingleUrlInput | None = None
+    input: InputField | None = None
     urls: list[str | UrlItem] | None = Field(None, description="Alias of input.urls.")
     selectors: dict[str, str] | None = Field(None, description="Alias of defaults.selectors.")
     defaults: ScrapeOptions = Field(default_factory=ScrapeOptions)
     concurrency: Annotated[int, Field(ge=1, le=256)] = 32
     priority: Priority = "normal"
     output: OutputSpec = Field(default_factory=OutputSpec)
+    webhook: WebhookField | None = Field(
+        None, description='A URL, or `{"url": "...", "events": ["job.completed", ...]}`.'
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> JobCreate:
@@ -110,13 +179,39 @@ class JobCreate(_Request):
             return self.urls
         if isinstance(self.input, SingleUrlInput):
             return [self.input.url]
+        if isinstance(self.input, UploadInput | S3Input):
+            return []  # a file: read by the job (see ``source``)
         assert isinstance(self.input, InlineInput)
         return self.input.urls
+
+    def source(self) -> InputSource | None:
+        """Where a file input comes from; ``None`` for inline URLs."""
+        if isinstance(self.input, UploadInput):
+            return InputSource(kind="upload", upload_id=self.input.upload_id)
+        if isinstance(self.input, S3Input):
+            return InputSource(kind="s3", uri=self.input.s3_uri, role_arn=self.input.role_arn)
+        return None
 
     def effective_defaults(self) -> ScrapeOptions:
         if self.selectors is None:
             return self.defaults
         return self.defaults.model_copy(update={"selectors": self.selectors})
+
+
+class WebhookSpec(BaseModel):
+    """A job's webhook, normalized (both request forms become this)."""
+
+    url: str
+    events: list[WebhookEventType]
+
+
+class InputSource(BaseModel):
+    """A job's file input, staged by the flow: an upload or an object store URI."""
+
+    kind: Literal["upload", "s3"]
+    upload_id: str | None = None
+    uri: str | None = None
+    role_arn: str | None = None
 
 
 class JobSpec(BaseModel):
@@ -127,6 +222,10 @@ class JobSpec(BaseModel):
     output: OutputSpec
     fields: dict[str, FieldType] = Field(
         default_factory=dict, description="Typed output columns from extract/selectors."
+    )
+    webhook: WebhookSpec | None = None
+    source: InputSource | None = Field(
+        None, description="The file input the flow stages; absent: inline, staged at creation."
     )
 
 
@@ -222,6 +321,76 @@ class ResultPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+class WebhookPayload(BaseModel):
+    """The body Shoal POSTs to a job's webhook when the job ends."""
+
+    id: str = Field(description="`evt_…`: the same in every attempt (deduplicate on it).")
+    type: WebhookEventType
+    created_at: datetime
+    data: JobPublic = Field(description="The job as `GET /v1/jobs/{id}` showed it at its end.")
+
+
+class WebhookEventPublic(BaseModel):
+    """One event of a job (Shoal sends one, when the job ends) and where its delivery stands."""
+
+    id: str
+    type: WebhookEventType
+    state: WebhookEventState = Field(
+        description="`pending` (more attempts to come), `delivered` or `gave_up`."
+    )
+    attempts: int
+    next_attempt_at: datetime | None
+    created_at: datetime
+
+
+class WebhookDelivery(BaseModel):
+    """One attempt to deliver an event: what was sent where, and what came back."""
+
+    id: str
+    event_id: str
+    event_type: WebhookEventType
+    attempt: int = Field(description="1 for the first attempt of the event.")
+    url: str
+    requested_at: datetime
+    status_code: int | None = Field(description="The receiver's HTTP status; null: no answer.")
+    delivered: bool = Field(description="The receiver answered 2xx.")
+    error: str | None = Field(
+        description="Why it failed: `http_status: ...`, `timeout: ...`, `connect: ...`, "
+        "`dns: ...`, `tls: ...`, `blocked: ...`; null when delivered."
+    )
+    duration_ms: int
+    next_retry_at: datetime | None = Field(
+        description="When the next attempt is due; null when delivered or given up."
+    )
+
+
+class WebhookLog(BaseModel):
+    """``GET /v1/jobs/{id}/webhooks``: the job's webhook, its events and every attempt,
+    oldest first."""
+
+    job_id: str
+    webhook: WebhookSpec | None
+    events: list[WebhookEventPublic]
+    deliveries: list[WebhookDelivery]
+
+
+class UploadLineError(BaseModel):
+    line: int = Field(description="1-based line of the file (a CSV header is line 1).")
+    msg: str
+
+
+class UploadPublic(BaseModel):
+    """An uploaded URL file (``POST /v1/uploads``), ready to be a job's ``input.upload_id``."""
+
+    id: str
+    format: Literal["ndjson", "csv"]
+    size_bytes: int = Field(description="Bytes received (compressed, when gzip).")
+    lines: int = Field(description="Records: non-blank lines (CSV: rows after the header).")
+    urls_valid: int
+    errors: list[UploadLineError] = Field(description="The first 100 invalid lines.")
+    created_at: datetime
 
 
 class Health(BaseModel):

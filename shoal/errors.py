@@ -2,7 +2,8 @@
 
     ShoalError                      base; never raised directly
     ├── InputError                  a request or input is invalid          -> 422
-    │   └── MalformedBody           the body is not valid JSON / CSV        -> 400
+    │   ├── MalformedBody           the body is not valid JSON / CSV        -> 400
+    │   └── UnsupportedMedia        a body of a content type not accepted   -> 415
     ├── AuthError                   missing or unknown API key              -> 401
     ├── NotFound                    unknown id, or another account's        -> 404
     ├── Gone                        existed, but expired / removed          -> 410
@@ -50,6 +51,10 @@ class InputError(ShoalError):
 
 class MalformedBody(InputError):
     title = "Malformed request body"
+
+
+class UnsupportedMedia(InputError):
+    title = "Unsupported media type"
 
 
 class AuthError(ShoalError):

@@ -2,6 +2,8 @@
 
 Used by the flow at its end, by the flow's cancellation hook (a cancel from the Prefect UI) and
 by the reaper; all three go through ``finalize_job`` so a job ends the same way whatever ended it.
+The transaction that writes the final status also records the job's webhook event
+(``shoal.webhooks``); the worker delivers it later, so nothing here waits for a receiver.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import logging
 import posixpath
 
-from shoal import output
+from shoal import output, webhooks
 from shoal.contract import FINAL_STATUSES, JobSpec
 from shoal.jobs import link_expiry
 from shoal.scrape import part_urls
@@ -57,6 +59,7 @@ def finalize_job(
     store.finish(
         job_id,
         status,
+        event=webhooks.event_maker(settings, store),
         urls_done=rows,
         urls_errored=errored,
         credits_used=credits,
@@ -83,6 +86,7 @@ def fail_job(job_id: str, settings: Settings, error: str) -> JobRow | None:
     store.finish(
         job_id,
         "failed",
+        event=webhooks.event_maker(settings, store),
         error=error,
         urls_done=c.done,
         urls_errored=c.errored,

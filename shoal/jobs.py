@@ -3,6 +3,7 @@ limits, the staged input file, and the public view of a job row."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from datetime import timedelta
 from typing import Any
@@ -13,8 +14,10 @@ import orjson
 from shoal import downloads
 from shoal.contract import (
     RESULT_STATUSES,
+    WEBHOOK_EVENTS,
     DownloadPart,
     FieldType,
+    InputSource,
     JobCreate,
     JobPublic,
     JobSpec,
@@ -22,12 +25,15 @@ from shoal.contract import (
     ScrapeOptions,
     SingleUrlInput,
     UrlItem,
+    WebhookCreate,
+    WebhookSpec,
 )
-from shoal.errors import FieldError, InputError
+from shoal.errors import FieldError, Gone, InputError
+from shoal.fetch import AddressPolicy, BlockedAddress
 from shoal.plans import plan_for
 from shoal.settings import Settings
 from shoal.storage import Storage
-from shoal.store import AccountRow, Counters, JobRow, Store, aware, new_id, utcnow
+from shoal.store import AccountRow, Counters, JobRow, Store, UploadRow, aware, new_id, utcnow
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
@@ -73,6 +79,10 @@ def _check_options(
         )
 
 
+#: Checks of options against the operator's configuration, shared with URL files (inputs.py).
+check_options = _check_options
+
+
 def output_fields(options: list[ScrapeOptions | dict[str, Any]]) -> dict[str, FieldType]:
     """Typed output columns: extract fields with their types, selector-only fields as strings.
     The defaults come first; per-URL overrides add fields they introduce."""
@@ -87,16 +97,19 @@ def output_fields(options: list[ScrapeOptions | dict[str, Any]]) -> dict[str, Fi
 
 
 def validate(
-    body: JobCreate, settings: Settings, account: AccountRow
+    body: JobCreate, settings: Settings, account: AccountRow, upload: UploadRow | None = None
 ) -> tuple[JobSpec, list[dict[str, Any]]]:
-    """Check a create request against the limits; return the spec and the normalized items.
+    """Check a create request against the limits; return the spec and the normalized items
+    (none for a file input). ``upload`` is the account's upload ``input.upload_id`` names
+    (``None`` when it has none of that id).
 
     Raises ``InputError`` naming every offending field."""
     errors: list[FieldError] = []
     entries = body.items()
+    source = body.source()
     single = isinstance(body.input, SingleUrlInput)
     url_loc = "urls" if body.urls is not None else ("input.url" if single else "input.urls")
-    if not entries:
+    if not entries and source is None:
         errors.append(FieldError(url_loc, "at least one URL is required"))
     if len(entries) > settings.max_inline_urls:
         errors.append(
@@ -109,6 +122,7 @@ def validate(
     per_job = plan.max_urls_per_job
     if len(entries) > per_job:
         errors.append(FieldError(url_loc, f"at most {per_job} URLs per job"))
+    file_fields = _check_source(source, upload, per_job, errors) if source else {}
     expires = body.output.expires_in_s
     if expires is not None and expires > settings.max_link_expiry_s:
         errors.append(
@@ -137,19 +151,85 @@ def validate(
                 errors.append(FieldError(loc, f"not storable as JSON: {exc}"))
 
     fields = output_fields(overrides_seen)
-    if body.output.format in ("csv", "parquet") and not fields:
+    for name, ftype in file_fields.items():
+        fields.setdefault(name, ftype)
+    # an S3 file's per-URL fields are known once the job has read it (staging checks then)
+    later = source is not None and source.kind == "s3"
+    if body.output.format in ("csv", "parquet") and not fields and not later:
         errors.append(
             FieldError(
                 "output.format",
                 f"{body.output.format} needs an extract schema or selectors in defaults",
             )
         )
+    webhook = _webhook_spec(body.webhook, settings, errors)
     if errors:
         raise InputError("the job request is invalid", errors=errors)
     spec = JobSpec(
-        defaults=defaults, concurrency=body.concurrency, output=body.output, fields=fields
+        defaults=defaults,
+        concurrency=body.concurrency,
+        output=body.output,
+        fields=fields,
+        webhook=webhook,
+        source=source,
     )
     return spec, items
+
+
+def _check_source(
+    source: InputSource, upload: UploadRow | None, per_job: int, errors: list[FieldError]
+) -> dict[str, FieldType]:
+    """Check a file input; return the output fields an upload's per-URL overrides add."""
+    if source.kind == "upload":
+        if upload is None or upload.id != source.upload_id:
+            errors.append(FieldError("input.upload_id", f"no upload {source.upload_id}"))
+            return {}
+        if upload.lines > per_job:
+            errors.append(
+                FieldError(
+                    "input.upload_id",
+                    f"the upload has {upload.lines} URLs; at most {per_job} per job",
+                )
+            )
+        return dict(upload.fields or {})  # type: ignore[arg-type]
+    scheme, _, rest = (source.uri or "").partition("://")
+    bucket, _, key = rest.partition("/")
+    if scheme not in ("s3", "gs") or not bucket or not key or key.endswith("/"):
+        errors.append(FieldError("input.s3_uri", "give s3://bucket/key (or gs://) of one file"))
+    elif scheme == "gs" and importlib.util.find_spec("gcsfs") is None:
+        errors.append(FieldError("input.s3_uri", "gs:// needs gcsfs, not installed here"))
+    arn = source.role_arn
+    if arn is not None and (scheme != "s3" or not arn.startswith("arn:")):
+        errors.append(
+            FieldError("input.role_arn", "an IAM role ARN (arn:...:role/...) for an s3:// input")
+        )
+    return {}
+
+
+def _webhook_spec(
+    given: str | WebhookCreate | None, settings: Settings, errors: list[FieldError]
+) -> WebhookSpec | None:
+    """The job's webhook in one form; an unusable URL is an error at ``webhook`` (string form)
+    or ``webhook.url``. Names are resolved (and checked by the SSRF guard) at delivery."""
+    if given is None:
+        return None
+    url, loc = (given, "webhook") if isinstance(given, str) else (given.url, "webhook.url")
+    why = valid_http_url(url)
+    if why is None:
+        policy = AddressPolicy.parse(
+            allow_private_networks=settings.allow_private_networks,
+            allow_hosts=settings.allow_hosts,
+        )
+        try:
+            policy.check_literal(urlsplit(url.strip()).hostname or "")
+        except BlockedAddress as exc:
+            why = f"not a public address ({exc.address}); the operator does not allow it"
+    if why:
+        errors.append(FieldError(loc, why))
+        return None
+    events = list(WEBHOOK_EVENTS) if isinstance(given, str) else given.events
+    # one of each, in the contract's order
+    return WebhookSpec(url=url.strip(), events=[e for e in WEBHOOK_EVENTS if e in events])
 
 
 def input_url(storage: Storage, job_id: str) -> str:
@@ -218,7 +298,9 @@ def to_public(row: JobRow, store: Store, settings: Settings) -> JobPublic:
     elif row.urls_total == 0 or row.status in RESULT_STATUSES:
         pct = 100.0
     expires_at = aware(row.output_expires_at)
-    available = bool(row.outputs) and row.status in RESULT_STATUSES
+    available = (
+        bool(row.outputs) and row.status in RESULT_STATUSES and row.results_removed_at is None
+    )
     expired = expires_at is not None and expires_at <= utcnow()
     url = expires = parts = None
     if available and expires_at is not None and not expired:
@@ -256,6 +338,16 @@ def to_public(row: JobRow, store: Store, settings: Settings) -> JobPublic:
         flow_run_id=row.flow_run_id,
         error=row.error,
     )
+
+
+def ensure_results_kept(row: JobRow) -> None:
+    """Raise ``Gone`` when retention removed the job's files."""
+    removed = aware(row.results_removed_at)
+    if removed is not None:
+        raise Gone(
+            f"the results of job {row.id} were removed on {removed.isoformat()} "
+            "(the account's retention period ended)"
+        )
 
 
 def link_expiry(spec: JobSpec, settings: Settings) -> timedelta:

@@ -31,6 +31,15 @@ class Settings(BaseSettings):
         description="S3 API endpoint for s3:// results and inputs (MinIO, moto...); default AWS.",
     )
     s3_region: str | None = Field(None, description="S3 region; default from the AWS config.")
+    sts_endpoint_url: str | None = Field(
+        None, description="STS endpoint for `input.role_arn`; default the S3 endpoint, else AWS."
+    )
+    presign_ttl_s: int = Field(
+        3600,
+        ge=0,
+        description="Life of the S3 presigned URL a download link redirects to (capped by the "
+        "link's own expiry); 0: the API streams remote files itself.",
+    )
     public_url: str = Field(
         "http://127.0.0.1:8000", description="Base URL of the API, used in download links."
     )
@@ -49,11 +58,17 @@ class Settings(BaseSettings):
     default_link_expiry_s: int = 86_400
     max_link_expiry_s: int = 2_592_000
     max_part_bytes: int = 50 * 1024**3
+    max_upload_bytes: int = Field(
+        1024**3, ge=1, description="Largest URL file (upload or S3 input), also once unzipped."
+    )
     max_concurrent_jobs: int = Field(
         10, ge=1, description="Queued + running jobs per account (plan default; over it: 429)."
     )
     retention_days: int = Field(
         30, ge=0, description="Days a job's results are kept after it ends (plan default)."
+    )
+    upload_retention_days: int = Field(
+        7, ge=0, description="Days an upload is kept for new jobs (jobs copy it when they start)."
     )
     maintenance_interval_s: int = Field(
         3600, ge=1, description="How often the maintenance flow removes expired results."
@@ -114,6 +129,20 @@ class Settings(BaseSettings):
     idempotency_ttl_s: int = Field(
         86_400, ge=1, description="How long an Idempotency-Key of POST /v1/jobs is remembered."
     )
+
+    # webhooks
+    webhook_timeout_s: float = Field(
+        10.0, gt=0, description="A delivery with no answer within this is a failed attempt."
+    )
+    webhook_backoff_s: float = Field(
+        10.0, gt=0, description="Wait before the 2nd attempt; doubles after each failed one."
+    )
+    webhook_backoff_max_s: float = Field(3_600.0, gt=0, description="Longest wait between tries.")
+    webhook_retry_for_s: float = Field(
+        86_400.0, ge=0, description="No new attempt later than this after the job ended."
+    )
+    webhook_poll_s: float = Field(1.0, gt=0, description="How often the worker looks for due ones.")
+    webhook_concurrency: int = Field(32, ge=1, description="Deliveries in flight in one worker.")
 
     @property
     def db_url(self) -> str:

@@ -3,6 +3,8 @@
 Every path a caller handles is a *URL* made by :meth:`Storage.url`: a plain OS path when the
 storage is local, ``s3://bucket/prefix/...`` otherwise. Code that needs a real file (DuckDB,
 pyarrow writers) asks :meth:`Storage.local_path` and builds in a temp dir when it gets ``None``.
+Remote listings are never cached (other processes keep adding parts), and
+:meth:`Storage.presign` gives object-store files a credential-free download URL.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
 # Object stores make a single PUT visible whole or not at all, so a temp name plus ``mv``
 # (a server-side copy and a delete there) buys nothing and doubles the cost.
 _ATOMIC_PUT = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
+# SigV4 presigned URLs live at most 7 days.
+_MAX_PRESIGN_S = 7 * 24 * 3600
 
 
 class Storage:
@@ -37,6 +41,15 @@ class Storage:
         self.is_local = protocol in ("file", "local")
         if self.is_local:
             storage_options.setdefault("auto_mkdir", True)
+        else:
+            # Other processes (the worker, chunk processes) add parts while the API reads them:
+            # a cached listing would hide them, so every list/exists asks the store.
+            storage_options.setdefault("use_listings_cache", False)
+        if protocol in ("s3", "s3a"):
+            # botocore would presign with SigV2 in us-east-1, which newer buckets refuse
+            config = dict(storage_options.get("config_kwargs") or {})
+            config.setdefault("signature_version", "s3v4")
+            storage_options["config_kwargs"] = config
         fs, path = url_to_fs(str(root_url), **storage_options)
         self._fs: fsspec.AbstractFileSystem = fs
         if self.is_local:
@@ -123,6 +136,33 @@ class Storage:
         """Remove ``url`` (a folder with ``recursive=True``); missing is not an error."""
         with contextlib.suppress(FileNotFoundError):
             self._fs.rm(url, recursive=recursive)
+
+    def presign(
+        self,
+        url: str,
+        expires_s: int,
+        *,
+        filename: str | None = None,
+        media_type: str | None = None,
+    ) -> str | None:
+        """A URL that downloads ``url`` without credentials for ``expires_s`` seconds (at most
+        7 days, the S3 limit), or ``None`` when the storage cannot make one (local files).
+
+        ``filename`` and ``media_type`` become the response's Content-Disposition and
+        Content-Type (S3 ``response-content-*`` parameters)."""
+        if self.is_local or not hasattr(self._fs, "sign"):
+            return None
+        params: dict[str, str] = {}
+        if self.protocol in ("s3", "s3a"):
+            if filename:
+                params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+            if media_type:
+                params["ResponseContentType"] = media_type
+        expires = max(1, min(int(expires_s), _MAX_PRESIGN_S))
+        try:
+            return str(self._fs.sign(url, expiration=expires, **params))
+        except NotImplementedError:
+            return None
 
     def _to_url(self, name: str) -> str:
         if self.is_local:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import pyarrow.compute as pc
 
-from shoal import jobs, output
+from shoal import jobs, output, webhooks
 from shoal.contract import FINAL_STATUSES, JobCreate
 from shoal.errors import Conflict, LimitExceeded, NotFound, Unavailable
 from shoal.plans import plan_for
@@ -73,9 +73,16 @@ async def create(
         )
         if held is not None:
             return await _replay(store, key, held.body_hash, held.job_id)
-    spec, items = jobs.validate(body, settings, account)
-    row = jobs.new_job_row(body, spec, account, urls_total=len(items))
-    await asyncio.to_thread(jobs.stage_inline, storage, row.id, items)
+    source = body.source()
+    upload = None
+    if source is not None and source.kind == "upload" and source.upload_id:
+        upload = await asyncio.to_thread(store.get_upload, source.upload_id, account.id)
+    spec, items = jobs.validate(body, settings, account, upload=upload)
+    # an upload's count is known; an S3 file is counted by the job (null until then)
+    total = upload.lines if upload is not None else (None if source else len(items))
+    row = jobs.new_job_row(body, spec, account, urls_total=total)
+    if source is None:  # file inputs are staged by the flow (shoal.staging)
+        await asyncio.to_thread(jobs.stage_inline, storage, row.id, items)
     return await _launch(row, settings=settings, store=store, storage=storage, start=start, key=key)
 
 
@@ -89,7 +96,8 @@ async def retry(
     start: StartFlowRun,
 ) -> JobRow:
     """Launch a new job of exactly the URLs that errored in ``job_id``, each with its per-URL
-    overrides and ``meta``, and the original's defaults, output, concurrency and priority.
+    overrides and ``meta``, and the original's defaults, output, concurrency, priority and
+    webhook (the spec is copied, so the new job reports its own end to the same receiver).
 
     Raises ``NotFound`` (unknown or another account's job) and ``Conflict`` (the job has not
     ended, or nothing in it errored)."""
@@ -98,11 +106,13 @@ async def retry(
         raise NotFound(f"no job {job_id}")
     if parent.status not in FINAL_STATUSES:
         raise Conflict(f"job {job_id} is {parent.status}; retry it once it has ended")
+    jobs.ensure_results_kept(parent)  # which URLs errored is in the removed parts
     lines = await asyncio.to_thread(errored_input, storage, job_id)
     if not lines:
         raise Conflict(f"job {job_id} has no errored URLs to retry")
+    spec = {k: v for k, v in parent.spec.items() if k != "source"}  # its input is staged here
     row = jobs.job_row(
-        account.id, parent.name, parent.priority, parent.spec, len(lines), parent_job_id=parent.id
+        account.id, parent.name, parent.priority, spec, len(lines), parent_job_id=parent.id
     )
     # the original's staged lines as they are: the URL, its overrides and its meta
     await asyncio.to_thread(
@@ -171,7 +181,11 @@ async def _launch(
     except Exception as exc:  # Prefect unreachable: the job can't run; say so, keep nothing running
         log.exception("could not start the flow run of %s", row.id)
         await asyncio.to_thread(
-            store.finish, row.id, "failed", error=f"could not start the flow run: {exc}"
+            store.finish,
+            row.id,
+            "failed",
+            event=webhooks.event_maker(settings, store),
+            error=f"could not start the flow run: {exc}",
         )
         if key is not None:  # let the caller's retry with the same key create a job that runs
             await asyncio.to_thread(store.release_idempotency, row.account_id, key.key, row.id)

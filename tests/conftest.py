@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.s3server import _STRAY_AWS_ENV, CREDENTIALS, S3Server
 from tests.sites.catalog import Site
 
 
@@ -17,3 +18,20 @@ def site() -> Iterator[Site]:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's standalone S3 server on 127.0.0.1 for the session (``.endpoint_url``,
+    ``.make_bucket()``, ``.client()``, ``.fs()``, ``.env()``); the AWS test credentials are in
+    the environment meanwhile (restored after)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in _STRAY_AWS_ENV:
+            mp.delenv(name, raising=False)
+        for name, value in CREDENTIALS.items():
+            mp.setenv(name, value)
+        server = S3Server().start()
+        try:
+            yield server
+        finally:
+            server.close()

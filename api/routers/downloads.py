@@ -1,11 +1,18 @@
-"""``GET /v1/downloads/...``: signed, expiring links to output files (no API key)."""
+"""``GET /v1/downloads/...``: signed, expiring links to output files (no API key).
+
+A local output file is sent by the API. An output on object storage (``s3://``) is answered
+with ``307`` to a presigned URL of the store, living ``SHOAL_PRESIGN_TTL_S`` at most and never
+past the link's own expiry, so the bytes do not pass through the API; the link itself (and so
+the 30-day cap and ``410`` after expiry or removal) stays Shoal's.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from api.deps import SettingsDep, StorageDep, StoreDep
 from shoal import downloads
@@ -27,6 +34,12 @@ _TYPES = {
     summary="Download an output file through a signed link",
     response_class=FileResponse,
     response_model=None,
+    responses={
+        200: {"description": "The file (local storage, or `SHOAL_PRESIGN_TTL_S=0`)."},
+        307: {"description": "Object storage: `Location` is a presigned URL of the file."},
+        404: {"description": "Bad signature, or no such file."},
+        410: {"description": "The link expired, or the output was removed."},
+    },
 )
 def download(
     job_id: str,
@@ -36,7 +49,7 @@ def download(
     settings: SettingsDep,
     expires: Annotated[int, Query()],
     sig: Annotated[str, Query(min_length=16, max_length=128)],
-) -> FileResponse | StreamingResponse:
+) -> FileResponse | RedirectResponse | StreamingResponse:
     downloads.verify(settings, job_id, filename, expires, sig)
     row = store.get_job(job_id)
     out = next((o for o in (row.outputs or []) if o["name"] == filename), None) if row else None
@@ -53,6 +66,14 @@ def download(
     local = storage.local_path(out["url"])
     if local is not None:
         return FileResponse(local, media_type=media, filename=filename)
+    # the presigned URL must not outlive the link, nor the output's retention
+    ttl = min(settings.presign_ttl_s, expires - int(time.time()))
+    if expires_at is not None:
+        ttl = min(ttl, int((expires_at - utcnow()).total_seconds()))
+    if settings.presign_ttl_s > 0 and ttl > 0:
+        target = storage.presign(out["url"], ttl, filename=filename, media_type=media)
+        if target is not None:
+            return RedirectResponse(target, status_code=307, headers={"Cache-Control": "no-store"})
 
     def _stream():  # type: ignore[no-untyped-def]
         with storage.open(out["url"], "rb") as fh:

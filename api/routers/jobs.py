@@ -181,8 +181,10 @@ def get_results(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ResultPage | StreamingResponse:
-    """Available while the job runs (finished chunks so far) and after it ends."""
+    """Available while the job runs (finished chunks so far) and after it ends, until the
+    account's retention removes them (then ``410``)."""
     row = _own_job(store, job_id, account.id)
+    jobs.ensure_results_kept(row)
     parts = part_urls(storage, job_id)
     if format == "json":
         rows, total = output.read_results(storage, parts, limit=limit, offset=offset)
@@ -213,6 +215,7 @@ def get_single_result(
     job_id: str, account: CurrentAccount, store: StoreDep, storage: StorageDep
 ) -> PageResult:
     row = _own_job(store, job_id, account.id)
+    jobs.ensure_results_kept(row)
     if row.urls_total is not None and row.urls_total != 1:
         raise Conflict(f"job {job_id} has {row.urls_total} URLs; use /results")
     rows, _ = output.read_results(storage, part_urls(storage, job_id), limit=1, offset=0)

@@ -9,7 +9,16 @@ measurements): ``shoal/fetch/_engine.py``.
 
 from ._engine import Engine
 from ._errors import classify
-from ._guard import is_blocked_address
+from ._guard import AddressPolicy, BlockedAddress, GuardedResolver, is_blocked_address
 from ._models import FetchOptions, FetchResponse
 
-__all__ = ["Engine", "FetchOptions", "FetchResponse", "classify", "is_blocked_address"]
+__all__ = [
+    "AddressPolicy",
+    "BlockedAddress",
+    "Engine",
+    "FetchOptions",
+    "FetchResponse",
+    "GuardedResolver",
+    "classify",
+    "is_blocked_address",
+]

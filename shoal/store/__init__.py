@@ -1,5 +1,5 @@
 """The job store: accounts, hashed API keys, jobs, their live chunk counters and the
-idempotency keys of job creation.
+idempotency keys of job creation, and the webhook outbox.
 
 SQLAlchemy 2; SQLite (WAL) by default, PostgreSQL by ``SHOAL_DATABASE_URL``.
 """
@@ -9,7 +9,17 @@ from functools import lru_cache
 from shoal.settings import Settings
 
 from ._repo import Counters, Store, aware, hash_key, new_id
-from ._tables import AccountRow, ApiKeyRow, ChunkRow, IdempotencyRow, JobRow, utcnow
+from ._tables import (
+    AccountRow,
+    ApiKeyRow,
+    ChunkRow,
+    IdempotencyRow,
+    JobRow,
+    UploadRow,
+    WebhookDeliveryRow,
+    WebhookEventRow,
+    utcnow,
+)
 
 
 @lru_cache
@@ -30,6 +40,9 @@ __all__ = [
     "IdempotencyRow",
     "JobRow",
     "Store",
+    "UploadRow",
+    "WebhookDeliveryRow",
+    "WebhookEventRow",
     "aware",
     "get_store",
     "hash_key",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,17 @@ from shoal.contract import FINAL_STATUSES
 from shoal.errors import LimitExceeded
 
 from ._db import session_scope
-from ._tables import AccountRow, ApiKeyRow, ChunkRow, IdempotencyRow, JobRow, utcnow
+from ._tables import (
+    AccountRow,
+    ApiKeyRow,
+    ChunkRow,
+    IdempotencyRow,
+    JobRow,
+    UploadRow,
+    WebhookEventRow,
+    utcnow,
+)
+from ._webhooks import WebhookRecords
 
 #: ``Retry-After`` of a 429 for too many active jobs: about the time a small job takes.
 ACTIVE_JOBS_RETRY_AFTER_S = 10
@@ -47,7 +58,7 @@ class Counters:
     chunks_finished: int = 0
 
 
-class Store:
+class Store(WebhookRecords):
     """The job store. One instance per process is enough; it holds only the URL."""
 
     def __init__(self, url: str) -> None:
@@ -266,8 +277,18 @@ class Store:
                 s.scalar(select(JobRow.cancel_requested_at).where(JobRow.id == job_id)) is not None
             )
 
-    def finish(self, job_id: str, status: str, **values: Any) -> bool:
-        """Write a final status once; False when the job was already final."""
+    def finish(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        event: Callable[[JobRow], WebhookEventRow | None] | None = None,
+        **values: Any,
+    ) -> bool:
+        """Write a final status once; False when the job was already final.
+
+        ``event`` makes the webhook event of the now final row (or None); it is inserted in
+        the same transaction, so a job that ended has its event exactly once, crash or not."""
         assert status in FINAL_STATUSES
         with session_scope(self.url) as s:
             res = s.execute(
@@ -275,7 +296,13 @@ class Store:
                 .where(JobRow.id == job_id, JobRow.status.not_in(FINAL_STATUSES))
                 .values(status=status, completed_at=utcnow(), **values)
             )
-            return bool(res.rowcount)  # type: ignore[attr-defined]
+            if not res.rowcount:  # type: ignore[attr-defined]
+                return False
+            final = s.get(JobRow, job_id) if event is not None else None
+            made = event(final) if event is not None and final is not None else None
+            if made is not None:
+                s.add(made)
+            return True
 
     # chunk counters ----------------------------------------------------------------------
     def record_chunk(
@@ -328,6 +355,71 @@ class Store:
                     )
                 ).all()
             )
+
+    # retention --------------------------------------------------------------------------
+    def list_accounts(self) -> list[AccountRow]:
+        with session_scope(self.url) as s:
+            return list(s.scalars(select(AccountRow).order_by(AccountRow.id)).all())
+
+    def results_to_remove(
+        self, account_id: str, *, ended_before: datetime, now: datetime, limit: int = 500
+    ) -> list[JobRow]:
+        """The account's ended jobs whose files are still kept although they ended before
+        ``ended_before`` and their download link has expired by ``now``."""
+        with session_scope(self.url) as s:
+            return list(
+                s.scalars(
+                    select(JobRow)
+                    .where(
+                        JobRow.account_id == account_id,
+                        JobRow.status.in_(FINAL_STATUSES),
+                        JobRow.completed_at < ended_before,
+                        JobRow.results_removed_at.is_(None),
+                        (JobRow.output_expires_at.is_(None)) | (JobRow.output_expires_at <= now),
+                    )
+                    .order_by(JobRow.completed_at)
+                    .limit(limit)
+                ).all()
+            )
+
+    def prune_chunk_counters(self, ended_before: datetime) -> int:
+        """Drop the live chunk counters of jobs that ended before ``ended_before`` (their
+        final counters are on the job row); returns how many rows went."""
+        ended = select(JobRow.id).where(
+            JobRow.status.in_(FINAL_STATUSES), JobRow.completed_at < ended_before
+        )
+        with session_scope(self.url) as s:
+            res = s.execute(delete(ChunkRow).where(ChunkRow.job_id.in_(ended)))
+            return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+    # uploads ----------------------------------------------------------------------------
+    def insert_upload(self, row: UploadRow) -> UploadRow:
+        with session_scope(self.url) as s:
+            s.add(row)
+        return row
+
+    def get_upload(self, upload_id: str, account_id: str | None = None) -> UploadRow | None:
+        """The upload, or None when unknown (or another account's, given ``account_id``)."""
+        with session_scope(self.url) as s:
+            row = s.get(UploadRow, upload_id)
+        if row is None or (account_id is not None and row.account_id != account_id):
+            return None
+        return row
+
+    def uploads_created_before(self, before: datetime, limit: int = 500) -> list[UploadRow]:
+        with session_scope(self.url) as s:
+            return list(
+                s.scalars(
+                    select(UploadRow)
+                    .where(UploadRow.created_at < before)
+                    .order_by(UploadRow.created_at)
+                    .limit(limit)
+                ).all()
+            )
+
+    def delete_upload(self, upload_id: str) -> None:
+        with session_scope(self.url) as s:
+            s.execute(delete(UploadRow).where(UploadRow.id == upload_id))
 
     def now(self) -> datetime:
         return datetime.now(UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -63,6 +63,10 @@ class JobRow(Base):
     resume_count: Mapped[int] = mapped_column(Integer, default=0)
     outputs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     output_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # URLs per chunk, fixed when the job is first planned so a resumed run cuts the same chunks
+    chunk_size: Mapped[int | None] = mapped_column(Integer)
+    # set by the maintenance flow when retention removed the job's files
+    results_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ChunkRow(Base):
@@ -94,3 +98,67 @@ class IdempotencyRow(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, index=True
     )
+
+
+class WebhookEventRow(Base):
+    """The outbox: an event to deliver to a job's webhook, written in the transaction that ends
+    the job. ``payload`` is the exact body every attempt sends. The dispatcher claims a due
+    event by moving ``next_attempt_at`` past the attempt (a lease), so two never send at once.
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("job_id", "type", name="uq_webhook_events_job_type"),
+        Index("ix_webhook_events_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    type: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookDeliveryRow(Base):
+    """One attempt to deliver a webhook event."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_job", "job_id", "requested_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id"), index=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"))
+    event_type: Mapped[str] = mapped_column(String(32))
+    attempt: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(Text)
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    delivered: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    next_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class UploadRow(Base):
+    """An uploaded URL file: its counts and where its staged (normalized) copy is."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (Index("ix_uploads_account_created", "account_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    format: Mapped[str] = mapped_column(String(8))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    lines: Mapped[int] = mapped_column(Integer)
+    urls_valid: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # typed output fields the file's per-URL extract/selectors add (name -> type)
+    fields: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    url: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

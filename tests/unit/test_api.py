@@ -518,10 +518,6 @@ def test_lone_surrogate_is_not_5xx(client, alice, raw):
     assert r.status_code in (202, 422), r.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 4 (webhooks) is not built yet: `webhook` is an unknown field until then",
-)
 def test_contract_example_with_webhook_is_accepted(client, alice):
     body = {**EXAMPLE, "webhook": "https://your-app.com/hooks/jobs"}
     r = post_job(client, alice, body)

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 import shoal.plan
-from shoal.plan import Chunk, plan_chunks, read_chunk
+from shoal.plan import Chunk, chunk_size, plan_chunks, read_chunk
 from shoal.settings import Settings
 from shoal.storage import Storage
 
@@ -54,9 +54,37 @@ def _check_cover(storage, url, chunks, total, n):
 def test_plan_covers_every_line_once(tmp_path, n, expected_chunks):
     storage, url = _stage(tmp_path, n)
     cfg = Settings(chunk_min_urls=250, max_chunks_per_job=1_000)
-    chunks, total = plan_chunks(storage, url, cfg)
+    chunks, total = plan_chunks(storage, url, cfg, slots=10)
     assert len(chunks) == expected_chunks
     _check_cover(storage, url, chunks, total, n)
+
+
+@pytest.mark.parametrize(
+    ("total", "slots", "size"),
+    [
+        (0, 4, 250),
+        (2_000, 4, 250),  # small jobs: the smallest chunk
+        (20_000, 4, 1_250),  # four rounds of four slots
+        (20_001, 4, 1_500),  # rounded up to a multiple of chunk_min_urls
+        (1_000_000, 4, 5_000),  # capped by chunk_max_urls
+        (10_000_000, 4, 5_000),  # chunk_max_urls wins over the chunk budget
+    ],
+)
+def test_chunk_size_gives_few_big_chunks_for_big_jobs(total, slots, size):
+    cfg = Settings(chunk_min_urls=250, chunk_max_urls=5_000, max_chunks_per_job=1_000)
+    assert chunk_size(total, cfg, slots) == size
+
+
+def test_a_resumed_plan_keeps_its_first_chunk_size(tmp_path):
+    storage, url = _stage(tmp_path, 10_000)
+    first, _ = plan_chunks(storage, url, Settings(chunk_min_urls=250), slots=2)
+    assert {c.count for c in first} == {1_250}
+    # the operator changed the settings since: the stored size still cuts the same chunks
+    again, total = plan_chunks(
+        storage, url, Settings(chunk_min_urls=300, chunk_max_urls=600), size=1_250
+    )
+    assert again == first
+    _check_cover(storage, url, again, total, 10_000)
 
 
 def test_plan_stays_under_chunk_budget(tmp_path):
