@@ -41,8 +41,6 @@ def _output(jid: str) -> bytes:
     return get_storage(get_settings()).open(row.outputs[0]["url"], "rb").read()
 
 
-
-
 def _set_procs(n: str) -> None:
     os.environ["SHOAL_CHUNK_PROCESSES"] = n
     get_settings.cache_clear()

@@ -45,8 +45,6 @@ time.sleep(60)
 """
 
 
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_worker_processes_die_with_the_flow_process(sig: int) -> None:
     """A UI cancel SIGTERMs the flow process, a crash may SIGKILL it: no worker lingers."""
