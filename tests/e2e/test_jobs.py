@@ -6,6 +6,7 @@ import csv as pycsv
 import gzip
 import io
 import json
+import time
 
 import httpx
 import orjson
@@ -34,10 +35,18 @@ def _download(job: dict) -> bytes:
     return r.content
 
 
-def _prefect_state(stack: Stack, flow_run_id: str) -> dict:
-    r = httpx.get(f"http://127.0.0.1:{stack.prefect_port}/api/flow_runs/{flow_run_id}")
-    r.raise_for_status()
-    return r.json()["state"]
+def _prefect_state(stack: Stack, flow_run_id: str, timeout: float = 30) -> dict:
+    """The flow run's final state. The job row ends a moment before its flow run does (the
+    flow writes its summary artifact, then returns): poll until the run is final."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = httpx.get(f"http://127.0.0.1:{stack.prefect_port}/api/flow_runs/{flow_run_id}")
+        r.raise_for_status()
+        state = r.json()["state"]
+        if state["type"] in ("COMPLETED", "CANCELLED", "FAILED", "CRASHED"):
+            return state
+        assert time.monotonic() < deadline, f"flow run {flow_run_id} still {state['type']}"
+        time.sleep(0.1)
 
 
 def test_two_thousand_urls_every_format(stack: Stack, client: httpx.Client, site: Site) -> None:
