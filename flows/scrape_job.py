@@ -123,6 +123,9 @@ async def scrape_job(job_id: str) -> State[Any]:
     rt = None
     try:
         spec = JobSpec.model_validate(row.spec)
+        procs = chunkprocs.get_chunk_procs(settings)
+        if procs is not None:  # start them while the job is planned: they'll likely be used
+            procs.prestart(min(procs.n, spec.concurrency // chunkprocs.MIN_PER_PROC))
         chunks = await plan_job(job_id)
         total = sum(c["count"] for c in chunks)
         logger.info("job %s: %d URLs in %d chunks", job_id, total, len(chunks))
@@ -132,7 +135,6 @@ async def scrape_job(job_id: str) -> State[Any]:
         rt = JobRuntime.open(job_id, spec, settings)
         if await asyncio.to_thread(store.cancel_requested, job_id):
             rt.request_stop("cancel")  # cancelled while queued
-        procs = chunkprocs.get_chunk_procs(settings)
         shares = (
             chunkprocs.plan_shares(spec.concurrency, rt.host_cap(), procs.n, len(chunks))
             if procs is not None
@@ -147,8 +149,9 @@ async def scrape_job(job_id: str) -> State[Any]:
             await _run_chunks(rt, row, in_url, chunks, len(shares))
         finally:
             monitor.cancel()
-            if procs is not None and shares:
-                await asyncio.to_thread(procs.end_job, job_id)
+            if procs is not None:
+                if shares:
+                    await asyncio.to_thread(procs.end_job, job_id)
                 await asyncio.to_thread(chunkprocs.shutdown_if_idle)
             await asyncio.to_thread(rt.flush_counters)
         stopped = rt.stop.is_set()
@@ -164,6 +167,7 @@ async def scrape_job(job_id: str) -> State[Any]:
     finally:
         if rt is not None:
             await rt.close()
+        await asyncio.to_thread(chunkprocs.shutdown_if_idle)  # also when planning failed
     await acreate_markdown_artifact(
         key=f"job-{job_id.lower().replace('_', '-')}",
         markdown=(
