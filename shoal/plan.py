@@ -102,7 +102,9 @@ def plan_chunks(
 def read_chunk(storage: Storage, url: str, chunk: Chunk) -> list[dict[str, Any]]:
     """The items of one chunk, each with its ``input_index``."""
     items: list[dict[str, Any]] = []
-    with storage.open(url, "rb") as fh:
+    local = storage.local_path(url)
+    # a plain file's C readline, not fsspec's Python wrapper around it (3-4 % of a chunk's CPU)
+    with open(local, "rb") if local is not None else storage.open(url, "rb") as fh:
         fh.seek(chunk.offset)
         for i in range(chunk.count):
             line = fh.readline()

@@ -258,16 +258,23 @@ async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSum
     live = rt.live.setdefault(chunk.index, LiveCounters())
     live.done = live.errored = live.credits = 0
 
-    async def one(item: dict[str, Any]) -> dict[str, Any] | None:
-        row = await _scrape_one(rt, item)
-        if row is not None:
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    todo = iter(enumerate(items))
+
+    async def worker() -> None:
+        # a few workers pulling from the list, not a task per URL queued on the job's gate:
+        # thousands of waiting tasks cost event-loop time on every wake-up
+        for n, item in todo:
+            row = await _scrape_one(rt, item)
+            if row is None:
+                continue
+            results[n] = row
             live.done += 1
             live.errored += row["status"] == "error"
             live.credits += row["credits"]
             live.dirty = True
-        return row
 
-    results = await asyncio.gather(*(one(item) for item in items))
+    await asyncio.gather(*(worker() for _ in range(min(len(items), rt.spec.concurrency))))
     rows = [r for r in results if r is not None]
     await asyncio.to_thread(
         output.write_part, rt.storage, part_url(rt.storage, rt.job_id, chunk.index), rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from typing import Any
 from urllib.parse import urljoin
@@ -10,6 +11,9 @@ try:  # lexbor is the fast backend; the older modest parser is the fallback
     from selectolax.lexbor import LexborHTMLParser as _Parser
 except ImportError:  # pragma: no cover - depends on the selectolax build
     from selectolax.parser import HTMLParser as _Parser  # type: ignore[assignment,no-redef,attr-defined,unused-ignore]
+
+
+_BASE_TAG = re.compile(r"<base[\s/>]", re.IGNORECASE)
 
 
 class Page:
@@ -45,7 +49,9 @@ class Page:
     @cached_property
     def base(self) -> str:
         """The URL relative links resolve against (``<base href>`` wins over ``base_url``)."""
-        node = self.tree.css_first("base[href]")
+        # a regex over the text is ~50x cheaper than a selector walk of the tree, and most
+        # pages have no <base>
+        node = self.tree.css_first("base[href]") if _BASE_TAG.search(self.html) else None
         if node is not None:
             href = (node.attributes.get("href") or "").strip()
             if href:
