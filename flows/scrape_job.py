@@ -124,7 +124,9 @@ async def scrape_job(job_id: str) -> State[Any]:
     try:
         spec = JobSpec.model_validate(row.spec)
         procs = chunkprocs.get_chunk_procs(settings)
-        if procs is not None:  # start them while the job is planned: they'll likely be used
+        # start them while the job is planned, when it will have more than one chunk
+        many = row.urls_total is None or row.urls_total > settings.chunk_min_urls
+        if procs is not None and many:
             procs.prestart(min(procs.n, spec.concurrency // chunkprocs.MIN_PER_PROC))
         chunks = await plan_job(job_id)
         total = sum(c["count"] for c in chunks)

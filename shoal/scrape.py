@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import itertools
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +41,49 @@ def part_urls(storage: Storage, job_id: str) -> list[str]:
     return sorted(storage.list(storage.url("jobs", job_id, "parts")))
 
 
+class OrderedGate:
+    """The job's cap on URLs in flight, admitting the lowest ``order`` (input index) first.
+
+    A chunk's workers each hold a slot from one URL to the next and give it up only to a waiter
+    of a lower input index, so the earliest running chunk is finished first: its part exists
+    early (what a kill leaves behind, what results show while the job runs) instead of every
+    running chunk being half done. A slot is held while a page is parsed; parsing in the
+    process is synchronous, so that takes no request slot from anyone."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def should_yield(self, order: int) -> bool:
+        """Whether a waiter with a lower order than ``order`` is queued."""
+        return bool(self._waiters) and self._waiters[0][0] < order
+
+    async def acquire(self, order: int) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (order, next(self._seq), fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # granted as we were cancelled: pass it on
+                self.release()
+            else:
+                self._waiters = [w for w in self._waiters if w[2] is not fut]
+                heapq.heapify(self._waiters)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)  # the slot goes straight to the waiter
+                return
+        self._free += 1
+
+
 @dataclass
 class LiveCounters:
     done: int = 0
@@ -66,7 +111,7 @@ class JobRuntime:
     storage: Storage
     store: Store
     engine: Engine
-    admit: asyncio.Semaphore
+    admit: OrderedGate
     pages: PageWorkers
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     stop_reason: str | None = None
@@ -114,7 +159,7 @@ class JobRuntime:
                 storage=get_storage(settings),
                 store=get_store(settings),
                 engine=engine,
-                admit=asyncio.Semaphore(concurrency),
+                admit=OrderedGate(concurrency),
                 pages=get_page_workers(settings),
             )
             cls._registry[job_id] = rt
@@ -196,8 +241,8 @@ def _error_row(row: dict[str, Any], exc: FetchError) -> dict[str, Any]:
     return row
 
 
-async def _scrape_one(rt: JobRuntime, item: dict[str, Any]) -> dict[str, Any] | None:
-    """One URL -> one result row; None when the job stopped before this URL started."""
+async def _scrape_one(rt: JobRuntime, item: dict[str, Any]) -> dict[str, Any]:
+    """One URL -> one result row (the caller holds a slot of the job's gate)."""
     overrides = item.get("o")
     if overrides:  # per-URL overrides replace whole keys of the defaults (shallow)
         opts = {**rt.defaults, **overrides}
@@ -213,25 +258,22 @@ async def _scrape_one(rt: JobRuntime, item: dict[str, Any]) -> dict[str, Any] | 
         "data": None,
         "error": None,
     }
-    async with rt.admit:
-        if rt.stop.is_set():
-            return None
-        row["fetched_at"] = _now()
-        started = asyncio.get_running_loop().time()
-        if item.get("error"):  # a line that was invalid in the input
-            row["elapsed_ms"] = 0
-            return _error_row(row, FetchError("invalid_url", item["error"], attempts=0))
-        try:
-            resp = await rt.engine.fetch(item["url"], fetch_opts)
-        except FetchError as exc:
-            row["elapsed_ms"] = _ms_since(started)
-            if exc.http_status is not None:
-                row["credits"] = _credits(rt.settings, opts)
-            return _error_row(row, exc)
-        except Exception as exc:  # a bug must cost one URL, not the chunk
-            log.exception("unexpected error fetching %s", item["url"])
-            row["elapsed_ms"] = _ms_since(started)
-            return _error_row(row, FetchError("connect", f"internal error: {exc!r}"))
+    row["fetched_at"] = _now()
+    started = asyncio.get_running_loop().time()
+    if item.get("error"):  # a line that was invalid in the input
+        row["elapsed_ms"] = 0
+        return _error_row(row, FetchError("invalid_url", item["error"], attempts=0))
+    try:
+        resp = await rt.engine.fetch(item["url"], fetch_opts)
+    except FetchError as exc:
+        row["elapsed_ms"] = _ms_since(started)
+        if exc.http_status is not None:
+            row["credits"] = _credits(rt.settings, opts)
+        return _error_row(row, exc)
+    except Exception as exc:  # a bug must cost one URL, not the chunk
+        log.exception("unexpected error fetching %s", item["url"])
+        row["elapsed_ms"] = _ms_since(started)
+        return _error_row(row, FetchError("connect", f"internal error: {exc!r}"))
     row.update(
         status="ok",
         http_status=resp.status,
@@ -264,15 +306,26 @@ async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSum
     async def worker() -> None:
         # a few workers pulling from the list, not a task per URL queued on the job's gate:
         # thousands of waiting tasks cost event-loop time on every wake-up
-        for n, item in todo:
-            row = await _scrape_one(rt, item)
-            if row is None:
-                continue
-            results[n] = row
-            live.done += 1
-            live.errored += row["status"] == "error"
-            live.credits += row["credits"]
-            live.dirty = True
+        held = False
+        try:
+            for n, item in todo:
+                if held and rt.admit.should_yield(item["i"]):
+                    rt.admit.release()
+                    held = False
+                if not held:
+                    await rt.admit.acquire(item["i"])
+                    held = True
+                if rt.stop.is_set():  # stopped: the URLs not started are skipped
+                    continue
+                row = await _scrape_one(rt, item)
+                results[n] = row
+                live.done += 1
+                live.errored += row["status"] == "error"
+                live.credits += row["credits"]
+                live.dirty = True
+        finally:
+            if held:
+                rt.admit.release()
 
     await asyncio.gather(*(worker() for _ in range(min(len(items), rt.spec.concurrency))))
     rows = [r for r in results if r is not None]
