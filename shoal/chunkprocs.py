@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -139,11 +140,11 @@ async def _serve(conn: Connection, parent_pid: int, settings: Settings) -> None:
         if msg[0] == "chunk":
             t = asyncio.create_task(run(*msg[1:]))
             tasks[msg[1]] = t
-            t.add_done_callback(lambda _t, req=msg[1]: tasks.pop(req, None))
+            t.add_done_callback(functools.partial(_forget, tasks, msg[1]))
         elif msg[0] == "cancel":
-            t = tasks.get(msg[1])
-            if t is not None:
-                t.cancel()
+            running = tasks.get(msg[1])
+            if running is not None:
+                running.cancel()
         elif msg[0] == "end_job":
             await _end_job(JobRuntime, msg[1], watchers)
         elif msg[0] == "stop":
@@ -152,6 +153,10 @@ async def _serve(conn: Connection, parent_pid: int, settings: Settings) -> None:
             for job_id in list(watchers):
                 await _end_job(JobRuntime, job_id, watchers)
             return
+
+
+def _forget(tasks: dict[int, asyncio.Task[None]], req: int, _task: asyncio.Task[None]) -> None:
+    tasks.pop(req, None)
 
 
 async def _runtime(
@@ -218,7 +223,9 @@ def _main_not_reimported() -> Iterator[None]:
     """Spawn re-imports the parent's ``__main__`` in the child: for a flow-run process that is
     ``prefect.engine`` (~1.2 CPU s per worker, measured). The worker needs none of it."""
     main = sys.modules.get("__main__")
-    saved = {k: main.__dict__[k] for k in ("__spec__", "__file__") if main and k in main.__dict__}
+    saved: dict[str, Any] = {
+        k: main.__dict__[k] for k in ("__spec__", "__file__") if main and k in main.__dict__
+    }
     try:
         if main is not None:
             main.__spec__ = None

@@ -125,7 +125,7 @@ def _wait_http(url: str, procs: dict[str, subprocess.Popen[bytes]], deadline_s: 
             raise _Stopped
         for p in procs.values():
             if p.poll() is not None:
-                raise RuntimeError(f"{' '.join(map(str, p.args))} exited with {p.returncode}")
+                raise RuntimeError(f"{p.args!r} exited with {p.returncode}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url, timeout=2).status_code == 200:
                 return

@@ -40,7 +40,7 @@ class ScrapeOptions(_Request):
     selectors: dict[str, str] | None = Field(
         None, description="field -> CSS selector (`xpath:` prefix for XPath; `@attr` suffix)."
     )
-    formats: list[Format] = Field(default_factory=lambda: ["data"])
+    formats: list[Format] = Field(default_factory=lambda: list[Format](["data"]))
     timeout_s: float = Field(30, ge=1, le=120)
     headers: dict[str, str] = Field(default_factory=dict)
     respect_robots: bool = True

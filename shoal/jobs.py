@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -83,7 +84,7 @@ def _check_options(
 check_options = _check_options
 
 
-def output_fields(options: list[ScrapeOptions | dict[str, Any]]) -> dict[str, FieldType]:
+def output_fields(options: Sequence[ScrapeOptions | dict[str, Any]]) -> dict[str, FieldType]:
     """Typed output columns: extract fields with their types, selector-only fields as strings.
     The defaults come first; per-URL overrides add fields they introduce."""
     fields: dict[str, FieldType] = {}

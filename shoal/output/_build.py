@@ -16,7 +16,7 @@ import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -57,7 +57,7 @@ class OutputFile:
     size_bytes: int
 
 
-def column_names(fields: dict[str, str]) -> dict[str, str]:
+def column_names(fields: Mapping[str, str]) -> dict[str, str]:
     """Extract field -> its CSV/Parquet column: its own name, ``data_``-prefixed on collision."""
     taken = set(_RESERVED)
     out = {}
@@ -70,7 +70,7 @@ def column_names(fields: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def flat_schema(fields: dict[str, str], fmt: Fmt) -> pa.Schema:
+def flat_schema(fields: Mapping[str, str], fmt: Fmt) -> pa.Schema:
     """The columns of a CSV or Parquet output for these extract fields."""
     types = {
         "string": pa.string(),
@@ -125,7 +125,7 @@ def _typed_expr(v: str, typ: str, fmt: Fmt) -> str:
     )
 
 
-def _flat_sql(fields: dict[str, str], fmt: Fmt) -> str:
+def _flat_sql(fields: Mapping[str, str], fmt: Fmt) -> str:
     cols = [*RESULT_COLUMNS, "meta_json AS meta", "error_code", "error_message"]
     names = column_names(fields)
     if not fields:
@@ -141,7 +141,7 @@ def _flat_sql(fields: dict[str, str], fmt: Fmt) -> str:
 
 
 def _flat_batches(
-    storage: Storage, part_urls: list[str], fields: dict[str, str], fmt: Fmt
+    storage: Storage, part_urls: list[str], fields: Mapping[str, str], fmt: Fmt
 ) -> Iterator[pa.Table]:
     schema = flat_schema(fields, fmt)
     sql = _flat_sql(fields, fmt)
@@ -345,14 +345,16 @@ def _ext(fmt: Fmt, gzip: bool) -> str:
     )
 
 
-def _source(storage: Storage, part_urls: list[str], fmt: Fmt, fields: dict[str, str]) -> Iterable:
+def _source(
+    storage: Storage, part_urls: list[str], fmt: Fmt, fields: Mapping[str, str]
+) -> Iterable:
     if fmt == "ndjson":
         return _ndjson_batches(storage, part_urls)
     return _flat_batches(storage, part_urls, fields, fmt)
 
 
 def _sink_factory(
-    fmt: Fmt, gzip: bool, fields: dict[str, str], max_part_bytes: int | None
+    fmt: Fmt, gzip: bool, fields: Mapping[str, str], max_part_bytes: int | None
 ) -> Callable[[str], _Sink]:
     if fmt == "ndjson":
         return lambda path: _BytesSink(path, lambda t, _first: _lines_bytes(t), gzip)
@@ -416,7 +418,7 @@ def build_output(
     *,
     fmt: Fmt,
     gzip: bool,
-    fields: dict[str, str],
+    fields: Mapping[str, str],
     max_part_bytes: int | None = None,
 ) -> list[OutputFile]:
     """Build ``{dest_prefix}/result.{ext}`` from the parts, in order.
@@ -459,7 +461,7 @@ def build_output(
 
 
 def stream_output(
-    storage: Storage, part_urls: list[str], *, fmt: Fmt, fields: dict[str, str]
+    storage: Storage, part_urls: list[str], *, fmt: Fmt, fields: Mapping[str, str]
 ) -> Iterator[bytes]:
     """The whole result so far in ``fmt`` (uncompressed), as chunks for a streaming response.
 
