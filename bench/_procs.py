@@ -13,8 +13,10 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -141,3 +143,16 @@ class Sampler(threading.Thread):
     def new_since(self, t: float) -> list[Track]:
         with self.lock:
             return [tr for tr in self.tracks.values() if tr.first >= t]
+
+
+def every(seconds: float, line: Callable[[Any], str]) -> Callable[[Any], None]:
+    """A callback printing ``line(x)`` at most once per ``seconds`` (progress while polling)."""
+    last = time.monotonic()
+
+    def tick(x: Any) -> None:
+        nonlocal last
+        if time.monotonic() - last > seconds:
+            last = time.monotonic()
+            print(line(x), flush=True)
+
+    return tick

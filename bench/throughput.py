@@ -53,6 +53,7 @@ import _procs  # noqa: E402
 import _rawloop  # noqa: E402
 import httpx  # noqa: E402
 from _nginx import Nginx, find_or_install  # noqa: E402
+from _procs import every  # noqa: E402
 
 from tests.e2e.stack import Stack  # noqa: E402
 from tests.sites.catalog import price_of, product_html  # noqa: E402
@@ -201,20 +202,16 @@ def run_shoal_job(
     if r.status_code != 202:
         raise RuntimeError(f"POST /v1/jobs -> {r.status_code}: {r.text[:500]}")
     job_id = r.json()["id"]
-    deadline = time.monotonic() + timeout
-    last_print = time.monotonic()
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in FINAL:
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"job not final after {timeout:.0f} s: {job}")
-        if stack.proc and stack.proc.poll() is not None:
-            raise RuntimeError("shoal up died:\n" + stack._logs())
-        if time.monotonic() - last_print > 10:
-            last_print = time.monotonic()
-            print(f"  ... {job['status']} {json.dumps(job.get('progress', ''))[:120]}", flush=True)
-        time.sleep(0.1)
+    job = stack.wait_job(
+        client,
+        job_id,
+        FINAL,
+        timeout,
+        poll=0.1,
+        on_poll=every(
+            10, lambda j: f"  ... {j['status']} {json.dumps(j.get('progress', ''))[:120]}"
+        ),
+    )
     t_seen = time.time()
     # the flow run's process still finishes (final state, exit): wait for it, its CPU counts
     exit_deadline = time.monotonic() + 60

@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import _procs  # noqa: E402
 import httpx  # noqa: E402
 from _nginx import Nginx, find_or_install  # noqa: E402
+from _procs import every  # noqa: E402
 
 from tests.e2e.stack import Stack  # noqa: E402
 from tests.sites.catalog import product_html  # noqa: E402
@@ -173,26 +174,21 @@ def run_job(
     created = r.json()
     job_id = created["id"]
     total_at = time.time() - t_post if created["urls_total"] == n else None
-    timeout = 600 + n / 100
-    deadline, last_print = time.monotonic() + timeout, time.monotonic()
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if total_at is None and job.get("urls_total") == n:
+    progress = every(
+        15,
+        lambda j: (
+            f"  ... {j['status']} {j['urls_done']:,}/{j['urls_total']} "
+            f"({j['progress']['percentage']}%), eta {j['eta_s']} s"
+        ),
+    )
+
+    def on_poll(j: dict[str, Any]) -> None:
+        nonlocal total_at
+        if total_at is None and j.get("urls_total") == n:
             total_at = time.time() - t_post
-        if job["status"] in FINAL:
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"job not final after {timeout:.0f} s: {job}")
-        if stack.proc and stack.proc.poll() is not None:
-            raise RuntimeError("shoal up died:\n" + stack._logs())
-        if time.monotonic() - last_print > 15:
-            last_print = time.monotonic()
-            print(
-                f"  ... {job['status']} {job['urls_done']:,}/{job['urls_total']} "
-                f"({job['progress']['percentage']}%), eta {job['eta_s']} s",
-                flush=True,
-            )
-        time.sleep(0.5)
+        progress(j)
+
+    job = stack.wait_job(client, job_id, FINAL, 600 + n / 100, poll=0.5, on_poll=on_poll)
     seen = time.time() - t_post
     time.sleep(0.5)
     sampler.stop()

@@ -138,13 +138,20 @@ class Stack:
         statuses: set[str],
         timeout: float = 240,
         until: Callable[[dict[str, Any]], bool] | None = None,
+        poll: float = 0.25,
+        on_poll: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll the job until its status is in ``statuses`` and ``until(job)`` holds."""
+        """Poll the job until its status is in ``statuses`` and ``until(job)`` holds;
+        ``on_poll(job)`` sees every answer (benchmarks print progress with it)."""
         deadline = time.monotonic() + timeout
         job: dict[str, Any] = {}
         while time.monotonic() < deadline:
             job = client.get(f"/v1/jobs/{job_id}").json()
+            if on_poll is not None:
+                on_poll(job)
             if job.get("status") in statuses and (until is None or until(job)):
                 return job
-            time.sleep(0.25)
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"shoal up died while waiting for {job_id}\n{self._logs()}")
+            time.sleep(poll)
         raise AssertionError(f"job {job_id} never reached {statuses}: {job}\n{self._logs()}")

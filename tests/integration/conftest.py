@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -35,3 +35,16 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             else:
                 os.environ[k] = v
         get_settings.cache_clear()
+
+
+@pytest.fixture
+def shoal_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str], None]]:
+    """``shoal_env(name, value)`` sets an environment variable for one test and makes
+    ``get_settings()`` read it; everything is restored after the test."""
+
+    def set_var(name: str, value: str) -> None:
+        monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield set_var
+    get_settings.cache_clear()  # monkeypatch restores the variables right after this

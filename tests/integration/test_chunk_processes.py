@@ -4,8 +4,7 @@ process, the job's ``concurrency`` still a true cap, a cancel still stops it, no
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -20,19 +19,14 @@ from tests.sites.catalog import Site
 
 
 @pytest.fixture
-def chunk_processes() -> Iterator[None]:
-    """Run the test body with SHOAL_CHUNK_PROCESSES=2."""
-    saved = os.environ.get("SHOAL_CHUNK_PROCESSES")
-    os.environ["SHOAL_CHUNK_PROCESSES"] = "2"
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("SHOAL_CHUNK_PROCESSES", None)
-        else:
-            os.environ["SHOAL_CHUNK_PROCESSES"] = saved
-        get_settings.cache_clear()
+def chunk_processes(shoal_env: Callable[[str, str], None]) -> Callable[[str], None]:
+    """Run the test body with SHOAL_CHUNK_PROCESSES=2; call the fixture to change it."""
+
+    def set_procs(n: str) -> None:
+        shoal_env("SHOAL_CHUNK_PROCESSES", n)
+
+    set_procs("2")
+    return set_procs
 
 
 def _output(jid: str) -> bytes:
@@ -41,21 +35,18 @@ def _output(jid: str) -> bytes:
     return get_storage(get_settings()).open(row.outputs[0]["url"], "rb").read()
 
 
-def _set_procs(n: str) -> None:
-    os.environ["SHOAL_CHUNK_PROCESSES"] = n
-    get_settings.cache_clear()
-
-
-async def test_same_output_in_processes_as_in_the_flow(site: Site, chunk_processes: None) -> None:
+async def test_same_output_in_processes_as_in_the_flow(
+    site: Site, chunk_processes: Callable[[str], None]
+) -> None:
     body = {
         "urls": [site.url(f"/p/{i}") for i in range(1000)],
         "defaults": {"selectors": {"title": "h1", "price": ".price"}},
         "concurrency": 16,
     }
-    _set_procs("0")
+    chunk_processes("0")
     inline = _create(body)
     await scrape_job(inline)
-    _set_procs("2")
+    chunk_processes("2")
     spread = _create(body)
     state = await scrape_job(spread, return_state=True)
     assert state.is_completed() and state.name == "Completed"
@@ -88,7 +79,9 @@ async def test_same_output_in_processes_as_in_the_flow(site: Site, chunk_process
     assert chunkprocs.current() is None  # the flow ended: its processes are gone
 
 
-async def test_concurrency_stays_a_true_cap(site: Site, chunk_processes: None) -> None:
+async def test_concurrency_stays_a_true_cap(
+    site: Site, chunk_processes: Callable[[str], None]
+) -> None:
     jid = _create({"urls": [site.url(f"/slow/{i}?ms=60") for i in range(1000)], "concurrency": 16})
     site.stats.reset()
     pids: list[int] = []
@@ -108,7 +101,9 @@ async def test_concurrency_stays_a_true_cap(site: Site, chunk_processes: None) -
     assert len(pids) == 2 and not any(process_running(p) for p in pids)
 
 
-async def test_cancel_stops_the_worker_processes(site: Site, chunk_processes: None) -> None:
+async def test_cancel_stops_the_worker_processes(
+    site: Site, chunk_processes: Callable[[str], None]
+) -> None:
     jid = _create({"urls": [site.url(f"/slow/{i}?ms=50") for i in range(1000)], "concurrency": 16})
     store = get_store(get_settings())
     run = asyncio.create_task(scrape_job(jid, return_state=True))

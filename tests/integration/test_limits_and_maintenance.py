@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
 import orjson
-import pytest
 
 from flows.maintenance import maintenance
 from flows.scrape_job import scrape_job
@@ -19,36 +17,15 @@ from tests.integration.test_scrape_job_flow import _create
 from tests.sites.catalog import Site
 
 
-@pytest.fixture
-def env() -> Iterator[dict[str, str]]:
-    """Set SHOAL_* variables for one test (restored after)."""
-    given: dict[str, str] = {}
-    saved: dict[str, str | None] = {}
-
-    class _Env(dict[str, str]):
-        def __setitem__(self, key: str, value: str) -> None:
-            saved.setdefault(key, os.environ.get(key))
-            os.environ[key] = value
-            get_settings.cache_clear()
-
-    yield _Env(given)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    get_settings.cache_clear()
-
-
 def _rows(url: str) -> list[dict]:
     data = get_storage(get_settings()).open(url, "rb").read()
     return [orjson.loads(x) for x in data.splitlines()]
 
 
 async def test_a_job_past_its_lifetime_is_cancelled_with_what_finished(
-    site: Site, env: dict[str, str]
+    site: Site, shoal_env: Callable[[str, str], None]
 ) -> None:
-    env["SHOAL_JOB_LIFETIME_S"] = "1"
+    shoal_env("SHOAL_JOB_LIFETIME_S", "1")
     n = 300
     jid = _create({"urls": [site.url(f"/slow/{i}?ms=200") for i in range(n)], "concurrency": 4})
     state = await scrape_job(jid, return_state=True)
@@ -64,9 +41,9 @@ async def test_a_job_past_its_lifetime_is_cancelled_with_what_finished(
 
 
 async def test_output_over_the_part_limit_is_split_with_every_row_once(
-    site: Site, env: dict[str, str]
+    site: Site, shoal_env: Callable[[str, str], None]
 ) -> None:
-    env["SHOAL_MAX_PART_BYTES"] = "40000"
+    shoal_env("SHOAL_MAX_PART_BYTES", "40000")
     n = 600
     jid = _create({"urls": [site.url(f"/p/{i}") for i in range(n)], "concurrency": 16})
     await scrape_job(jid)

@@ -12,11 +12,10 @@ import orjson
 import pytest
 
 from flows.scrape_job import scrape_job
-from shoal import jobs
-from shoal.contract import JobCreate
 from shoal.settings import get_settings
 from shoal.storage import get_storage
 from shoal.store import JobRow, get_store
+from tests.integration.test_scrape_job_flow import _create
 from tests.s3server import S3Server
 from tests.sites.catalog import Site
 
@@ -34,20 +33,10 @@ def s3(s3_server: S3Server) -> Iterator[S3Server]:
     get_settings.cache_clear()
 
 
-def _create(body: dict) -> str:
-    settings = get_settings()
-    store = get_store(settings)
-    account, _ = store.get_or_create_account("integration-s3")
-    req = JobCreate.model_validate(body)
-    spec, items = jobs.validate(req, settings, account)
-    assert items == []  # nothing is read at creation
-    row = jobs.new_job_row(req, spec, account, urls_total=None)
-    store.insert_job(row)
-    return row.id
-
-
 async def _run(body: dict) -> JobRow:
-    jid = _create(body)
+    jid = _create(body, "integration-s3")
+    # nothing is read at creation: the flow counts the file
+    assert get_store(get_settings()).get_job(jid).urls_total is None
     state = await scrape_job(jid, return_state=True)
     row = get_store(get_settings()).get_job(jid)
     assert row is not None

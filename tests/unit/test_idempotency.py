@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import update
 
 from shoal.contract import JobCreate
+from shoal.jobs import job_row
 from shoal.settings import Settings
-from shoal.store import IdempotencyRow, JobRow, Store, new_id, utcnow
+from shoal.store import IdempotencyRow, JobRow, Store, utcnow
 from shoal.store._db import session_scope
 from shoal.submit import body_hash
 
@@ -256,17 +257,7 @@ def test_store_insert_job_once_under_threads(store, alice):
     barrier = threading.Barrier(8, timeout=10)
 
     def insert(_: int) -> tuple[str, str]:
-        row = JobRow(
-            id=new_id("job"),
-            account_id=alice.account.id,
-            name=None,
-            status="queued",
-            priority="normal",
-            concurrency=1,
-            spec={},
-            urls_total=1,
-            created_at=utcnow(),
-        )
+        row = job_row(alice.account.id, None, "normal", {"concurrency": 1}, urls_total=1)
         barrier.wait()
         held = store.insert_job_once(row, "same", "h", not_before=utcnow() - timedelta(seconds=60))
         return row.id, held.job_id

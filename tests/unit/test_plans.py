@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from shoal.errors import LimitExceeded
+from shoal.jobs import job_row
 from shoal.plans import plan_for
-from shoal.store import JobRow, new_id, utcnow
 from shoal.store._db import session_scope
 from shoal.store._tables import AccountRow
 from tests.unit.test_api import assert_problem, post_job, urls
@@ -74,17 +74,7 @@ def test_idempotent_replay_is_not_refused_by_the_limit(client, alice, store):
 
 def test_concurrent_inserts_never_pass_the_limit(store, alice):
     def insert(_: int) -> bool:
-        row = JobRow(
-            id=new_id("job"),
-            account_id=alice.account.id,
-            name=None,
-            status="queued",
-            priority="normal",
-            concurrency=1,
-            spec={},
-            urls_total=1,
-            created_at=utcnow(),
-        )
+        row = job_row(alice.account.id, None, "normal", {"concurrency": 1}, urls_total=1)
         try:
             store.insert_job(row, max_active=3)
             return True

@@ -19,6 +19,7 @@ from shoal.settings import Settings, get_settings
 from shoal.storage import Storage, get_storage
 from shoal.store import get_store, utcnow
 from tests.s3server import REGION
+from tests.unit.test_output import _parts
 
 FIELDS = {"name": "string", "price": "number", "stock": "integer"}
 
@@ -66,15 +67,6 @@ def _row(i: int) -> dict:
         "data": {"name": f"Product {i}", "price": 1.5 + i, "stock": i} if ok else None,
         "error": None if ok else {"code": "timeout", "message": "slow"},
     }
-
-
-def _parts(storage: Storage, rows: list[dict], per_part: int) -> list[str]:
-    urls = []
-    for p in range(0, len(rows), per_part):
-        url = storage.url("jobs", "j1", "parts", f"{p // per_part:06d}.parquet")
-        assert write_part(storage, url, rows[p : p + per_part]) > 0
-        urls.append(url)
-    return urls
 
 
 def test_storage_operations_on_s3(storage, s3_server, bucket, tmp_path):
