@@ -51,6 +51,7 @@ class OrderedGate:
     process is synchronous, so that takes no request slot from anyone."""
 
     def __init__(self, slots: int) -> None:
+        self.slots = slots
         self._free = slots
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
@@ -327,7 +328,9 @@ async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSum
             if held:
                 rt.admit.release()
 
-    await asyncio.gather(*(worker() for _ in range(min(len(items), rt.spec.concurrency))))
+    # no more workers than slots: a worker holding an item while it waits for a slot would
+    # outrank the running ones and make every URL a hand-off
+    await asyncio.gather(*(worker() for _ in range(min(len(items), rt.admit.slots))))
     rows = [r for r in results if r is not None]
     await asyncio.to_thread(
         output.write_part, rt.storage, part_url(rt.storage, rt.job_id, chunk.index), rows
