@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from shoal.errors import AuthError
+from shoal.errors import AuthError, NotFound
 from shoal.settings import Settings, get_settings
 from shoal.storage import Storage, get_storage
-from shoal.store import AccountRow, Store, get_store
+from shoal.store import AccountRow, JobRow, Store, get_store
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
@@ -42,3 +42,11 @@ def _current_account(
 
 
 CurrentAccount = Annotated[AccountRow, Depends(_current_account)]
+
+
+def own_job(store: Store, job_id: str, account_id: str) -> JobRow:
+    """The account's job; ``NotFound`` for an unknown id and for another account's job alike."""
+    row = store.get_job(job_id, account_id)
+    if row is None:
+        raise NotFound(f"no job {job_id}")
+    return row

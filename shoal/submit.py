@@ -16,9 +16,10 @@ from datetime import datetime, timedelta
 
 import pyarrow.compute as pc
 
-from shoal import jobs, output, webhooks
+from shoal import jobs, output
 from shoal.contract import FINAL_STATUSES, JobCreate
 from shoal.errors import Conflict, LimitExceeded, NotFound, Unavailable
+from shoal.finalize import fail_job
 from shoal.plans import plan_for
 from shoal.scrape import part_urls
 from shoal.settings import Settings
@@ -83,7 +84,9 @@ async def create(
     row = jobs.new_job_row(body, spec, account, urls_total=total)
     if source is None:  # file inputs are staged by the flow (shoal.staging)
         await asyncio.to_thread(jobs.stage_inline, storage, row.id, items)
-    return await _launch(row, settings=settings, store=store, storage=storage, start=start, key=key)
+    return await _launch(
+        row, settings=settings, store=store, storage=storage, start=start, account=account, key=key
+    )
 
 
 async def retry(
@@ -118,7 +121,9 @@ async def retry(
     await asyncio.to_thread(
         storage.write_bytes_atomic, jobs.input_url(storage, row.id), b"".join(lines)
     )
-    submitted = await _launch(row, settings=settings, store=store, storage=storage, start=start)
+    submitted = await _launch(
+        row, settings=settings, store=store, storage=storage, start=start, account=account
+    )
     return submitted.job
 
 
@@ -148,6 +153,7 @@ async def _launch(
     store: Store,
     storage: Storage,
     start: StartFlowRun,
+    account: AccountRow,
     key: _Key | None = None,
 ) -> Submitted:
     """Commit the row (with its idempotency key, in one transaction) and start its flow run.
@@ -155,8 +161,7 @@ async def _launch(
     The row is committed before the flow run starts, so a ``GET`` never 404s. When a concurrent
     request committed the same key first, its job is the answer and nothing else starts: that
     job's own request starts its flow run, even if it has not yet done so."""
-    account = await asyncio.to_thread(store.get_account, row.account_id)
-    max_active = plan_for(account.plan if account else None, settings).max_concurrent_jobs
+    max_active = plan_for(account.plan, settings).max_concurrent_jobs
     try:
         if key is None:
             await asyncio.to_thread(store.insert_job, row, max_active=max_active)
@@ -180,13 +185,7 @@ async def _launch(
         row.flow_run_id = await start(row, settings)
     except Exception as exc:  # Prefect unreachable: the job can't run; say so, keep nothing running
         log.exception("could not start the flow run of %s", row.id)
-        await asyncio.to_thread(
-            store.finish,
-            row.id,
-            "failed",
-            event=webhooks.event_maker(settings, store),
-            error=f"could not start the flow run: {exc}",
-        )
+        await asyncio.to_thread(fail_job, row.id, settings, f"could not start the flow run: {exc}")
         if key is not None:  # let the caller's retry with the same key create a job that runs
             await asyncio.to_thread(store.release_idempotency, row.account_id, key.key, row.id)
         raise Unavailable("the scheduler (Prefect) is unreachable") from exc

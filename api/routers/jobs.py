@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep
+from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep, own_job
 from api.launcher import start_flow_run
 from shoal import jobs, output, submit
 from shoal.contract import (
@@ -21,9 +21,9 @@ from shoal.contract import (
     PageResult,
     ResultPage,
 )
-from shoal.errors import Conflict, FieldError, InputError, NotFound
+from shoal.errors import Conflict, FieldError, InputError
 from shoal.scrape import part_urls
-from shoal.store import JobRow, Store, aware
+from shoal.store import JobRow, aware
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -33,13 +33,6 @@ _MEDIA = {
     "csv": "text/csv",
     "parquet": "application/vnd.apache.parquet",
 }
-
-
-def _own_job(store: Store, job_id: str, account_id: str) -> JobRow:
-    row = store.get_job(job_id, account_id)
-    if row is None:
-        raise NotFound(f"no job {job_id}")
-    return row
 
 
 _IDEMPOTENCY_KEY = Header(
@@ -149,7 +142,7 @@ def list_jobs(
 def get_job(
     job_id: str, account: CurrentAccount, store: StoreDep, settings: SettingsDep
 ) -> JobPublic:
-    return jobs.to_public(_own_job(store, job_id, account.id), store, settings)
+    return jobs.to_public(own_job(store, job_id, account.id), store, settings)
 
 
 @router.delete(
@@ -160,10 +153,10 @@ def cancel_job(
 ) -> JobPublic:
     """Requests in flight finish, queued URLs are skipped, the partial output is kept and the
     status ends ``cancelled``. ``409`` when the job is already final."""
-    row = _own_job(store, job_id, account.id)
+    row = own_job(store, job_id, account.id)
     if row.status in FINAL_STATUSES or not store.request_cancel(job_id):
         raise Conflict(f"job {job_id} is already {row.status}")
-    return jobs.to_public(_own_job(store, job_id, account.id), store, settings)
+    return jobs.to_public(own_job(store, job_id, account.id), store, settings)
 
 
 @router.get(
@@ -183,7 +176,7 @@ def get_results(
 ) -> ResultPage | StreamingResponse:
     """Available while the job runs (finished chunks so far) and after it ends, until the
     account's retention removes them (then ``410``)."""
-    row = _own_job(store, job_id, account.id)
+    row = own_job(store, job_id, account.id)
     jobs.ensure_results_kept(row)
     parts = part_urls(storage, job_id)
     if format == "json":
@@ -214,7 +207,7 @@ def get_results(
 def get_single_result(
     job_id: str, account: CurrentAccount, store: StoreDep, storage: StorageDep
 ) -> PageResult:
-    row = _own_job(store, job_id, account.id)
+    row = own_job(store, job_id, account.id)
     jobs.ensure_results_kept(row)
     if row.urls_total is not None and row.urls_total != 1:
         raise Conflict(f"job {job_id} has {row.urls_total} URLs; use /results")

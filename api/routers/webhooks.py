@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import CurrentAccount, StoreDep
+from api.deps import CurrentAccount, StoreDep, own_job
 from shoal.contract import (
     JobSpec,
     WebhookDelivery,
     WebhookEventPublic,
     WebhookLog,
 )
-from shoal.errors import NotFound
 from shoal.store import aware
 
 router = APIRouter(prefix="/v1/jobs", tags=["webhooks"])
@@ -27,9 +26,7 @@ def get_webhook_log(job_id: str, account: CurrentAccount, store: StoreDep) -> We
     """The job's webhook (as normalized at creation), its events (one when the job ended and
     the webhook takes that event type) with their state, and every attempt to deliver them:
     the receiver's status code or why there was none, the duration and the next retry."""
-    row = store.get_job(job_id, account.id)
-    if row is None:
-        raise NotFound(f"no job {job_id}")
+    row = own_job(store, job_id, account.id)
     events, deliveries = store.webhook_log(job_id)
     return WebhookLog(
         job_id=job_id,

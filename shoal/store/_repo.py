@@ -123,6 +123,7 @@ class Store(WebhookRecords):
         account already has that many jobs queued or running."""
         with session_scope(self.url) as s:
             if max_active is not None:
+                _lock_account(s, row.account_id)
                 _check_active(s, row.account_id, max_active)
             s.add(row)
         return row
@@ -144,13 +145,7 @@ class Store(WebhookRecords):
             with session_scope(self.url) as s:
                 if max_active is not None:
                     _lock_account(s, row.account_id)
-                    held = s.scalar(
-                        select(IdempotencyRow).where(
-                            IdempotencyRow.account_id == row.account_id,
-                            IdempotencyRow.key == key,
-                            IdempotencyRow.created_at >= not_before,
-                        )
-                    )
+                    held = _live_key(s, row.account_id, key, not_before)
                     if held is not None:
                         return held
                     _check_active(s, row.account_id, max_active)
@@ -191,13 +186,7 @@ class Store(WebhookRecords):
     ) -> IdempotencyRow | None:
         """The account's live record of ``key`` (created at or after ``not_before``)."""
         with session_scope(self.url) as s:
-            return s.scalar(
-                select(IdempotencyRow).where(
-                    IdempotencyRow.account_id == account_id,
-                    IdempotencyRow.key == key,
-                    IdempotencyRow.created_at >= not_before,
-                )
-            )
+            return _live_key(s, account_id, key, not_before)
 
     def release_idempotency(self, account_id: str, key: str, job_id: str) -> None:
         """Forget ``key`` if it still points at ``job_id`` (that job never got to run)."""
@@ -442,8 +431,19 @@ def _count_active(s: Session, account_id: str) -> int:
     )
 
 
+def _live_key(s: Session, account_id: str, key: str, not_before: datetime) -> IdempotencyRow | None:
+    return s.scalar(
+        select(IdempotencyRow).where(
+            IdempotencyRow.account_id == account_id,
+            IdempotencyRow.key == key,
+            IdempotencyRow.created_at >= not_before,
+        )
+    )
+
+
 def _check_active(s: Session, account_id: str, max_active: int) -> None:
-    _lock_account(s, account_id)
+    """Raise ``LimitExceeded`` at ``max_active`` queued or running jobs (lock the account
+    row first: ``_lock_account``)."""
     active = _count_active(s, account_id)
     if active >= max_active:
         raise LimitExceeded(
