@@ -21,14 +21,11 @@ raise ``TooLarge``.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import gzip
 import io
 import os
 import queue
-import re
-import secrets
 import threading
 import zlib
 from collections.abc import Iterator
@@ -54,9 +51,6 @@ _BLOCK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 _PLAIN_KEYS = frozenset({"url", "meta"})
-# URLs this matches are certainly valid for ``valid_http_url`` (scheme http(s), a plain ASCII
-# host); anything else takes that (slower, urlsplit-based) check and its message.
-_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.\-_~%!$&'()*+,;=]+(?::[0-9]*)?(?:[/?#]|\Z)", re.I)
 _CSV_COLUMNS = frozenset({"url", "meta"}) | OVERRIDABLE
 _NDJSON_TYPES = frozenset(
     {
@@ -279,12 +273,11 @@ class _Writer:
             self._buf.clear()
 
     def ok(self, url: str, meta: Any = None, over: dict[str, Any] | None = None) -> None:
-        if _PLAIN_URL.match(url) is None or url[-1:].isspace():
-            why = valid_http_url(url)
-            if why:
-                self.bad(url, why, meta)
-                return
-            url = url.strip()
+        why = valid_http_url(url)
+        if why:
+            self.bad(url, why, meta)
+            return
+        url = url.strip()
         try:
             line = orjson.dumps({"url": url, "meta": meta, "o": over or {}})
         except orjson.JSONEncodeError as exc:
@@ -617,33 +610,8 @@ def normalize_to(
     dest: str,
     **kw: Any,
 ) -> InputStats:
-    """:func:`normalize` into ``dest`` on ``storage``. Readers never see a partial file: a
-    local file is written under a temporary name and renamed, an object store's upload only
-    completes on success. On any error nothing is left at ``dest``."""
-    local = storage.local_path(dest)
-    if local is not None:
-        os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
-        tmp = f"{local}.tmp-{secrets.token_hex(6)}"
-        try:
-            with open(tmp, "wb", buffering=_BLOCK) as fh:
-                stats = normalize(src, fh, **kw)
-            os.replace(tmp, local)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return stats
-    remote = storage.open(dest, "wb")
-    try:
-        stats = normalize(src, remote, **kw)
-    except BaseException:
-        # never close (= complete) a partial upload: s3fs's discard aborts its multipart
-        # upload; marking the file closed stops fsspec from flushing it when collected
-        with contextlib.suppress(Exception):
-            remote.discard()  # type: ignore[attr-defined]
-        with contextlib.suppress(Exception):
-            remote.closed = True  # type: ignore[misc]
-        storage.rm(dest)
-        raise
-    remote.close()
-    return stats
+    """:func:`normalize` into ``dest`` on ``storage``, through
+    :meth:`~shoal.storage.Storage.atomic_writer`: readers never see a partial file, and on any
+    error nothing is left at ``dest``."""
+    with storage.atomic_writer(dest) as out:
+        return normalize(src, out, **kw)

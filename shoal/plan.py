@@ -79,13 +79,10 @@ def plan_chunks(
 
     A resumed job passes the ``size`` it was first planned with, so its chunks line up with the
     ones already finished whatever the settings say now."""
-    if size is None:
-        every = max(1, settings.chunk_min_urls)
-        offsets, total = _line_offsets(storage, url, every)
-        size = chunk_size(total, settings, slots)
-    else:
-        every = size
-        offsets, total = _line_offsets(storage, url, every)
+    # offsets every ``size`` lines, or every chunk_min_urls when the size needs the total first
+    every = size or max(1, settings.chunk_min_urls)
+    offsets, total = _line_offsets(storage, url, every)
+    size = size or chunk_size(total, settings, slots)
     chunks = []
     for index, first in enumerate(range(0, total, size)):
         chunks.append(

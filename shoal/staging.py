@@ -11,10 +11,7 @@ than the job may hold) raises ``JobFailed`` with a message for the caller: the j
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import secrets
 from typing import IO, Any
 
 from fsspec.core import url_to_fs
@@ -26,29 +23,28 @@ from shoal.jobs import input_url
 from shoal.plans import plan_for
 from shoal.settings import Settings
 from shoal.storage import Storage, get_storage
-from shoal.store import Store, get_store
+from shoal.store import JobRow, Store, get_store
 
 log = logging.getLogger(__name__)
 
 _READ_BLOCK = 8 * 1024 * 1024
 
 
-def stage_input(job_id: str, spec: JobSpec, settings: Settings) -> None:
+def stage_input(row: JobRow, settings: Settings) -> None:
     """Stage the job's file input, if it has one and it is not staged yet; then the job row
     has ``urls_total`` and ``spec.fields`` holds the fields the file's overrides add."""
+    spec = JobSpec.model_validate(row.spec)
     source = spec.source
     if source is None:
         return  # inline: staged at creation
     store = get_store(settings)
     storage = get_storage(settings)
-    row = store.get_job(job_id)
-    if row is None:
-        raise LookupError(job_id)
+    job_id = row.id
     dest = input_url(storage, job_id)
     if row.urls_total is not None and storage.exists(dest):
         return  # staged by an earlier run (or a retry's own input)
     if source.kind == "upload":
-        _stage_upload(job_id, source, store, storage, dest)
+        _stage_upload(source, store, storage, dest)
         return
     account = store.get_account(row.account_id)
     plan = plan_for(account.plan if account is not None else None, settings)
@@ -69,25 +65,15 @@ def stage_input(job_id: str, spec: JobSpec, settings: Settings) -> None:
     )
 
 
-def _stage_upload(
-    job_id: str, source: InputSource, store: Store, storage: Storage, dest: str
-) -> None:
+def _stage_upload(source: InputSource, store: Store, storage: Storage, dest: str) -> None:
     """Copy the upload's staged file (server-side on an object store)."""
     upload = store.get_upload(source.upload_id or "")
-    if upload is None or not storage.exists(upload.url):
-        raise JobFailed(f"the upload {source.upload_id} no longer exists")
-    local = storage.local_path(dest)
-    if local is None:
-        storage.fs.copy(upload.url, dest)  # one CopyObject: visible whole or not at all
-        return
-    os.makedirs(os.path.dirname(local), exist_ok=True)
-    tmp = f"{local}.tmp-{secrets.token_hex(6)}"
     try:
-        storage.fs.copy(upload.url, tmp)
-        os.replace(tmp, local)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if upload is None:
+            raise FileNotFoundError(source.upload_id)
+        storage.copy(upload.url, dest)
+    except FileNotFoundError as exc:
+        raise JobFailed(f"the upload {source.upload_id} no longer exists") from exc
 
 
 def _assume_role(role_arn: str, job_id: str, settings: Settings) -> dict[str, str]:
@@ -120,7 +106,7 @@ def open_object(
     options: dict[str, Any] = dict(settings.storage_options(uri))
     if role_arn:
         options.update(_assume_role(role_arn, job_id, settings))
-    if uri.startswith(("s3://", "s3a://")):
+    if uri.startswith("s3://"):
         options["skip_instance_cache"] = True  # credentials differ between jobs
     fs, path = url_to_fs(uri, **options)
     return fs.open(path, "rb", block_size=_READ_BLOCK)  # type: ignore[no-any-return]
@@ -148,8 +134,6 @@ def _stage_object(
                 max_lines=max_urls,
                 loc=uri,
             )
-    except JobFailed:
-        raise
     except FileNotFoundError as exc:
         raise JobFailed(f"cannot read the input {uri}: no such bucket or object") from exc
     except PermissionError as exc:

@@ -14,6 +14,7 @@ import contextlib
 import os
 import posixpath
 import secrets
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import IO, TYPE_CHECKING, Any
 
@@ -82,27 +83,63 @@ class Storage:
     def open(self, url: str, mode: str = "rb") -> IO[Any]:
         return self._fs.open(url, mode)
 
-    def write_bytes_atomic(self, url: str, data: bytes) -> None:
-        """Write ``data`` so readers see the old file or the whole new one, never a torn one."""
+    @contextlib.contextmanager
+    def atomic_writer(self, url: str) -> Iterator[IO[bytes]]:
+        """A file to write ``url`` through: readers see the old file or the whole new one,
+        never a torn one, and after an error nothing new is left.
+
+        Locally: a temporary name, renamed at the end. On an object store a single upload is
+        only visible once it completes, so it is written in place and discarded on error;
+        other filesystems write a temporary name and move it."""
         local = self.local_path(url)
         if local is not None:
             os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
             tmp = f"{local}.tmp-{secrets.token_hex(6)}"
             try:
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
+                with open(tmp, "wb", buffering=1 << 20) as fh:
+                    yield fh
                 os.replace(tmp, local)
             except BaseException:
-                if os.path.exists(tmp):
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
             return
-        if self.protocol in _ATOMIC_PUT:
-            self._fs.pipe_file(url, data)
+        target = url if self.protocol in _ATOMIC_PUT else f"{url}.tmp-{secrets.token_hex(6)}"
+        remote = self._fs.open(target, "wb")
+        try:
+            yield remote
+        except BaseException:
+            # never close (= complete) a partial upload: s3fs's discard aborts its multipart
+            # upload; marking the file closed stops fsspec from flushing it when collected
+            with contextlib.suppress(Exception):
+                remote.discard()
+            with contextlib.suppress(Exception):
+                remote.closed = True
+            if target != url:
+                self.rm(target)
+            raise
+        remote.close()
+        if target != url:
+            self._fs.mv(target, url)
+
+    def write_bytes_atomic(self, url: str, data: bytes) -> None:
+        """Write ``data`` so readers see the old file or the whole new one, never a torn one."""
+        with self.atomic_writer(url) as fh:
+            fh.write(data)
+
+    def copy(self, src: str, dest: str) -> None:
+        """Copy ``src`` to ``dest`` in this storage (server-side on an object store), with
+        :meth:`atomic_writer`'s guarantee. ``FileNotFoundError`` when ``src`` is missing."""
+        if self.local_path(dest) is None and self.protocol in _ATOMIC_PUT:
+            self._fs.copy(src, dest)  # one CopyObject: visible whole or not at all
             return
-        tmp = f"{url}.tmp-{secrets.token_hex(6)}"
-        self._fs.pipe_file(tmp, data)
-        self._fs.mv(tmp, url)
+        tmp = f"{dest}.tmp-{secrets.token_hex(6)}"
+        try:
+            self._fs.copy(src, tmp)
+            self._fs.mv(tmp, dest)
+        except BaseException:
+            self.rm(tmp)
+            raise
 
     def put_file(self, local_path: str, url: str) -> None:
         """Upload (or, locally, move) a finished local file to ``url``."""

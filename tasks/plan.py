@@ -11,7 +11,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 
 from shoal import chunkprocs
-from shoal.contract import JobSpec
 from shoal.errors import JobFailed
 from shoal.jobs import input_url
 from shoal.plan import plan_chunks
@@ -44,7 +43,7 @@ async def plan_job(job_id: str) -> list[dict[str, Any]]:
     row = await asyncio.to_thread(store.get_job, job_id)
     if row is None:
         raise LookupError(job_id)
-    await asyncio.to_thread(stage_input, job_id, JobSpec.model_validate(row.spec), settings)
+    await asyncio.to_thread(stage_input, row, settings)
     # a resumed run cuts the chunks its first run cut (their parts and cache entries exist)
     slots = max(2, chunkprocs.resolve_processes(settings)) * chunkprocs.PER_PROC
     chunks, total = await asyncio.to_thread(

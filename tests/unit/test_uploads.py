@@ -204,12 +204,12 @@ def test_job_from_upload_knows_urls_total_and_is_staged_by_the_flow(
     dest = storage.url("jobs", job["id"], "input.ndjson")
     assert not storage.exists(dest)  # not staged at creation
 
-    stage_input(job["id"], spec, settings)  # what the flow's plan_job does first
+    stage_input(store.get_job(job["id"]), settings)  # what the flow's plan_job does first
     staged = staged_lines(settings, dest)
     assert len(staged) == 8 and staged[7]["error"] == "not an http(s) URL"
     # staged once: a resumed run does not copy again, even if the upload went away
     storage.rm(store.get_upload(up["id"]).url)
-    stage_input(job["id"], spec, settings)
+    stage_input(store.get_job(job["id"]), settings)
     assert len(staged_lines(settings, dest)) == 8
 
 
@@ -294,7 +294,7 @@ def test_upload_and_staging_on_s3_results_storage(client, alice, store, monkeypa
     r = client.post("/v1/jobs", headers=alice.headers, json={"input": {"upload_id": row.id}})
     assert r.status_code == 202, r.text
     job_id = r.json()["id"]
-    stage_input(job_id, JobSpec.model_validate(store.get_job(job_id).spec), settings)
+    stage_input(store.get_job(job_id), settings)
     staged = staged_lines(settings, f"s3://{bucket}/shoal/jobs/{job_id}/input.ndjson")
     assert [s["url"] for s in staged] == [f"https://example.com/p/{i}" for i in range(20)]
     # a refused upload leaves nothing in the bucket
