@@ -250,10 +250,7 @@ async def _post(
     The SSRF guard of the fetch engine applies (the connected address is the checked one);
     redirects are not followed (a 3xx is a failed attempt)."""
     timeout_s = settings.webhook_timeout_s
-    policy = AddressPolicy.parse(
-        allow_private_networks=settings.allow_private_networks,
-        allow_hosts=settings.allow_hosts,
-    )
+    policy = AddressPolicy.from_settings(settings)
     try:
         target = URL(url)
         if target.scheme not in ("http", "https") or not target.host:

@@ -104,8 +104,6 @@ class _Normalizing:
         loc: str,
     ) -> None:
         self.pipe = inputs.Pipe()
-        self.received = 0
-        self.limit = settings.max_upload_bytes
         self._finished = False
 
         def work() -> inputs.InputStats:
@@ -126,12 +124,10 @@ class _Normalizing:
 
     async def feed(self, data: bytes) -> None:
         """Hand ``data`` to the thread, waiting (without blocking the loop) while the pipe is
-        full; raises ``TooLarge`` past the cap."""
+        full. The thread counts the bytes against the cap (``inputs.normalize``); past it, it
+        stops and the upload ends with its ``TooLarge``."""
         if self._finished or not data:
             return
-        self.received += len(data)
-        if self.received > self.limit:
-            raise TooLarge(f"the file is more than {self.limit} bytes (the upload limit)")
         await self._put(data)
 
     async def _put(self, data: bytes | None) -> None:

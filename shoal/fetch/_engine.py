@@ -257,10 +257,7 @@ class Engine:
         # further apart, so the job keeps the host delay / Crawl-delay as a whole
         self._delay_scale = max(1, delay_scale)
         self._host_delay_s = max(0.0, host_delay_s) * self._delay_scale
-        self._policy = AddressPolicy.parse(
-            allow_private_networks=settings.allow_private_networks,
-            allow_hosts=settings.allow_hosts,
-        )
+        self._policy = AddressPolicy.from_settings(settings)
         pools = settings.proxy_pools() if proxies is None else proxies
         self._pools = {name: ProxyPool(list(urls)) for name, urls in pools.items() if urls}
         self._resolver = resolver

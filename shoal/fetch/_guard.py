@@ -15,8 +15,12 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from aiohttp.abc import AbstractResolver, ResolveResult
+
+if TYPE_CHECKING:
+    from shoal.settings import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -97,6 +101,14 @@ class AddressPolicy:
     @classmethod
     def parse(cls, *, allow_private_networks: bool, allow_hosts: str) -> AddressPolicy:
         return cls(allow_private_networks=allow_private_networks, allow=allow_hosts.split(","))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AddressPolicy:
+        """The operator's policy (``SHOAL_ALLOW_PRIVATE_NETWORKS``, ``SHOAL_ALLOW_HOSTS``)."""
+        return cls.parse(
+            allow_private_networks=settings.allow_private_networks,
+            allow_hosts=settings.allow_hosts,
+        )
 
     def host_allowed(self, host: str) -> bool:
         """True when ``host`` (a name) is on the allow-list, whatever it resolves to."""
