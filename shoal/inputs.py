@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from shoal.contract import OVERRIDABLE, FieldType, UrlItem
 from shoal.errors import FieldError, InputError, TooLarge
-from shoal.jobs import check_options, output_fields, valid_http_url
+from shoal.jobs import add_fields, check_options, output_fields, valid_http_url
 from shoal.settings import Settings
 from shoal.storage import Storage
 
@@ -324,8 +324,7 @@ class _Writer:
             self.bad(url, "; ".join(f"{p.loc.lstrip('.')}: {p.msg}" for p in problems), meta)
             return
         if over.get("extract") or over.get("selectors"):
-            for name, ftype in output_fields([over]).items():
-                self.stats.fields.setdefault(name, ftype)
+            add_fields(self.stats.fields, output_fields([over]))
         self.ok(item.url, item.meta, over)
 
 

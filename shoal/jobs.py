@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -91,6 +91,13 @@ def _check_options(
 check_options = _check_options
 
 
+def add_fields(into: dict[str, FieldType], more: Mapping[str, FieldType]) -> dict[str, FieldType]:
+    """Add the fields of ``more`` that ``into`` lacks (a field's first type wins); ``into``."""
+    for name, ftype in more.items():
+        into.setdefault(name, ftype)
+    return into
+
+
 def output_fields(options: Sequence[ScrapeOptions | dict[str, Any]]) -> dict[str, FieldType]:
     """Typed output columns: extract fields with their types, selector-only fields as strings.
     The defaults come first; per-URL overrides add fields they introduce."""
@@ -158,9 +165,7 @@ def validate(
             except orjson.JSONEncodeError as exc:
                 errors.append(FieldError(loc, f"not storable as JSON: {exc}"))
 
-    fields = output_fields(overrides_seen)
-    for name, ftype in file_fields.items():
-        fields.setdefault(name, ftype)
+    fields = add_fields(output_fields(overrides_seen), file_fields)
     # an S3 file's per-URL fields are known once the job has read it (staging checks then)
     later = source is not None and source.kind == "s3"
     if body.output.format in ("csv", "parquet") and not fields and not later:

@@ -17,9 +17,9 @@ from typing import IO, Any
 from fsspec.core import url_to_fs
 
 from shoal import inputs
-from shoal.contract import FieldType, InputSource, JobSpec
+from shoal.contract import InputSource, JobSpec
 from shoal.errors import InputError, JobFailed, TooLarge
-from shoal.jobs import input_url
+from shoal.jobs import add_fields, input_url
 from shoal.plans import plan_for
 from shoal.settings import Settings
 from shoal.storage import Storage, get_storage
@@ -49,9 +49,7 @@ def stage_input(row: JobRow, settings: Settings) -> None:
     account = store.get_account(row.account_id)
     plan = plan_for(account.plan if account is not None else None, settings)
     stats = _stage_object(job_id, source, settings, storage, dest, plan.max_urls_per_job)
-    fields: dict[str, FieldType] = dict(spec.fields)
-    for name, ftype in stats.fields.items():
-        fields.setdefault(name, ftype)
+    fields = add_fields(dict(spec.fields), stats.fields)
     if spec.output.format in ("csv", "parquet") and not fields:
         storage.rm(dest)
         raise JobFailed(
