@@ -32,12 +32,14 @@ def process_page(
     extract: dict[str, str] | None,
     selectors: dict[str, str] | None,
     formats: list[str] | None,
+    utf8: bytes | None = None,
 ) -> dict[str, Any]:
     """``{"data": ..., <format>: ...}``, or ``{"error": message}`` when extraction failed.
 
-    Plain data in and out, so it can cross a process boundary."""
+    ``utf8``: ``html`` as UTF-8 bytes when the caller has them (parsed from those, see
+    ``Page``). Plain data in and out, so it can cross a process boundary."""
     try:
-        page = Page(html, base_url=base_url)
+        page = Page(html, base_url=base_url, utf8=utf8)
         out: dict[str, Any] = {
             "data": extract_data(page, base_url=base_url, extract=extract, selectors=selectors)
         }
@@ -74,10 +76,11 @@ class PageWorkers:
         extract: dict[str, str] | None,
         selectors: dict[str, str] | None,
         formats: list[str] | None,
+        utf8: bytes | None = None,
     ) -> dict[str, Any]:
         pool = self._get_pool() if HEAVY_FORMATS.intersection(formats or ()) else None
         if pool is None:
-            return process_page(html, base_url, extract, selectors, formats)
+            return process_page(html, base_url, extract, selectors, formats, utf8)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             pool, process_page, html, base_url, extract, selectors, formats

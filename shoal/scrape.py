@@ -13,6 +13,7 @@ import hashlib
 import heapq
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -200,8 +201,18 @@ class JobRuntime:
                 )
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC now as ``2026-11-23T19:10:01.123Z``; the second's part is formatted once a second
+    (``datetime.isoformat`` per row was 1.4 % of a chunk's CPU)."""
+    global _second
+    t = time.time()
+    whole = int(t)
+    if whole != _second[0]:
+        _second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S."))
+    return f"{_second[1]}{int((t - whole) * 1000):03d}Z"
 
 
 def _fetch_options(opts: dict[str, Any], settings: Settings) -> FetchOptions:
@@ -287,7 +298,12 @@ async def _scrape_one(rt: JobRuntime, item: dict[str, Any]) -> dict[str, Any]:
     if not _is_html(resp):
         return row
     parsed = await rt.pages.run(
-        resp.text, resp.final_url, opts.get("extract"), opts.get("selectors"), opts.get("formats")
+        resp.text,
+        resp.final_url,
+        opts.get("extract"),
+        opts.get("selectors"),
+        opts.get("formats"),
+        resp.utf8,
     )
     if "error" in parsed:
         return _error_row(row, ExtractError(parsed["error"]))

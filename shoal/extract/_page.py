@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from functools import cached_property
 from typing import Any
 from urllib.parse import urljoin
@@ -13,18 +12,19 @@ except ImportError:  # pragma: no cover - depends on the selectolax build
     from selectolax.parser import HTMLParser as _Parser  # type: ignore[assignment,no-redef,attr-defined,unused-ignore]
 
 
-_BASE_TAG = re.compile(r"<base[\s/>]", re.IGNORECASE)
-
-
 class Page:
     """``html`` parsed once (selectolax), with lazily built views: lxml tree, JSON-LD, meta.
 
     Build one per fetched page and hand it to both ``extract_data`` and ``page_formats``.
     """
 
-    def __init__(self, html: str, base_url: str = "") -> None:
+    def __init__(self, html: str, base_url: str = "", *, utf8: bytes | None = None) -> None:
+        """``utf8``: the same document as UTF-8 bytes, when the caller has them (a body that
+        already was UTF-8). The tree is then parsed from them: selectolax re-encodes a ``str``
+        to UTF-8 first, ~20 % of the parse of a 44 KB page."""
         self.html = html
         self.base_url = base_url
+        self.utf8 = utf8
 
     @classmethod
     def of(cls, html: str | Page, base_url: str = "") -> Page:
@@ -34,7 +34,7 @@ class Page:
     @cached_property
     def tree(self) -> Any:
         """The selectolax tree (parsed on first use)."""
-        return _Parser(self.html)
+        return _Parser(self.utf8 if self.utf8 is not None else self.html)
 
     @cached_property
     def lxml_tree(self) -> Any:
@@ -49,16 +49,18 @@ class Page:
     @cached_property
     def base(self) -> str:
         """The URL relative links resolve against (``<base href>`` wins over ``base_url``)."""
-        # a regex over the text is ~50x cheaper than a selector walk of the tree, and most
-        # pages have no <base>
-        node = self.tree.css_first("base[href]") if _BASE_TAG.search(self.html) else None
-        if node is not None:
-            href = (node.attributes.get("href") or "").strip()
+        # the first <base> with an href, anywhere (lexbor's tag index: ~4 us on a 44 KB page,
+        # a quarter of a case-insensitive regex over the text)
+        for node in self.tree.tags("base"):
+            if "href" not in node.attributes:
+                continue
+            href = (node.attributes["href"] or "").strip()
             if href:
                 try:
                     return urljoin(self.base_url, href)
                 except ValueError:
                     pass
+            break
         return self.base_url
 
     @cached_property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -41,3 +42,11 @@ class FetchResponse:
     elapsed_ms: int
     attempts: int
     encoding: str = ""
+
+    @property
+    def utf8(self) -> bytes | None:
+        """``text`` as UTF-8 bytes without encoding it again: ``content`` itself when the body
+        was UTF-8 without a BOM (bytes invalid in it read as U+FFFD either way); else None."""
+        if self.encoding == "utf-8" and not self.content.startswith(codecs.BOM_UTF8):
+            return self.content
+        return None

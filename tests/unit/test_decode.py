@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from shoal.fetch import FetchResponse
 from shoal.fetch._decode import charset_of, content_type_of, decode_body
 from tests.sites.hostile import ENC_PAGES, EXPECTED_TEXT
 
@@ -152,3 +153,33 @@ def test_content_type_helpers() -> None:
     assert content_type_of(None) == ""
     assert charset_of('text/html; Charset="Shift_JIS"') == "Shift_JIS"
     assert charset_of("text/html") is None
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "same"),
+    [
+        ("<p>caf\u00e9</p>".encode(), "text/html; charset=utf-8", True),
+        (b"<p>plain</p>", "text/html", True),
+        (codecs.BOM_UTF8 + b"<p>bom</p>", "text/html", False),
+        ("<p>caf\u00e9</p>".encode("cp1252"), "text/html; charset=windows-1252", False),
+    ],
+)
+def test_response_utf8_is_the_body_only_when_it_already_was_utf8(
+    content: bytes, content_type: str, same: bool
+) -> None:
+    text, encoding = decode_body(content, content_type)
+    resp = FetchResponse(
+        url="http://x/",
+        final_url="http://x/",
+        status=200,
+        headers={},
+        content=content,
+        text=text,
+        content_type="text/html",
+        elapsed_ms=1,
+        attempts=1,
+        encoding=encoding,
+    )
+    assert (resp.utf8 is content) is same
+    if resp.utf8 is not None:
+        assert resp.utf8.decode() == text

@@ -392,6 +392,40 @@ def test_base_href_is_honoured() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("head", "body", "base"),
+    [
+        ("", '<BASE HREF="/shop/"><a href="x">x</a>', "https://shop.example.com/shop/x"),
+        (
+            '<base target="_top"><base href="/a/"><base href="/b/">',
+            "",
+            "https://shop.example.com/a/x",
+        ),
+        ('<base href="">', '<base href="/late/">', f"{BASE.rsplit('/', 1)[0]}/x"),
+        ("", "", f"{BASE.rsplit('/', 1)[0]}/x"),
+    ],
+)
+def test_base_is_the_first_base_with_an_href(head: str, body: str, base: str) -> None:
+    html = f"<html><head>{head}</head><body>{body}<a href='x'>x</a></body></html>"
+    assert page_formats(html, base_url=BASE, formats=["links"])["links"][-1] == base
+
+
+def test_page_parsed_from_utf8_bytes_reads_the_same() -> None:
+    html = (
+        "<html><head><title>Caf\u00e9 \u2603</title></head>"
+        "<body><h1>Na\u00efve \u65e5\u672c</h1></body></html>"
+    )
+    as_text, as_bytes = Page(html, BASE), Page(html, BASE, utf8=html.encode())
+    sel = {"t": "title", "h": "h1"}
+    assert extract_data(as_bytes, base_url=BASE, extract=None, selectors=sel) == {
+        "t": "Caf\u00e9 \u2603",
+        "h": "Na\u00efve \u65e5\u672c",
+    }
+    assert extract_data(as_text, base_url=BASE, extract=None, selectors=sel) == extract_data(
+        as_bytes, base_url=BASE, extract=None, selectors=sel
+    )
+
+
 def test_formats_of_empty_page() -> None:
     out = page_formats("", base_url=BASE, formats=["text", "links", "metadata", "markdown"])
     assert out["text"] == ""
