@@ -3,8 +3,9 @@
 webhook dispatcher (``deployments/webhooks.py``).
 
 ``python -m deployments.serve`` (``shoal up`` starts it). It polls the Prefect server every
-``SHOAL_WORKER_POLL_S`` (default 0.5 s) so a new job starts within a second or two. SIGINT or
-SIGTERM stops it.
+``SHOAL_WORKER_POLL_S`` (default 0.5 s), and each flow run is a fork of a warm process
+(``deployments/warm_start.py``), so a new job is running within a second. SIGINT or SIGTERM
+stops it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import asyncio
 import logging
 import signal
 
-from prefect import aserve
+from prefect.runner import Runner
 
+from deployments import warm_start
 from deployments.reaper import reap_forever
 from deployments.webhooks import dispatch_forever
 from flows.maintenance import maintenance
@@ -38,32 +40,32 @@ async def _keep_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) ->
 async def main() -> None:
     settings = get_settings()
     loop = asyncio.get_running_loop()
+    await asyncio.to_thread(warm_start.install)  # flow runs fork from a warm process
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    deployments = [
-        await scrape_job.ato_deployment(
-            name=p, tags=["shoal", f"priority:{p}"], description=f"Shoal jobs, {p} priority"
+    # the flows themselves, not deployments loaded from an entrypoint: the runner then starts a
+    # flow run with ``run_flow_in_subprocess``, which ``warm_start`` forks from a warm process
+    # (with ``aserve(*deployments)`` every run was a cold ``python -m prefect.engine``)
+    runner = Runner(
+        pause_on_shutdown=True, limit=settings.worker_max_jobs, query_seconds=settings.worker_poll_s
+    )
+    for p in PRIORITIES:
+        await runner.aadd_flow(
+            scrape_job,
+            name=p,
+            tags=["shoal", f"priority:{p}"],
+            description=f"Shoal jobs, {p} priority",
         )
-        for p in PRIORITIES
-    ]
-    deployments.append(
-        await maintenance.ato_deployment(
-            name="scheduled",
-            interval=settings.maintenance_interval_s,
-            tags=["shoal", "maintenance"],
-            description="Retention: removes the files of jobs past their plan's retention",
-        )
+    await runner.aadd_flow(
+        maintenance,
+        name="scheduled",
+        interval=settings.maintenance_interval_s,
+        tags=["shoal", "maintenance"],
+        description="Retention: removes the files of jobs past their plan's retention",
     )
     tasks = [
-        asyncio.create_task(
-            aserve(
-                *deployments,
-                limit=settings.worker_max_jobs,
-                query_seconds=settings.worker_poll_s,
-                print_starting_message=False,
-            )
-        ),
+        asyncio.create_task(runner.start()),
         asyncio.create_task(reap_forever(settings)),
         asyncio.create_task(dispatch_forever(settings)),  # webhook deliveries
         asyncio.create_task(_keep_signals(loop, stop)),

@@ -17,6 +17,13 @@ changes), so a SIGTERM or ``kill -9`` of the flow process leaves no worker behin
 
 A chunk whose process died fails with ``BrokenProcessPool`` (the task retries it); the dead
 process is replaced on the next dispatch. Plain Python: no Prefect import.
+
+Starting a process. A spawned one imports the engine, DuckDB and SQLAlchemy again (~0.75 CPU s
+each, per job). A flow-run process forked from the worker's warm forkserver
+(``deployments/warm_start.py``) calls ``prefork`` first, while it still has one thread: its
+chunk processes are then forks of a process that has imported all of it, ready when the job's
+plan is. Without spares (the Prefect test harness, a flow run started some other way) a process
+is spawned as before.
 """
 
 from __future__ import annotations
@@ -82,12 +89,29 @@ def plan_shares(
 
 # ---------------------------------------------------------------------------- worker side
 def _worker_main(conn: Connection, parent_pid: int, settings: Settings) -> None:
-    """Entry point of a worker process: serve chunk requests until told to stop or orphaned."""
+    """Entry point of a spawned worker process: serve chunk requests until told to stop or
+    orphaned."""
     logging.basicConfig(level=logging.WARNING)
     try:
         asyncio.run(_serve(conn, parent_pid, settings))
     finally:
         os._exit(0)  # never run the parent's atexit-like teardown twice, never linger
+
+
+def _forked_main(conn: Connection, parents_end: Connection, parent_pid: int) -> None:
+    """Entry point of a pre-forked worker process: close the pipe ends this fork inherited (its
+    parent's, and the other spares'), so a dead flow process reads as EOF here; wait for the
+    settings of the job that adopts it, then serve as a spawned one does."""
+    parents_end.close()
+    for _, other in _spares:
+        other.close()
+    logging.root.handlers.clear()  # the flow process's; log to stderr as a spawned one does
+    try:
+        kind, settings = conn.recv()
+    except (EOFError, OSError):
+        os._exit(0)  # never adopted: the flow process ended
+    assert kind == "settings", kind
+    _worker_main(conn, parent_pid, settings)
 
 
 async def _serve(conn: Connection, parent_pid: int, settings: Settings) -> None:
@@ -240,17 +264,22 @@ class _Proc:
     """One worker process, its pipe, and the chunks it is running."""
 
     def __init__(self, settings: Settings) -> None:
-        ctx = multiprocessing.get_context("spawn")  # the flow process has threads: never fork
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(
-            target=_worker_main,
-            args=(child, os.getpid(), settings),
-            name="shoal-chunkproc",
-            daemon=False,  # a daemonic process may not start the parse pool's processes
-        )
-        with _main_not_reimported():
-            self.process.start()
-        child.close()
+        spare = _take_spare()
+        if spare is not None:  # forked before this process had threads: ready now
+            self.process, self.conn = spare
+            self.conn.send(("settings", settings))
+        else:
+            ctx = multiprocessing.get_context("spawn")  # the flow process has threads: no fork
+            self.conn, child = ctx.Pipe()
+            self.process = ctx.Process(
+                target=_worker_main,
+                args=(child, os.getpid(), settings),
+                name="shoal-chunkproc",
+                daemon=False,  # a daemonic process may not start the parse pool's processes
+            )
+            with _main_not_reimported():
+                self.process.start()
+            child.close()
         self.pending: dict[int, Future[dict[str, Any]]] = {}
         self.lock = threading.Lock()
         self.alive = True
@@ -419,6 +448,49 @@ class ChunkProcs:
 
 _pool: ChunkProcs | None = None
 _pool_lock = threading.Lock()
+#: pre-forked worker processes not adopted yet, and the parent's end of their pipes
+_spares: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
+
+
+def prefork(settings: Settings) -> int:
+    """Fork this process's chunk processes now; how many (0 when chunks run in the flow).
+
+    Only safe while this process has a single thread (a fork copies no other thread, and would
+    copy a lock another thread holds): ``deployments/warm_start.py`` calls it first thing in a
+    flow-run process. They wait for a job to adopt them and exit with this process otherwise."""
+    assert threading.active_count() == 1, "prefork needs a single-threaded process"
+    ctx = multiprocessing.get_context("fork")
+    n = resolve_processes(settings)
+    for _ in range(n - len(_spares)):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(
+            target=_forked_main,
+            args=(child, parent, os.getpid()),
+            name="shoal-chunkproc",
+            daemon=False,
+        )
+        proc.start()
+        child.close()
+        _spares.append((proc, parent))
+    return n
+
+
+def _take_spare() -> tuple[multiprocessing.process.BaseProcess, Connection] | None:
+    while _spares:
+        proc, conn = _spares.pop(0)
+        if proc.is_alive():
+            return proc, conn
+        conn.close()
+    return None
+
+
+def _stop_spares() -> None:
+    while _spares:
+        proc, conn = _spares.pop()
+        conn.close()  # EOF: it exits
+        proc.join(1.0)
+        if proc.is_alive():
+            proc.kill()
 
 
 def get_chunk_procs(settings: Settings) -> ChunkProcs | None:
@@ -450,6 +522,9 @@ def shutdown_if_idle() -> None:
 
 
 @atexit.register
-def _at_exit() -> None:
+def shutdown_all() -> None:
+    """Stop this process's chunk processes, adopted or spare. At interpreter exit, and before
+    a multiprocessing child's own exit joins its children (a spare waits for a job forever)."""
     if _pool is not None:
         _pool.shutdown(timeout=1.0)
+    _stop_spares()

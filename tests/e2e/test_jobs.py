@@ -13,6 +13,7 @@ import orjson
 import polars as pl
 
 from tests.e2e.stack import Stack
+from tests.procs import children, cmdline
 from tests.sites.catalog import Site, price_of
 
 FINAL = {"completed", "partial", "cancelled", "failed"}
@@ -240,3 +241,27 @@ def test_cancel_from_prefect_ui_is_the_same_graceful_cancel(
     got = [x["input_index"] for x in lines]
     assert got == sorted(set(got))
     assert _prefect_state(stack, job["flow_run_id"])["type"] == "CANCELLED"
+
+
+def test_flow_runs_and_chunk_processes_are_forks_of_the_warm_process(
+    stack: Stack, client: httpx.Client, site: Site
+) -> None:
+    """``deployments/warm_start.py``: a job's flow-run process is forked from the worker's
+    forkserver (not a cold ``python -m prefect.engine``), and its chunk processes are forks of
+    it (not spawned interpreters). A Prefect upgrade that bypasses either fails here."""
+    urls = [site.url(f"/slow/{i}?ms=60") for i in range(800)]
+    jid = _submit(client, {"input": {"urls": urls}, "concurrency": 16})
+    stack.wait_job(client, jid, {"running"}, timeout=60, until=lambda j: j["urls_done"] >= 50)
+    worker = json.loads((stack.data_dir / "pids.json").read_text())["worker"]
+    forkservers = [p for p in children(worker) if "multiprocessing.forkserver" in cmdline(p)]
+    assert len(forkservers) == 1, [cmdline(p) for p in children(worker)]
+    assert not [p for p in children(worker) if "prefect.engine" in cmdline(p)]
+    flow_runs = children(forkservers[0])
+    assert len(flow_runs) == 1  # this job's; the worker runs nothing else now
+    chunk_procs = children(flow_runs[0])
+    assert len(chunk_procs) == 2  # one per core (this machine: 2), both used at concurrency 16
+    for pid in chunk_procs:
+        assert "spawn_main" not in cmdline(pid)
+        assert cmdline(pid) == cmdline(forkservers[0])  # a fork: the same command line
+    job = stack.wait_job(client, jid, FINAL, timeout=120)
+    assert job["status"] == "completed" and job["urls_done"] == 800
