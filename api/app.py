@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
-from api import errors
+from api import errors, launcher
 from api.routers import account, downloads, health, jobs, uploads, webhooks
 from shoal import __version__
+from shoal.settings import get_settings
 
 DESCRIPTION = """
 Shoal runs bulk scraping jobs of up to 1,000,000 URLs. Each job is one Prefect flow run.
@@ -16,8 +21,18 @@ the choices this service made where the contract is silent.
 """
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    warm = asyncio.create_task(launcher.warm_up(get_settings()))
+    try:
+        yield
+    finally:
+        warm.cancel()
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=_lifespan,
         title="Shoal",
         version=__version__,
         description=DESCRIPTION,

@@ -522,3 +522,30 @@ def test_contract_example_with_webhook_is_accepted(client, alice):
     body = {**EXAMPLE, "webhook": "https://your-app.com/hooks/jobs"}
     r = post_job(client, alice, body)
     assert r.status_code == 202, r.text
+
+
+def test_prefect_warm_up_needs_a_prefect_api_url(monkeypatch) -> None:
+    """Without PREFECT_API_URL the start-up warm-up must not open a client: Prefect would start
+    a throwaway local server in the API process."""
+    import asyncio
+
+    from api import launcher
+    from shoal.settings import Settings
+
+    def no_client():  # type: ignore[no-untyped-def]
+        raise AssertionError("a Prefect client was opened")
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(launcher, "get_client", no_client)
+    asyncio.run(launcher.warm_up(Settings(), attempts=1))
+
+    opened = []
+
+    def failing_client():  # type: ignore[no-untyped-def]
+        opened.append(1)
+        raise OSError("connection refused")
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    monkeypatch.setattr(launcher, "get_client", failing_client)
+    asyncio.run(launcher.warm_up(Settings(), attempts=3, pause_s=0))  # never raises
+    assert opened == [1, 1, 1]
