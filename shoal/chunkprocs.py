@@ -453,14 +453,17 @@ _spares: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
 
 
 def prefork(settings: Settings) -> int:
-    """Fork this process's chunk processes now; how many (0 when chunks run in the flow).
+    """Fork this process's chunk processes now; how many (0: none, chunks will be spawned or
+    run in the flow).
 
     Only safe while this process has a single thread (a fork copies no other thread, and would
     copy a lock another thread holds): ``deployments/warm_start.py`` calls it first thing in a
     flow-run process. They wait for a job to adopt them and exit with this process otherwise."""
-    assert threading.active_count() == 1, "prefork needs a single-threaded process"
-    ctx = multiprocessing.get_context("fork")
     n = resolve_processes(settings)
+    if threading.active_count() > 1:  # not safe to fork: the job spawns its processes instead
+        log.warning("not forking chunk processes: %d threads running", threading.active_count())
+        return 0
+    ctx = multiprocessing.get_context("fork")
     for _ in range(n - len(_spares)):
         parent, child = ctx.Pipe()
         proc = ctx.Process(

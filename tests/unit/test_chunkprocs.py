@@ -63,3 +63,39 @@ def test_worker_processes_die_with_the_flow_process(sig: int) -> None:
         assert not any(process_running(p) for p in pids)
     finally:
         parent.kill()
+
+
+_PREFORK = """
+import json, sys, threading
+from shoal import chunkprocs
+from shoal.settings import Settings
+s = Settings(chunk_processes=2)
+n = chunkprocs.prefork(s)
+spares = [p.pid for p, _ in chunkprocs._spares]
+procs = chunkprocs.get_chunk_procs(s)
+procs.prestart(1)  # takes a spare: no new interpreter
+adopted = procs._procs[0]
+threading.Thread(target=lambda: None).start()
+late = chunkprocs.prefork(s)  # a thread has run: forking now would not be safe
+print(json.dumps({"n": n, "spares": spares, "adopted": adopted.process.pid, "late": late}))
+sys.stdout.flush()
+"""
+
+
+def test_prefork_adopt_and_exit_leave_no_process() -> None:
+    """Pre-forked chunk processes: adopted first, refused once threads ran, and gone when the
+    process that forked them exits (its exit must not wait on a spare never adopted)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.procs import process_running
+
+    out = subprocess.run(
+        [sys.executable, "-c", _PREFORK], capture_output=True, text=True, timeout=60, check=True
+    )
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["n"] == 2 and len(got["spares"]) == 2
+    assert got["adopted"] == got["spares"][0]
+    assert got["late"] == 0
+    assert [p for p in got["spares"] if process_running(p)] == []
