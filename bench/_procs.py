@@ -3,7 +3,8 @@
 ``tree_cpu(root)`` is utime+stime+cutime+cstime of every live process in ``root``'s tree, so a
 child that exited and was reaped inside the tree still counts (in its parent's cutime/cstime).
 ``Sampler`` walks the descendants of some roots every ``interval`` seconds in a thread and keeps,
-per root, the peak of the summed RSS of its descendants (the root itself excluded) and, per
+per root, the peak of the summed RSS and of the summed PSS of its descendants (the root itself
+excluded; PSS shares the pages a fork shares with its parent, RSS counts them in each) and, per
 descendant, a timeline of its own CPU seconds and its ``VmHWM`` (kernel-kept peak RSS).
 """
 
@@ -87,6 +88,16 @@ def vm_hwm(pid: int) -> int:
     return 0
 
 
+def pss(pid: int) -> int:
+    """Proportional set size of one live process in bytes (0 if gone): pages shared with other
+    processes (a fork and its parent) count a share each, so a sum over processes is fair."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 @dataclass
 class Track:
     """One descendant seen by the sampler."""
@@ -113,12 +124,14 @@ class Sampler(threading.Thread):
         self.roots, self.interval = roots, interval
         self.lock = threading.Lock()
         self.peak: dict[str, int] = dict.fromkeys(roots, 0)  # summed RSS of descendants
+        self.peak_pss: dict[str, int] = dict.fromkeys(roots, 0)  # summed PSS of descendants
         self.tracks: dict[int, Track] = {}
         self._halt = threading.Event()
 
     def reset_peaks(self) -> None:
         with self.lock:
             self.peak = dict.fromkeys(self.roots, 0)
+            self.peak_pss = dict.fromkeys(self.roots, 0)
 
     def run(self) -> None:
         while not self._halt.is_set():
@@ -128,6 +141,7 @@ class Sampler(threading.Thread):
                 for name, root in self.roots.items():
                     pids = descendants(procs, root)
                     self.peak[name] = max(self.peak[name], sum(procs[p].rss for p in pids))
+                    self.peak_pss[name] = max(self.peak_pss[name], sum(pss(p) for p in pids))
                     for p in pids:
                         tr = self.tracks.get(p)
                         if tr is None:

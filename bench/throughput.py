@@ -22,9 +22,11 @@ Resources. Baselines: each process's ``getrusage`` (CPU over the loop, ``ru_maxr
 CPU of each process tree from ``/proc`` (utime+stime+cutime+cstime, so reaped flow-run
 processes count in the worker) from just before the POST until the job's flow-run process has
 exited; the worker tree (which holds the flow-run processes), the Prefect server and the API
-separately. Peak RSS: the flow-run process tree (the worker's descendants), summed RSS sampled
-every 0.2 s, and the flow-run process's own ``VmHWM``. The flow-run process's CPU / wall over
-the job's ``started_at -> completed_at`` says whether it is CPU-bound on one core.
+separately. Memory: the worker's descendants (its forkserver, the flow-run processes forked
+from it and their chunk processes), sampled every 0.2 s: the peak of their summed PSS (the
+table's column: pages a fork shares with its parent count once) and of their summed RSS (which
+counts shared pages in every process), and the largest ``VmHWM``. The busiest process's
+CPU / wall over the job's ``started_at -> completed_at`` says whether one core is the limit.
 "Machine busy" is all CPU on the machine in the window (``/proc/stat``): other sessions' load
 shows up as the difference.
 """
@@ -225,6 +227,7 @@ def run_shoal_job(
     tracks = sampler.new_since(t_post - 0.5)
     with sampler.lock:
         peak_tree = sampler.peak["worker"]
+        peak_pss = sampler.peak_pss["worker"]
 
     d0 = time.perf_counter()
     dl = client.get(job["download_url"], headers={"Authorization": ""}, timeout=300)
@@ -234,7 +237,7 @@ def run_shoal_job(
 
     started, completed = _ts(job["started_at"]), _ts(job["completed_at"])
     n = len(urls)
-    # the flow-run process: the new descendant of the worker that burned the most CPU
+    # the busiest new descendant of the worker (a chunk process when the job uses them)
     main = max(tracks, key=lambda t: t.samples[-1][1] - t.samples[0][1], default=None)
     util = None
     if main is not None:
@@ -256,6 +259,7 @@ def run_shoal_job(
         "busy": busy,
         "window_s": t_exited - t_post,
         "peak_tree": peak_tree,
+        "peak_pss": peak_pss,
         "hwm": max((t.hwm for t in tracks), default=0),
         "flow_procs": [(t.pid, t.cmd, t.samples[-1][1] - t.samples[0][1], t.hwm) for t in tracks],
         "main_util": util,
@@ -357,9 +361,9 @@ def main() -> int:
                     f"wrong {ck['wrong']}; CPU s "
                     + ", ".join(f"{k} {v:.1f}" for k, v in res["cpu"].items())
                     + f"; machine busy {res['busy']:.1f} s in {res['window_s']:.1f} s; "
-                    f"flow-run tree peak RSS {res['peak_tree'] / MB:.0f} MB "
-                    f"(VmHWM {res['hwm'] / MB:.0f} MB); flow-run process CPU/wall in the run "
-                    + (f"{util:.2f}" if util is not None else "n/a"),
+                    f"worker tree peak PSS {res['peak_pss'] / MB:.0f} MB, RSS "
+                    f"{res['peak_tree'] / MB:.0f} MB (VmHWM {res['hwm'] / MB:.0f} MB); busiest "
+                    "process CPU/wall in the run " + (f"{util:.2f}" if util is not None else "n/a"),
                     flush=True,
                 )
                 for pid, cmd, used, hwm in res["flow_procs"]:
@@ -385,7 +389,7 @@ def main() -> int:
         f"{os.cpu_count()} CPUs; stack start-up {startup:.1f} s"
     )
     print()
-    print("| run | pages/s | CPU s / 1,000 pages | peak RSS MB | notes |")
+    print("| run | pages/s | CPU s / 1,000 pages | peak RSS (Shoal: PSS) MB | notes |")
     print("|---|---|---|---|---|")
     for c in levels:
         for procs in (1, 2):
@@ -411,10 +415,11 @@ def main() -> int:
                     s["rate_job"],
                     s["cpu"]["worker"],
                     n,
-                    s["peak_tree"],
-                    f"run {s['run_s']:.1f} s; POST→completed seen {s['rate_seen']:,.0f} pages/s "
+                    s["peak_pss"],
+                    f"run {s['run_s']:.1f} s; summed RSS {s['peak_tree'] / MB:.0f} MB; "
+                    f"POST→completed seen {s['rate_seen']:,.0f} pages/s "
                     f"({s['seen_s']:.1f} s); CPU s/1k: Prefect server {cpu['prefect']:.2f}, "
-                    f"API {cpu['api']:.2f}, nginx {cpu['nginx']:.2f}; flow-run "
+                    f"API {cpu['api']:.2f}, nginx {cpu['nginx']:.2f}; busiest "
                     f"process CPU/wall {s['main_util'] or 0:.2f}; VmHWM {s['hwm'] / MB:.0f} MB; "
                     f"machine busy {s['busy']:.1f} s in {s['window_s']:.1f} s",
                 )
