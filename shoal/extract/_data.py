@@ -28,8 +28,8 @@ def extract_data(
     Raises ``ExtractError`` for an invalid selector.
     """
     page = Page.of(html, base_url)
-    base = page.base
     if not extract and not selectors:
+        base = page.base
         return {
             field: coerce(
                 lookup(page, field, heuristics=False),
@@ -41,6 +41,8 @@ def extract_data(
     types: dict[str, str] = dict(extract or {})
     for field in selectors or {}:
         types.setdefault(field, "string")
+    # only a ``url`` field resolves against the page's <base>: skip looking for one otherwise
+    base = page.base if "url" in types.values() else base_url
     out: dict[str, Any] = {}
     for field, field_type in types.items():
         if field_type not in FIELD_TYPES:
