@@ -84,11 +84,21 @@ class _Multiprocessing:
 
 
 def install() -> None:
-    """Start the forkserver now (its imports take a few seconds, once) and route Prefect's
-    flow-run processes through it. Idempotent; call it in the worker before serving."""
+    """Start the forkserver, wait until it has imported ``PRELOAD`` (a few seconds, once), and
+    route Prefect's flow-run processes through it. Idempotent; call it in the worker before it
+    registers its deployments."""
     if isinstance(prefect.flow_engine.multiprocessing, _Multiprocessing):
         return
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
     multiprocessing.forkserver.ensure_running()
+    # one fork answered means the imports are done: the worker registers its deployments (and
+    # `shoal up` prints its banner) only then, so the first job does not wait for them
+    ready = ctx.Process(target=_ready, name="shoal-forkserver-ready")
+    ready.start()
+    ready.join()
     prefect.flow_engine.multiprocessing = _Multiprocessing(_Context(ctx))  # type: ignore[assignment]
+
+
+def _ready() -> None:
+    """The first fork: proves the forkserver has finished importing ``PRELOAD``."""
