@@ -13,7 +13,7 @@ record becomes an errored result (``invalid_url``) when a job runs over it. Blan
 skipped: they are not records (but they do count in the file line numbers errors report).
 
 Records are checked with the same rules as inline URLs (``UrlItem``, ``valid_http_url``,
-``check_options``); plain URL lines take a fast path without pydantic. Whole-file problems (no
+``stage_record``); plain URL lines take a fast path without pydantic. Whole-file problems (no
 ``url`` column, an unknown CSV column, corrupt gzip, no records) raise ``InputError``; more bytes
 than allowed (received, or after decompression: a gzip bomb) or more records than ``max_lines``
 raise ``TooLarge``.
@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from shoal.contract import OVERRIDABLE, FieldType, UrlItem
 from shoal.errors import FieldError, InputError, TooLarge
-from shoal.jobs import add_fields, check_options, output_fields, valid_http_url
+from shoal.jobs import add_fields, output_fields, stage_record
 from shoal.settings import Settings
 from shoal.storage import Storage
 
@@ -273,18 +273,15 @@ class _Writer:
             self._buf.clear()
 
     def ok(self, url: str, meta: Any = None, over: dict[str, Any] | None = None) -> None:
-        why = valid_http_url(url)
-        if why:
-            self.bad(url, why, meta)
-            return
-        url = url.strip()
-        try:
-            line = orjson.dumps({"url": url, "meta": meta, "o": over or {}})
-        except orjson.JSONEncodeError as exc:
-            self.bad(url, f"meta: not storable as JSON: {exc}")
+        problems: list[FieldError] = []
+        line = stage_record(url, meta, over or {}, self.settings, problems)
+        if line is None:
+            # a bad URL reads as the reason alone; an option or meta names itself
+            why = "; ".join(p.msg if p.loc == ".url" else f"{p.loc[1:]}: {p.msg}" for p in problems)
+            self.bad(url, why, None if problems[0].loc == ".meta" else meta)
             return
         self.stats.urls_valid += 1
-        self._add(line + b"\n")
+        self._add(line)
 
     def bad(self, url: Any, why: str, meta: Any = None) -> None:
         if not isinstance(url, str):
@@ -318,14 +315,10 @@ class _Writer:
             self.bad(url, _pydantic_msg(exc), meta)
             return
         over = item.overrides()
-        problems: list[FieldError] = []
-        check_options(over, "", self.settings, problems)
-        if problems:
-            self.bad(url, "; ".join(f"{p.loc.lstrip('.')}: {p.msg}" for p in problems), meta)
-            return
-        if over.get("extract") or over.get("selectors"):
-            add_fields(self.stats.fields, output_fields([over]))
+        before = self.stats.urls_valid
         self.ok(item.url, item.meta, over)
+        if self.stats.urls_valid > before and (over.get("extract") or over.get("selectors")):
+            add_fields(self.stats.fields, output_fields([over]))
 
 
 # --- NDJSON -------------------------------------------------------------------------------

@@ -87,8 +87,33 @@ def _check_options(
         )
 
 
-#: Checks of options against the operator's configuration, shared with URL files (inputs.py).
-check_options = _check_options
+def stage_record(
+    url: str,
+    meta: Any,
+    over: dict[str, Any],
+    settings: Settings,
+    errors: list[FieldError],
+    *,
+    loc: str = "",
+    url_loc: str | None = None,
+) -> bytes | None:
+    """One URL record (inline or from a file) as its staged input line, or ``None`` with why
+    added to ``errors``: the URL (at ``url_loc``, default ``<loc>.url``), the overrides against
+    the operator's configuration (``<loc>.<option>``), a ``meta`` that JSON cannot store
+    (``<loc>.meta``). The one set of per-record rules for inline URLs and URL files."""
+    before = len(errors)
+    why = valid_http_url(url)
+    if why:
+        errors.append(FieldError(url_loc if url_loc is not None else f"{loc}.url", why))
+    if over:
+        _check_options(over, loc, settings, errors)
+    if len(errors) > before:
+        return None
+    try:  # meta is the caller's JSON: it must be storable as it came
+        return orjson.dumps({"url": url.strip(), "meta": meta, "o": over}) + b"\n"
+    except orjson.JSONEncodeError as exc:
+        errors.append(FieldError(f"{loc}.meta", f"not storable as JSON: {exc}"))
+        return None
 
 
 def add_fields(into: dict[str, FieldType], more: Mapping[str, FieldType]) -> dict[str, FieldType]:
@@ -113,10 +138,10 @@ def output_fields(options: Sequence[ScrapeOptions | dict[str, Any]]) -> dict[str
 
 def validate(
     body: JobCreate, settings: Settings, account: AccountRow, upload: UploadRow | None = None
-) -> tuple[JobSpec, list[dict[str, Any]]]:
-    """Check a create request against the limits; return the spec and the normalized items
-    (none for a file input). ``upload`` is the account's upload ``input.upload_id`` names
-    (``None`` when it has none of that id).
+) -> tuple[JobSpec, list[bytes]]:
+    """Check a create request against the limits; return the spec and the staged input lines
+    (``stage_record``; none for a file input). ``upload`` is the account's upload
+    ``input.upload_id`` names (``None`` when it has none of that id).
 
     Raises ``InputError`` naming every offending field."""
     errors: list[FieldError] = []
@@ -146,24 +171,26 @@ def validate(
     defaults = body.effective_defaults()
     _check_options(defaults.model_dump(exclude_unset=True), "defaults", settings, errors)
 
-    items: list[dict[str, Any]] = []
+    lines: list[bytes] = []
     overrides_seen: list[dict[str, Any]] = [defaults.model_dump()]
     if len(entries) <= settings.max_inline_urls:
         for i, entry in enumerate(entries):
             item = entry if isinstance(entry, UrlItem) else UrlItem(url=entry)
             loc = url_loc if single else f"{url_loc}[{i}]"
-            why = valid_http_url(item.url)
-            if why:
-                errors.append(FieldError(loc if isinstance(entry, str) else f"{loc}.url", why))
             over = item.overrides()
             if over:
-                _check_options(over, loc, settings, errors)
                 overrides_seen.append(over)
-            items.append({"url": item.url.strip(), "meta": item.meta, "o": over})
-            try:  # meta is the caller's JSON: it must be storable as it came
-                orjson.dumps(items[-1])
-            except orjson.JSONEncodeError as exc:
-                errors.append(FieldError(loc, f"not storable as JSON: {exc}"))
+            line = stage_record(
+                item.url,
+                item.meta,
+                over,
+                settings,
+                errors,
+                loc=loc,
+                url_loc=loc if isinstance(entry, str) else None,
+            )
+            if line is not None:
+                lines.append(line)
 
     fields = add_fields(output_fields(overrides_seen), file_fields)
     # an S3 file's per-URL fields are known once the job has read it (staging checks then)
@@ -186,7 +213,7 @@ def validate(
         webhook=webhook,
         source=source,
     )
-    return spec, items
+    return spec, lines
 
 
 def _check_source(
@@ -246,10 +273,9 @@ def input_url(storage: Storage, job_id: str) -> str:
     return storage.url("jobs", job_id, "input.ndjson")
 
 
-def stage_inline(storage: Storage, job_id: str, items: list[dict[str, Any]]) -> None:
-    """Write the normalized input, one JSON object per line, in input order."""
-    data = b"".join(orjson.dumps(item) + b"\n" for item in items)
-    storage.write_bytes_atomic(input_url(storage, job_id), data)
+def stage_inline(storage: Storage, job_id: str, lines: list[bytes]) -> None:
+    """Write the normalized input (``stage_record``'s lines, in input order)."""
+    storage.write_bytes_atomic(input_url(storage, job_id), b"".join(lines))
 
 
 def new_job_row(

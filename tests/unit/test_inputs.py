@@ -349,3 +349,33 @@ def test_normalize_to_s3_storage_never_shows_a_partial_file(cfg, s3_server):
         io.BytesIO(big), storage, dest, fmt="ndjson", settings=cfg, max_bytes=len(big)
     )
     assert stats.lines == 300_000 and storage.size(dest) > 5 * 1024 * 1024
+
+
+def test_a_record_is_staged_by_the_same_rules_inline_and_from_a_file(cfg):
+    """``jobs.stage_record`` serves both: the same records give the same staged lines, and the
+    same problems (a 422 naming the field inline; an errored line naming it in a file)."""
+    from shoal.contract import JobCreate
+    from shoal.errors import InputError as Invalid
+    from shoal.jobs import validate
+    from shoal.store import AccountRow
+
+    acct = AccountRow(id="acct_1", name="a", plan={})
+    good = [
+        "https://a.example/1",
+        {"url": " https://a.example/2 ", "meta": {"sku": 2}, "timeout_s": 5},
+        {"url": "https://a.example/3", "headers": {"X-A": "1"}, "selectors": {"t": "h1"}},
+    ]
+    _, inline = validate(JobCreate(urls=good), cfg, acct)
+    out = io.BytesIO()
+    ndjson = b"".join(orjson.dumps(r) + b"\n" for r in good)
+    inputs.normalize(io.BytesIO(ndjson), out, fmt="ndjson", settings=cfg, max_bytes=1 << 20)
+    assert out.getvalue() == b"".join(inline)
+
+    bad = {"url": "ftp://a.example/x", "headers": {"X-B": "a\r\nb"}}
+    with pytest.raises(Invalid) as exc:
+        validate(JobCreate(urls=[bad]), cfg, acct)
+    url_err, header_err = exc.value.errors
+    assert (url_err.loc, header_err.loc) == ("urls[0].url", "urls[0].headers.X-B")
+    stats, staged = run(orjson.dumps(bad) + b"\n", cfg, "ndjson")
+    assert stats.urls_valid == 0
+    assert staged[0]["error"] == f"{url_err.msg}; headers.X-B: {header_err.msg}"

@@ -43,8 +43,15 @@ def _locs(exc: pytest.ExceptionInfo[InputError]) -> list[str]:
 # --- aliases ----------------------------------------------------------------------------
 
 
+def _items(lines: list[bytes]) -> list[dict]:
+    """The staged lines ``validate`` returns, as the objects they hold."""
+    assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in lines)
+    return [orjson.loads(line) for line in lines]
+
+
 def test_top_level_urls_alias(cfg, acct):
-    spec, items = validate(JobCreate(urls=["https://a.com/1", " https://a.com/2 "]), cfg, acct)
+    spec, lines = validate(JobCreate(urls=["https://a.com/1", " https://a.com/2 "]), cfg, acct)
+    items = _items(lines)
     assert [i["url"] for i in items] == ["https://a.com/1", "https://a.com/2"]
     assert all(i["o"] == {} and i["meta"] is None for i in items)
     assert spec.concurrency == 32 and spec.output.format == "ndjson"
@@ -52,8 +59,8 @@ def test_top_level_urls_alias(cfg, acct):
 
 def test_input_url_alias_is_one_url(cfg, acct):
     body = JobCreate.model_validate({"input": {"url": "https://a.com/only"}})
-    _, items = validate(body, cfg, acct)
-    assert items == [{"url": "https://a.com/only", "meta": None, "o": {}}]
+    _, lines = validate(body, cfg, acct)
+    assert _items(lines) == [{"url": "https://a.com/only", "meta": None, "o": {}}]
 
 
 def test_top_level_selectors_go_to_defaults(cfg, acct):
@@ -101,7 +108,8 @@ def test_per_url_overrides_kept_with_meta(cfg, acct):
             "defaults": {"extract": {"price": "number"}},
         }
     )
-    spec, items = validate(body, cfg, acct)
+    spec, lines = validate(body, cfg, acct)
+    items = _items(lines)
     assert items[0] == {"url": "https://a.com/1", "meta": None, "o": {}}
     assert items[1]["meta"] == {"sku": "X-1", "n": [1, 2]}
     assert items[1]["o"] == {"timeout_s": 5, "selectors": {"sku": ".sku"}}
@@ -256,13 +264,14 @@ def test_input_url_alias_error_loc(cfg, acct):
 def test_stage_inline_one_line_per_item_in_order(tmp_path, cfg, acct):
     storage = Storage(str(tmp_path))
     body = JobCreate(urls=[f"https://a.com/{i}" for i in range(5)])
-    _, items = validate(body, cfg, acct)
-    stage_inline(storage, "job_1", items)
+    _, staged = validate(body, cfg, acct)
+    stage_inline(storage, "job_1", staged)
     with storage.open(input_url(storage, "job_1")) as fh:
         raw = fh.read()
     assert raw.endswith(b"\n")
     lines = raw.splitlines()
-    assert [orjson.loads(line) for line in lines] == items
+    assert [orjson.loads(line) for line in lines] == _items(staged)
+    assert [orjson.loads(line)["url"] for line in lines] == [f"https://a.com/{i}" for i in range(5)]
 
 
 def test_new_job_row(cfg, acct):

@@ -62,7 +62,9 @@ def finished(alice, make_job, settings):
             completed_at=utcnow() if status not in ("queued", "running") else None,
         )
         storage = get_storage(settings)
-        jobs.stage_inline(storage, job.id, [_item(i) for i in range(n)])
+        jobs.stage_inline(
+            storage, job.id, [json.dumps(_item(i)).encode() + b"\n" for i in range(n)]
+        )
         chunks = [range(0, min(6, n)), range(6, n)]
         for index, chunk in enumerate(chunks):
             if len(chunk):

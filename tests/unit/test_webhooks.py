@@ -314,7 +314,11 @@ def test_a_retry_job_keeps_the_webhook_and_sends_its_own_event(  # type: ignore[
     jobs.stage_inline(
         get_storage(settings),
         parent.id,
-        [{"url": f"https://example.com/p/{i}", "meta": None, "o": {}} for i in range(3)],
+        [
+            json.dumps({"url": f"https://example.com/p/{i}", "meta": None, "o": {}}).encode()
+            + b"\n"
+            for i in range(3)
+        ],
     )
     finalize_job(parent.id, settings)
     r = client.post(f"/v1/jobs/{parent.id}/retry", headers=alice.headers)
