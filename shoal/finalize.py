@@ -14,7 +14,7 @@ import posixpath
 from shoal import output, webhooks
 from shoal.contract import FINAL_STATUSES, JobSpec
 from shoal.jobs import link_expiry
-from shoal.scrape import part_urls
+from shoal.output import part_urls
 from shoal.settings import Settings
 from shoal.storage import get_storage
 from shoal.store import JobRow, get_store, utcnow

@@ -33,15 +33,6 @@ log = logging.getLogger(__name__)
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "")
 
 
-def part_url(storage: Storage, job_id: str, index: int) -> str:
-    return storage.url("jobs", job_id, "parts", f"{index:06d}.parquet")
-
-
-def part_urls(storage: Storage, job_id: str) -> list[str]:
-    """The job's part files in chunk (= input) order."""
-    return sorted(storage.list(storage.url("jobs", job_id, "parts")))
-
-
 class OrderedGate:
     """The job's cap on URLs in flight, admitting the lowest ``order`` (input index) first.
 
@@ -349,7 +340,7 @@ async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSum
     await asyncio.gather(*(worker() for _ in range(min(len(items), rt.admit.slots))))
     rows = [r for r in results if r is not None]
     await asyncio.to_thread(
-        output.write_part, rt.storage, part_url(rt.storage, rt.job_id, chunk.index), rows
+        output.write_part, rt.storage, output.part_url(rt.storage, rt.job_id, chunk.index), rows
     )
     # the live counters were kept row by row: they are this chunk's exact totals now
     complete = len(rows) == len(items)

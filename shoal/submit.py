@@ -20,8 +20,8 @@ from shoal import jobs, output
 from shoal.contract import FINAL_STATUSES, JobCreate
 from shoal.errors import Conflict, LimitExceeded, NotFound, Unavailable
 from shoal.finalize import fail_job
+from shoal.output import part_urls
 from shoal.plans import plan_for
-from shoal.scrape import part_urls
 from shoal.settings import Settings
 from shoal.storage import Storage
 from shoal.store import AccountRow, JobRow, Store, utcnow

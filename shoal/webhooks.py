@@ -29,12 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import aiohttp
-from yarl import URL
-
 from shoal import __version__, jobs
 from shoal.contract import JobSpec, WebhookEventType, WebhookPayload
-from shoal.fetch import AddressPolicy, BlockedAddress, GuardedResolver, classify
+from shoal.fetch import AddressPolicy, BlockedAddress
 from shoal.settings import Settings
 from shoal.store import JobRow, Store, WebhookDeliveryRow, WebhookEventRow, aware, new_id, utcnow
 
@@ -249,6 +246,11 @@ async def _post(
 
     The SSRF guard of the fetch engine applies (the connected address is the checked one);
     redirects are not followed (a 3xx is a failed attempt)."""
+    import aiohttp  # the worker's; the API, which imports this module too, never sends
+    from yarl import URL
+
+    from shoal.fetch import GuardedResolver, classify
+
     timeout_s = settings.webhook_timeout_s
     policy = AddressPolicy.from_settings(settings)
     try:

@@ -22,7 +22,7 @@ from shoal.contract import (
     ResultPage,
 )
 from shoal.errors import Conflict, FieldError, InputError
-from shoal.scrape import part_urls
+from shoal.output import part_urls
 from shoal.store import JobRow, aware
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

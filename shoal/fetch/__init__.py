@@ -5,12 +5,24 @@
 
 Failures raise ``shoal.errors.FetchError`` with a contract error code. Why aiohttp (and the
 measurements): ``shoal/fetch/_engine.py``.
+
+The policy and the models load without aiohttp; ``Engine``, ``GuardedResolver`` and ``classify``
+load it on first use, so a process that only checks addresses (the API) never imports it.
 """
 
-from ._engine import Engine
-from ._errors import classify
-from ._guard import AddressPolicy, BlockedAddress, GuardedResolver, is_blocked_address
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ._models import FetchOptions, FetchResponse
+from ._policy import AddressPolicy, BlockedAddress, is_blocked_address
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+    from ._errors import classify
+    from ._guard import GuardedResolver
+
+_LAZY = {"Engine": "._engine", "GuardedResolver": "._guard", "classify": "._errors"}
 
 __all__ = [
     "AddressPolicy",
@@ -22,3 +34,13 @@ __all__ = [
     "classify",
     "is_blocked_address",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -57,9 +57,10 @@ from shoal.settings import Settings
 
 from ._decode import decode_body
 from ._errors import RETRYABLE_CODES, status_error, to_fetch_error
-from ._guard import AddressPolicy, BlockedAddress, GuardedResolver, parse_address
+from ._guard import GuardedResolver
 from ._inflate import DecodeError, accept_encoding, decoder_for
 from ._models import FetchOptions, FetchResponse
+from ._policy import AddressPolicy, BlockedAddress, parse_address
 from ._proxy import ProxyPool
 from ._robots import RobotsCache
 

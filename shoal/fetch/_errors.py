@@ -11,7 +11,7 @@ import aiohttp
 
 from shoal.errors import FetchError
 
-from ._guard import BlockedAddress
+from ._policy import BlockedAddress
 
 #: Codes worth another attempt (plus 408, 429 and 5xx responses, handled by the engine).
 RETRYABLE_CODES = frozenset({"connect", "timeout"})

@@ -13,6 +13,8 @@ from shoal.output._parts import (
     count_rows,
     iter_part_batches,
     part_row_counts,
+    part_url,
+    part_urls,
     read_results,
     write_part,
 )
@@ -27,6 +29,8 @@ __all__ = [
     "flat_schema",
     "iter_part_batches",
     "part_row_counts",
+    "part_url",
+    "part_urls",
     "read_results",
     "stream_output",
     "write_part",

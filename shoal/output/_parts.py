@@ -51,6 +51,16 @@ _ERRORED_KEY = b"shoal.errored"
 _ROW_GROUP_ROWS = 1024
 
 
+def part_url(storage: Storage, job_id: str, index: int) -> str:
+    """Where chunk ``index`` of a job writes its part file."""
+    return storage.url("jobs", job_id, "parts", f"{index:06d}.parquet")
+
+
+def part_urls(storage: Storage, job_id: str) -> list[str]:
+    """The job's part files in chunk (= input) order."""
+    return sorted(storage.list(storage.url("jobs", job_id, "parts")))
+
+
 def _json_text(value: Any) -> str | None:
     if value is None:
         return None

@@ -549,3 +549,20 @@ def test_prefect_warm_up_needs_a_prefect_api_url(monkeypatch) -> None:
     monkeypatch.setattr(launcher, "get_client", failing_client)
     asyncio.run(launcher.warm_up(Settings(), attempts=3, pause_s=0))  # never raises
     assert opened == [1, 1, 1]
+
+
+def test_the_api_does_not_load_the_fetch_engine() -> None:
+    """The API checks webhook addresses and reads part files, but never fetches: importing it
+    must not load aiohttp, the engine or the parser (12 MB of its resident memory, counted
+    against the 200 MB a million-line upload may use)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, api.app; print(sorted(m for m in ('aiohttp', 'selectolax', "
+        "'charset_normalizer', 'shoal.fetch._engine', 'shoal.scrape') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -21,7 +21,7 @@ from yarl import URL
 
 from shoal.errors import FetchError
 from shoal.fetch import Engine, FetchOptions, classify, is_blocked_address
-from shoal.fetch._guard import BlockedAddress
+from shoal.fetch._policy import BlockedAddress
 from shoal.settings import Settings
 
 # -- a tiny HTTP/1.1 server on 127.0.0.1, running its own event loop in a thread

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from shoal import jobs
-from shoal.output import write_part
-from shoal.scrape import part_url
+from shoal.output import part_url, write_part
 from shoal.storage import get_storage
 from shoal.store import utcnow
 

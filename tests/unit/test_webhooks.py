@@ -19,8 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from shoal import jobs, webhooks
 from shoal.contract import JobPublic, JobSpec
 from shoal.finalize import fail_job, finalize_job
-from shoal.output import write_part
-from shoal.scrape import part_url
+from shoal.output import part_url, write_part
 from shoal.settings import Settings
 from shoal.storage import get_storage
 from shoal.store import Store, WebhookEventRow, utcnow
