@@ -123,6 +123,14 @@ def add_fields(into: dict[str, FieldType], more: Mapping[str, FieldType]) -> dic
     return into
 
 
+def missing_columns(fmt: str, fields: Mapping[str, str]) -> str | None:
+    """Why ``fmt`` cannot be written with these typed ``fields`` (CSV and Parquet have one
+    column per field, so they need at least one), or None."""
+    if fmt in ("csv", "parquet") and not fields:
+        return f"{fmt} needs an extract schema or selectors"
+    return None
+
+
 def output_fields(options: Sequence[ScrapeOptions | dict[str, Any]]) -> dict[str, FieldType]:
     """Typed output columns: extract fields with their types, selector-only fields as strings.
     The defaults come first; per-URL overrides add fields they introduce."""
@@ -195,13 +203,9 @@ def validate(
     fields = add_fields(output_fields(overrides_seen), file_fields)
     # an S3 file's per-URL fields are known once the job has read it (staging checks then)
     later = source is not None and source.kind == "s3"
-    if body.output.format in ("csv", "parquet") and not fields and not later:
-        errors.append(
-            FieldError(
-                "output.format",
-                f"{body.output.format} needs an extract schema or selectors in defaults",
-            )
-        )
+    missing = None if later else missing_columns(body.output.format, fields)
+    if missing:
+        errors.append(FieldError("output.format", f"{missing} in defaults"))
     webhook = _webhook_spec(body.webhook, settings, errors)
     if errors:
         raise InputError("the job request is invalid", errors=errors)

@@ -19,7 +19,7 @@ from fsspec.core import url_to_fs
 from shoal import inputs
 from shoal.contract import InputSource, JobSpec
 from shoal.errors import InputError, JobFailed, TooLarge
-from shoal.jobs import add_fields, input_url
+from shoal.jobs import add_fields, input_url, missing_columns
 from shoal.plans import plan_for
 from shoal.settings import Settings
 from shoal.storage import Storage, get_storage
@@ -50,12 +50,10 @@ def stage_input(row: JobRow, settings: Settings) -> None:
     plan = plan_for(account.plan if account is not None else None, settings)
     stats = _stage_object(job_id, source, settings, storage, dest, plan.max_urls_per_job)
     fields = add_fields(dict(spec.fields), stats.fields)
-    if spec.output.format in ("csv", "parquet") and not fields:
+    missing = missing_columns(spec.output.format, fields)
+    if missing:
         storage.rm(dest)
-        raise JobFailed(
-            f"{spec.output.format} output needs an extract schema or selectors: neither the "
-            "defaults nor the input file give any"
-        )
+        raise JobFailed(f"{missing}: neither the defaults nor the input file give any")
     new_spec = {**row.spec, "fields": fields}
     store.update_job(job_id, urls_total=stats.lines, spec=new_spec)
     log.info(

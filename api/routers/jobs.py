@@ -188,11 +188,9 @@ def get_results(
             offset=offset,
         )
     spec = JobSpec.model_validate(row.spec)
-    if format in ("csv", "parquet") and not spec.fields:
-        raise InputError(
-            "no typed columns",
-            errors=[FieldError("format", f"{format} needs an extract schema or selectors")],
-        )
+    missing = jobs.missing_columns(format, spec.fields)
+    if missing:
+        raise InputError("no typed columns", errors=[FieldError("format", missing)])
     ext = {"ndjson": "ndjson", "csv": "csv", "parquet": "parquet"}[format]
     return StreamingResponse(
         output.stream_output(storage, parts, fmt=format, fields=spec.fields),

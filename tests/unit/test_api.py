@@ -566,3 +566,18 @@ def test_the_api_does_not_load_the_fetch_engine() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_results_as_csv_or_parquet_need_typed_columns(client, alice, make_job) -> None:
+    """A job without an extract schema or selectors has no columns for CSV or Parquet: 422
+    naming ``format`` (ndjson and the paged JSON still answer)."""
+    job = make_job(alice.account, status="running")
+    for fmt in ("csv", "parquet"):
+        r = client.get(f"/v1/jobs/{job.id}/results?format={fmt}", headers=alice.headers)
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+        assert r.json()["errors"] == [
+            {"loc": "format", "msg": f"{fmt} needs an extract schema or selectors"}
+        ]
+    for fmt in ("json", "ndjson"):
+        r = client.get(f"/v1/jobs/{job.id}/results?format={fmt}", headers=alice.headers)
+        assert r.status_code == 200, r.text
