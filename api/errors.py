@@ -23,6 +23,7 @@ from shoal.errors import (
     TooLarge,
     Unavailable,
     UnsupportedMedia,
+    field_errors,
 )
 
 log = logging.getLogger(__name__)
@@ -40,23 +41,6 @@ _STATUS: list[tuple[type[ShoalError], int]] = [
     (Unavailable, 503),
 ]
 _TYPE_BASE = "https://shoal.dev/problems/"
-# pydantic inserts the member type of a union into locations; callers never wrote those
-_TYPE_TAGS = {
-    "str",
-    "int",
-    "float",
-    "bool",
-    "dict",
-    "list",
-    "UrlItem",
-    "InlineInput",
-    "SingleUrlInput",
-    "UploadInput",
-    "S3Input",
-    "JobCreate",
-    "ScrapeOptions",
-    "OutputSpec",
-}
 
 
 def problem(
@@ -79,35 +63,9 @@ def problem(
     )
 
 
-def format_loc(loc: tuple[int | str, ...]) -> str:
-    """``("body", "input", "urls", 3)`` -> ``input.urls[3]``."""
-    out = ""
-    for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in _TYPE_TAGS or "[" in str(part):
-            continue
-        else:
-            out += f".{part}" if out else str(part)
-    return out or (str(loc[0]) if loc else "body")
-
-
 def _validation_errors(exc: RequestValidationError) -> tuple[int, list[FieldError]]:
-    errors: list[FieldError] = []
-    seen: set[str] = set()
-    status = 422
-    for err in exc.errors():
-        if err.get("type") == "json_invalid":
-            status = 400
-        loc = format_loc(tuple(err.get("loc", ())))
-        msg = str(err.get("msg", "invalid"))
-        if err.get("type") == "extra_forbidden":
-            msg = "unknown field"
-        if (loc, msg) in seen or (loc in {s[0] for s in seen} and "union" in msg):
-            continue
-        seen.add((loc, msg))
-        errors.append(FieldError(loc, msg))
-    return status, errors
+    status = 400 if any(e.get("type") == "json_invalid" for e in exc.errors()) else 422
+    return status, field_errors(list(exc.errors()))
 
 
 def install(app: FastAPI) -> None:

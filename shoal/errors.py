@@ -34,6 +34,47 @@ class FieldError:
     msg: str
 
 
+# pydantic inserts the member type of a union into locations; callers never wrote those
+_TYPE_TAGS = frozenset(
+    {"str", "int", "float", "bool", "dict", "list", "UrlItem", "InlineInput", "SingleUrlInput",
+     "UploadInput", "S3Input", "JobCreate", "ScrapeOptions", "OutputSpec"}
+)  # fmt: skip
+
+
+def format_loc(loc: tuple[int | str, ...], root: str = "body") -> str:
+    """A pydantic location as callers write it: ``("body", "input", "urls", 3)`` ->
+    ``input.urls[3]`` (``root`` when nothing is left)."""
+    out = ""
+    for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in _TYPE_TAGS or "[" in str(part):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or (str(loc[0]) if loc else root)
+
+
+def field_errors(errors: list[Any], root: str = "body") -> list[FieldError]:
+    """pydantic's ``ValidationError.errors()`` as ``FieldError``s: locations as callers write
+    them, ``unknown field`` for an extra one, one entry per location and message (a union's
+    other members' complaints about a location already named are dropped)."""
+    out: list[FieldError] = []
+    seen: set[tuple[str, str]] = set()
+    for err in errors:
+        loc = format_loc(tuple(err.get("loc", ())), root)
+        msg = (
+            "unknown field"
+            if err.get("type") == "extra_forbidden"
+            else str(err.get("msg", "invalid"))
+        )
+        if (loc, msg) in seen or (loc in {s[0] for s in seen} and "union" in msg):
+            continue
+        seen.add((loc, msg))
+        out.append(FieldError(loc, msg))
+    return out
+
+
 class ShoalError(Exception):
     """Base of every error Shoal raises on purpose."""
 

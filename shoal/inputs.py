@@ -36,7 +36,7 @@ import orjson
 from pydantic import ValidationError
 
 from shoal.contract import OVERRIDABLE, FieldType, UrlItem
-from shoal.errors import FieldError, InputError, TooLarge
+from shoal.errors import FieldError, InputError, TooLarge, field_errors
 from shoal.jobs import add_fields, output_fields, stage_record
 from shoal.settings import Settings
 from shoal.storage import Storage
@@ -238,12 +238,7 @@ def _read_exactly(src: IO[bytes], n: int) -> bytes:
 
 
 def _pydantic_msg(exc: ValidationError) -> str:
-    msgs = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "record"
-        msg = "unknown field" if err.get("type") == "extra_forbidden" else err.get("msg", "")
-        msgs.append(f"{loc}: {msg}")
-    return "; ".join(msgs)
+    return "; ".join(f"{e.loc}: {e.msg}" for e in field_errors(exc.errors(), root="record"))
 
 
 class _Writer:

@@ -379,3 +379,13 @@ def test_a_record_is_staged_by_the_same_rules_inline_and_from_a_file(cfg):
     stats, staged = run(orjson.dumps(bad) + b"\n", cfg, "ndjson")
     assert stats.urls_valid == 0
     assert staged[0]["error"] == f"{url_err.msg}; headers.X-B: {header_err.msg}"
+
+
+def test_a_file_record_names_its_fields_as_the_api_does(cfg):
+    """Locations in a file's line errors are written like the API's (``formats[1]``, not
+    ``formats.1``): one formatter, ``shoal.errors.field_errors``."""
+    record = {"url": "https://a.example/1", "formats": ["data", 5], "timeout_s": "soon"}
+    _, staged = run(orjson.dumps(record) + b"\n", cfg, "ndjson")
+    why = staged[0]["error"]
+    assert "timeout_s: " in why
+    assert "formats[1]: " in why and "formats.1" not in why
