@@ -166,12 +166,7 @@ def claim_due(store: Store, settings: Settings, limit: int) -> list[WebhookEvent
     """Take up to ``limit`` due events for one attempt each (see ``shoal.store._webhooks``)."""
     now = utcnow()
     lease_until = now + timedelta(seconds=settings.webhook_timeout_s + _LEASE_MARGIN_S)
-    claimed = []
-    for event_id in store.due_webhook_events(now, limit):
-        event = store.claim_webhook_event(event_id, now, lease_until)
-        if event is not None:
-            claimed.append(event)
-    return claimed
+    return store.claim_webhook_events(now, lease_until, limit)
 
 
 # --- one attempt --------------------------------------------------------------------------

@@ -10,10 +10,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 
 from ._db import session_scope
 from ._tables import WebhookDeliveryRow, WebhookEventRow, utcnow
+
+
+def _due(now: datetime) -> Select[tuple[str]]:
+    """Pending events whose next attempt is due, the longest waiting first."""
+    return (
+        select(WebhookEventRow.id)
+        .where(WebhookEventRow.state == "pending", WebhookEventRow.next_attempt_at <= now)
+        .order_by(WebhookEventRow.next_attempt_at)
+    )
 
 
 class WebhookRecords:
@@ -28,36 +37,31 @@ class WebhookRecords:
     def due_webhook_events(self, now: datetime, limit: int) -> list[str]:
         """Ids of pending events whose next attempt is due, the longest waiting first."""
         with session_scope(self.url) as s:
-            return list(
-                s.scalars(
-                    select(WebhookEventRow.id)
-                    .where(
-                        WebhookEventRow.state == "pending",
-                        WebhookEventRow.next_attempt_at <= now,
-                    )
-                    .order_by(WebhookEventRow.next_attempt_at)
-                    .limit(limit)
-                ).all()
-            )
+            return list(s.scalars(_due(now).limit(limit)).all())
 
-    def claim_webhook_event(
-        self, event_id: str, now: datetime, lease_until: datetime
-    ) -> WebhookEventRow | None:
-        """Take a due event for one attempt (its next attempt moves to ``lease_until``);
-        None when it is not due any more (delivered, or another dispatcher took it)."""
+    def claim_webhook_events(
+        self, now: datetime, lease_until: datetime, limit: int
+    ) -> list[WebhookEventRow]:
+        """Take up to ``limit`` due events for one attempt each (their next attempt moves to
+        ``lease_until``), in one transaction: the update re-checks that each is still due, so
+        an event another dispatcher took meanwhile is not taken twice."""
         with session_scope(self.url) as s:
-            res = s.execute(
+            ids = list(s.scalars(_due(now).limit(limit)).all())
+            if not ids:
+                return []
+            taken = s.scalars(
                 update(WebhookEventRow)
                 .where(
-                    WebhookEventRow.id == event_id,
+                    WebhookEventRow.id.in_(ids),
                     WebhookEventRow.state == "pending",
                     WebhookEventRow.next_attempt_at <= now,
                 )
                 .values(next_attempt_at=lease_until, updated_at=now)
-            )
-            if not res.rowcount:  # type: ignore[attr-defined]
-                return None
-            return s.get(WebhookEventRow, event_id)
+                .returning(WebhookEventRow),
+                execution_options={"synchronize_session": False},
+            ).all()
+            order = {event_id: n for n, event_id in enumerate(ids)}
+            return sorted(taken, key=lambda e: order[e.id])
 
     def record_webhook_attempt(
         self, delivery: WebhookDeliveryRow, *, state: str, next_attempt_at: datetime | None

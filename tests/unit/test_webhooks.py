@@ -507,5 +507,32 @@ def test_one_event_is_claimed_by_one_dispatcher_and_due_again_after_its_lease(  
     lease_end = store.get_webhook_event(event.id).next_attempt_at
     later = lease_end + timedelta(seconds=1)
     assert store.due_webhook_events(later, 10) == [event.id]
-    again = store.claim_webhook_event(event.id, later, later + timedelta(seconds=40))
-    assert again is not None and again.attempts == 0
+    (again,) = store.claim_webhook_events(later, later + timedelta(seconds=40), 10)
+    assert again.id == event.id and again.attempts == 0
+
+
+def test_racing_dispatchers_claim_each_due_event_exactly_once(  # type: ignore[no-untyped-def]
+    hooked, store, settings
+):
+    """The batch claim (one transaction per dispatcher pass) re-checks each event: six due
+    events, four dispatchers taking up to four each, every event taken once."""
+    for _ in range(6):
+        fail_job(hooked().id, settings, "boom")
+    barrier = threading.Barrier(4)
+    won: list[str] = []
+    lock = threading.Lock()
+
+    def claim() -> None:
+        barrier.wait()
+        got = [e.id for e in webhooks.claim_due(store, settings, 4)]
+        with lock:
+            won.extend(got)
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == len(set(won))  # nobody took an event twice
+    assert len(won) + len(webhooks.claim_due(store, settings, 10)) == 6
+    assert webhooks.claim_due(store, settings, 10) == []
