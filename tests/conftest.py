@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.pgserver import PgServer
 from tests.s3server import _STRAY_AWS_ENV, CREDENTIALS, S3Server
 from tests.sites.catalog import Site
 
@@ -18,6 +19,16 @@ def site() -> Iterator[Site]:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A real PostgreSQL server on 127.0.0.1 for the session (``.new_database()``)."""
+    server = PgServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

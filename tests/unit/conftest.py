@@ -12,21 +12,44 @@ import pytest
 
 from shoal.settings import Settings, get_settings
 from shoal.store import AccountRow, JobRow, Store, get_store, new_id, utcnow
+from shoal.store._db import get_engine
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module with ``STORES = ("sqlite", "postgres")`` runs each of its tests that use the
+    job store against both: SQLite in ``tmp_path`` and a real PostgreSQL (``pg_server``)."""
+    backends = getattr(metafunc.module, "STORES", None)
+    if backends and "settings" in metafunc.fixturenames:
+        metafunc.parametrize("store_backend", backends, indirect=True)
 
 
 @pytest.fixture
-def settings(tmp_path, monkeypatch) -> Iterator[Settings]:
-    """Settings read from env pointing at ``tmp_path``; the cache is cleared before and after."""
+def store_backend(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def settings(tmp_path, monkeypatch, request, store_backend) -> Iterator[Settings]:
+    """Settings read from env pointing at ``tmp_path`` (and, for ``postgres``, at a new
+    database of the session's PostgreSQL); the cache is cleared before and after."""
     for name in list(os.environ):
         if name.startswith("SHOAL_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("SHOAL_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("SHOAL_SIGNING_SECRET", "test-secret")
+    database = None
+    if store_backend == "postgres":
+        database = request.getfixturevalue("pg_server").new_database()
+        monkeypatch.setenv("SHOAL_DATABASE_URL", database)
     get_settings.cache_clear()
     try:
-        yield get_settings()
+        current = get_settings()
+        assert current.db_url.startswith("postgresql") == (store_backend == "postgres")
+        yield current
     finally:
         get_settings.cache_clear()
+        if database is not None:
+            get_engine(database).dispose()  # its connections, before the next test's database
 
 
 @pytest.fixture

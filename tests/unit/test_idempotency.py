@@ -21,6 +21,9 @@ from shoal.store import IdempotencyRow, JobRow, Store, utcnow
 from shoal.store._db import session_scope
 from shoal.submit import body_hash
 
+#: the job store's rules are checked on SQLite and on PostgreSQL alike
+STORES = ("sqlite", "postgres")
+
 PROBLEM = "application/problem+json"
 BODY = {"name": "idem", "input": {"urls": ["https://example.com/a", "https://example.com/b"]}}
 

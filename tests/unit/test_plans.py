@@ -14,6 +14,9 @@ from shoal.store._db import session_scope
 from shoal.store._tables import AccountRow
 from tests.unit.test_api import assert_problem, post_job, urls
 
+#: the job store's rules are checked on SQLite and on PostgreSQL alike
+STORES = ("sqlite", "postgres")
+
 
 def _set_plan(store, account_id: str, plan: dict) -> None:
     with session_scope(store.url) as s:

@@ -13,6 +13,9 @@ from shoal.store._db import session_scope
 from shoal.store._tables import AccountRow
 from tests.unit.test_api import assert_problem
 
+#: the job store's rules are checked on SQLite and on PostgreSQL alike
+STORES = ("sqlite", "postgres")
+
 NOW = utcnow()
 
 

@@ -12,6 +12,9 @@ from shoal.output import part_url, write_part
 from shoal.storage import get_storage
 from shoal.store import utcnow
 
+#: the job store's rules are checked on SQLite and on PostgreSQL alike
+STORES = ("sqlite", "postgres")
+
 PROBLEM = "application/problem+json"
 SPEC = {
     "defaults": {"timeout_s": 7, "selectors": {"name": "h1"}, "headers": {"X-A": "1"}},

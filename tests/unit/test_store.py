@@ -10,6 +10,9 @@ from sqlalchemy import select
 from shoal.store import ApiKeyRow, Counters, JobRow, Store, aware, hash_key, new_id, utcnow
 from shoal.store._db import session_scope
 
+#: the job store's rules are checked on SQLite and on PostgreSQL alike
+STORES = ("sqlite", "postgres")
+
 
 @pytest.fixture
 def st(tmp_path) -> Store:

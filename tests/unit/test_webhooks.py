@@ -26,6 +26,9 @@ from shoal.store import Store, WebhookEventRow, utcnow
 from shoal.store._db import session_scope
 from tests.sites.receiver import Receiver
 
+#: the job store's rules are checked on SQLite and on PostgreSQL alike
+STORES = ("sqlite", "postgres")
+
 PROBLEM = "application/problem+json"
 ALL_EVENTS = ["job.completed", "job.cancelled", "job.failed"]
 
