@@ -246,7 +246,9 @@ async def _from_raw(request: Request, work: _Normalizing) -> inputs.InputStats:
 
 async def _from_form(
     request: Request, boundary: bytes, start: Callable[[str], _Normalizing], limit: int
-) -> tuple[inputs.InputStats, _Normalizing]:
+) -> inputs.InputStats:
+    """The form's ``file`` part through ``start(fmt)``'s normalizer (the caller aborts it on
+    any error)."""
     form = _Form(boundary)
     work: _Normalizing | None = None
     received = 0
@@ -270,26 +272,19 @@ async def _from_form(
         else:
             form.parser.finalize()
     except MultipartParseError as exc:
-        if work is not None:
-            await work.abort()
         raise MalformedBody(
             "not a valid multipart/form-data body", errors=[FieldError("file", str(exc))]
         ) from exc
-    except BaseException:
-        if work is not None:
-            await work.abort()
-        raise
     if work is None:
         raise InputError(
             "no file in the form", errors=[FieldError("file", "the form has no `file` field")]
         )
     if not form.file_ended and not work.stopped:
-        await work.abort()
         raise MalformedBody(
             "the multipart body ended inside the file",
             errors=[FieldError("file", "the form ended before the file part did")],
         )
-    return await work.finish(), work
+    return await work.finish()
 
 
 @router.post(
@@ -345,7 +340,7 @@ async def create_upload(
                     "multipart body without a boundary",
                     errors=[FieldError("Content-Type", "multipart/form-data needs a boundary")],
                 )
-            stats, _ = await _from_form(request, boundary, start, limit)
+            stats = await _from_form(request, boundary, start, limit)
         else:
             stats = await _from_raw(request, start(_raw_format(ctype)))
         row = UploadRow(
