@@ -128,6 +128,29 @@ def test_multipart_without_file_field_is_422(client, alice, settings):
 
 
 @pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        # the body stops inside the file part: no closing boundary
+        (b'--B\r\nContent-Disposition: form-data; name="file"; filename="u.ndjson"\r\n\r\n'
+         + ndjson(50), "ended"),
+        # a part header line that is not a header
+        (b"--B\r\nthis is not a header\r\n\r\nx\r\n--B--\r\n", "multipart"),
+    ],
+)  # fmt: skip
+def test_a_broken_multipart_body_is_400_and_keeps_nothing(
+    client, alice, store, settings, body, why
+):
+    r = client.post(
+        "/v1/uploads",
+        headers={**alice.headers, "Content-Type": "multipart/form-data; boundary=B"},
+        content=body,
+    )
+    problem = assert_problem(r, 400, "file")
+    assert why in problem["detail"] or why in json.dumps(problem["errors"])
+    assert uploads_left(settings) == []
+
+
+@pytest.mark.parametrize(
     ("content", "headers", "status", "loc"),
     [
         (b"", NDJSON, 422, "body"),
