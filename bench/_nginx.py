@@ -6,11 +6,12 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tests.net import free_port  # the scripts put the repository on sys.path
 
 _CONF = """\
 worker_processes 1;
@@ -40,12 +41,6 @@ http {{
     }}
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def find_or_install() -> str | None:

@@ -13,10 +13,11 @@ import glob
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from tests.net import free_port
 
 
 def _binary(name: str) -> str | None:
@@ -31,12 +32,6 @@ def available() -> bool:
     return _binary("initdb") is not None and _binary("pg_ctl") is not None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PgServer:
     """``start()``, ``new_database()`` -> a SQLAlchemy URL, ``stop()``."""
 
@@ -45,7 +40,7 @@ class PgServer:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="shoal-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._names = itertools.count()
         self._as: list[str] = []
         if os.geteuid() == 0:  # postgres will not run as root

@@ -11,7 +11,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,8 @@ import time
 from typing import Any
 
 import httpx
+
+from tests.net import free_port
 
 REGION = "us-east-1"
 CREDENTIALS = {
@@ -34,12 +35,6 @@ _STRAY_AWS_ENV = (
     "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_S3",
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class S3Server:
@@ -58,7 +53,7 @@ class S3Server:
     def start(self, timeout: float = 60, attempts: int = 3) -> S3Server:
         """Start the server and return once it answers HTTP; retries on a port taken meanwhile."""
         for _ in range(attempts):
-            self.port = _free_port()
+            self.port = free_port()
             env = {**os.environ, **CREDENTIALS}
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)],
