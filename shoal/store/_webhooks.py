@@ -34,11 +34,6 @@ class WebhookRecords:
         with session_scope(self.url) as s:
             return s.get(WebhookEventRow, event_id)
 
-    def due_webhook_events(self, now: datetime, limit: int) -> list[str]:
-        """Ids of pending events whose next attempt is due, the longest waiting first."""
-        with session_scope(self.url) as s:
-            return list(s.scalars(_due(now).limit(limit)).all())
-
     def claim_webhook_events(
         self, now: datetime, lease_until: datetime, limit: int
     ) -> list[WebhookEventRow]:

@@ -509,7 +509,6 @@ def test_one_event_is_claimed_by_one_dispatcher_and_due_again_after_its_lease(  
     # the worker died during the attempt: once the lease ends, the event is due again
     lease_end = store.get_webhook_event(event.id).next_attempt_at
     later = lease_end + timedelta(seconds=1)
-    assert store.due_webhook_events(later, 10) == [event.id]
     (again,) = store.claim_webhook_events(later, later + timedelta(seconds=40), 10)
     assert again.id == event.id and again.attempts == 0
 
