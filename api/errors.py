@@ -64,8 +64,9 @@ def problem(
 
 
 def _validation_errors(exc: RequestValidationError) -> tuple[int, list[FieldError]]:
-    status = 400 if any(e.get("type") == "json_invalid" for e in exc.errors()) else 422
-    return status, field_errors(list(exc.errors()))
+    found = list(exc.errors())
+    status = 400 if any(e.get("type") == "json_invalid" for e in found) else 422
+    return status, field_errors(found)
 
 
 def install(app: FastAPI) -> None:
