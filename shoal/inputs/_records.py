@@ -69,16 +69,18 @@ class Writer:
             self.out.write(b"".join(self._buf))
             self._buf.clear()
 
-    def ok(self, url: str, meta: Any = None, over: dict[str, Any] | None = None) -> None:
+    def ok(self, url: str, meta: Any = None, over: dict[str, Any] | None = None) -> bool:
+        """Stage one record: its line if it is usable (True), else its error line (False)."""
         problems: list[FieldError] = []
         line = stage_record(url, meta, over or {}, self.settings, problems)
         if line is None:
             # a bad URL reads as the reason alone; an option or meta names itself
             why = "; ".join(p.msg if p.loc == ".url" else f"{p.loc[1:]}: {p.msg}" for p in problems)
             self.bad(url, why, None if problems[0].loc == ".meta" else meta)
-            return
+            return False
         self.stats.urls_valid += 1
         self._add(line)
+        return True
 
     def bad(self, url: Any, why: str, meta: Any = None) -> None:
         if not isinstance(url, str):
@@ -112,7 +114,5 @@ class Writer:
             self.bad(url, _pydantic_msg(exc), meta)
             return
         over = item.overrides()
-        before = self.stats.urls_valid
-        self.ok(item.url, item.meta, over)
-        if self.stats.urls_valid > before and (over.get("extract") or over.get("selectors")):
+        if self.ok(item.url, item.meta, over) and (over.get("extract") or over.get("selectors")):
             add_fields(self.stats.fields, output_fields([over]))
