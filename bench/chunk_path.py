@@ -45,7 +45,7 @@ def _loop(urls: list[str], c: int) -> tuple[float, float, int]:
 
 async def _shoal_run(urls: list[str], c: int, chunk_size: int, data: Path, run: int) -> int:
     from shoal.contract import JobSpec
-    from shoal.jobs import input_url, stage_inline
+    from shoal.jobs import input_url, stage_inline, stage_record
     from shoal.plan import plan_chunks
     from shoal.scrape import JobRuntime, scrape_chunk
     from shoal.settings import Settings
@@ -61,7 +61,10 @@ async def _shoal_run(urls: list[str], c: int, chunk_size: int, data: Path, run: 
         }
     )
     rt = JobRuntime.open(job_id, spec, settings)
-    stage_inline(rt.storage, job_id, [{"url": u} for u in urls])
+    errors: list = []
+    lines = [stage_record(u, None, {}, settings, errors) for u in urls]
+    assert not errors, errors
+    stage_inline(rt.storage, job_id, [ln for ln in lines if ln is not None])
     url = input_url(rt.storage, job_id)
     chunks, _ = plan_chunks(rt.storage, url, settings, slots=1, size=chunk_size)
     rows = 0

@@ -47,9 +47,8 @@ from email.utils import parsedate_to_datetime
 from types import TracebackType
 
 import aiohttp
-from aiohttp import hdrs
 from aiohttp.abc import AbstractResolver
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 from yarl import URL
 
 from shoal.errors import FetchError
@@ -58,6 +57,7 @@ from shoal.settings import Settings
 from ._decode import decode_body
 from ._errors import RETRYABLE_CODES, status_error, to_fetch_error
 from ._guard import GuardedResolver
+from ._h1 import ProxyError, Response, Transport, header_block
 from ._inflate import DecodeError, accept_encoding, decoder_for
 from ._models import FetchOptions, FetchResponse
 from ._policy import AddressPolicy, BlockedAddress, parse_address
@@ -205,23 +205,12 @@ def _media_type(header: str | None) -> str:
     return header.split(";", 1)[0].strip().lower() if header else ""
 
 
-def _flat_headers(headers: CIMultiDictProxy[str]) -> dict[str, str]:
-    """Lower-case names; repeated headers joined with ``, `` (as httpx did)."""
-    out = dict(zip(map(str.lower, headers.keys()), headers.values(), strict=True))
-    if len(out) != len(headers):  # a repeated header: join its values
-        out = {}
-        for name, value in headers.items():
-            key = name.lower()
-            out[key] = f"{out[key]}, {value}" if key in out else value
-    return out
-
-
 def _origin(url: URL) -> tuple[str, str, int | None]:
     return (url.scheme, url.host or "", url.port)
 
 
 class Engine:
-    """Fetches URLs for one job with one shared ``aiohttp.ClientSession``.
+    """Fetches URLs for one job over one pool of connections (``_h1.Transport``).
 
     ``concurrency`` is a true cap on requests in flight across every caller of this engine;
     requests to one host are further capped at ``min(settings.max_per_host, max_per_host)`` and,
@@ -262,19 +251,14 @@ class Engine:
         pools = settings.proxy_pools() if proxies is None else proxies
         self._pools = {name: ProxyPool(list(urls)) for name, urls in pools.items() if urls}
         self._resolver = resolver
-        self._direct: aiohttp.ClientSession | None = None
-        self._proxied: aiohttp.ClientSession | None = None
+        self._direct: Transport | None = None
+        self._proxied: Transport | None = None
         self._robots: dict[str, RobotsCache] = {}
         self._robots_failures: dict[tuple[str, tuple[str, str, int | None]], FetchError] = {}
         self._robots_open: set[tuple[str, tuple[str, str, int | None]]] = set()
         self._prechecked: dict[str, float] = {}  # proxied target host -> checked until
         self._direct_ok: set[str] = set()  # hosts whose direct-connection check passed
         self._crawl_delays: dict[tuple[str, tuple[str, str, int | None]], tuple[float, float]] = {}
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=settings.connect_timeout_s,
-            sock_read=settings.read_timeout_s,
-        )
         self._in_flight = 0
         self._peak = 0
         self._default_headers = CIMultiDict(
@@ -288,12 +272,13 @@ class Engine:
         self._accept_encoding = accept_encoding()
         self._base_headers = self._default_headers.copy()
         self._base_headers["Accept-Encoding"] = self._accept_encoding
+        self._base_block = header_block(self._base_headers)  # sent as is by most requests
 
     # ------------------------------------------------------------------ lifecycle
     async def aclose(self) -> None:
-        for session in (self._direct, self._proxied):
-            if session is not None:
-                await session.close()
+        for transport in (self._direct, self._proxied):
+            if transport is not None:
+                await transport.aclose()
         self._direct = self._proxied = None
         if self._resolver is not None:
             await self._resolver.close()
@@ -368,6 +353,7 @@ class Engine:
     # ------------------------------------------------------------------ hops
     async def _follow(self, state: _State, options: FetchOptions, pool: ProxyPool | None) -> _Hop:
         headers = self._headers(options.headers)
+        block = self._block(headers)
         while True:
             current = state.url
             if pool is not None or current.host not in self._direct_ok:
@@ -375,7 +361,7 @@ class Engine:
             delay = self._host_delay_s
             if options.respect_robots:
                 delay = max(delay, await self._robots_check(current, options.proxy_type))
-            hop = await self._request(state, headers, pool, delay)
+            hop = await self._request(state, block, pool, delay)
             if hop.location is None:
                 return hop
             state.hops += 1
@@ -399,6 +385,7 @@ class Engine:
                 headers = headers.copy()
                 for name in _CROSS_HOST_DROP:
                     headers.popall(name, None)
+                block = self._block(headers)
             state.url = nxt.with_fragment(None)
 
     def _headers(self, extra: Mapping[str, str]) -> CIMultiDict[str]:
@@ -410,6 +397,14 @@ class Engine:
         # Only codings this engine can decode (and count against the body cap).
         headers["Accept-Encoding"] = self._accept_encoding
         return headers
+
+    def _block(self, headers: CIMultiDict[str]) -> bytes:
+        if headers is self._base_headers:
+            return self._base_block
+        try:
+            return header_block(headers)
+        except ValueError as exc:  # the API refuses these; the operator's own could slip in
+            raise FetchError("invalid_url", f"invalid request header: {exc}") from exc
 
     async def _check_target(self, url: URL, *, proxied: bool) -> None:
         """Literal IPs are checked here (aiohttp never resolves them); names, in the resolver.
@@ -504,7 +499,7 @@ class Engine:
 
     # ------------------------------------------------------------------ attempts
     async def _request(
-        self, state: _State, headers: CIMultiDict[str], pool: ProxyPool | None, delay: float
+        self, state: _State, headers: bytes, pool: ProxyPool | None, delay: float
     ) -> _Hop:
         """One hop: attempts (each holding a host slot and a job slot) with retries."""
         url = state.url
@@ -562,7 +557,7 @@ class Engine:
         host: str,
         delay: float,
         url: URL,
-        headers: CIMultiDict[str],
+        headers: bytes,
         state: _State,
         proxy: str | None,
     ) -> _Hop:
@@ -577,7 +572,7 @@ class Engine:
             self._hosts.leave(host, entry)
 
     async def _in_job_slot(
-        self, url: URL, headers: CIMultiDict[str], state: _State, proxy: str | None
+        self, url: URL, headers: bytes, state: _State, proxy: str | None
     ) -> _Hop:
         async with self._slots:
             self._in_flight += 1
@@ -588,68 +583,72 @@ class Engine:
             finally:
                 self._in_flight -= 1
 
-    async def _send(
-        self, url: URL, headers: CIMultiDict[str], state: _State, proxy: str | None
-    ) -> _Hop:
+    async def _send(self, url: URL, headers: bytes, state: _State, proxy: str | None) -> _Hop:
         """One attempt, holding the slots: send, then read the body under the cap."""
         if state.started is None:
             state.started = asyncio.get_running_loop().time()
             if state.clock is not None:
                 state.clock.reschedule(state.started + state.timeout_s)
         if proxy is None:
-            session = self._direct or self._session(proxied=False)
+            transport = self._direct or self._transport(proxied=False)
         else:
-            session = self._proxied or self._session(proxied=True)
+            transport = self._proxied or self._transport(proxied=True)
         try:
-            async with session.get(
-                url, headers=headers, proxy=proxy, allow_redirects=False
-            ) as response:
+            response = await transport.request(
+                url, headers, proxy=None if proxy is None else URL(proxy)
+            )
+            try:
                 status = response.status
                 if proxy is not None and status == 407:
                     raise _ProxyFailed(
                         FetchError("proxy", "the proxy refused us (407)", http_status=407)
                     )
                 if status >= 300:
-                    location = response.headers.get(hdrs.LOCATION)
+                    location = response.headers.get("location")
                     if location and status in _REDIRECT_STATUSES:
                         return _Hop(status, location=location)
                     if status in (408, 429) or status >= 500:
                         err = status_error(status, url=str(url))
-                        raise _Retry(err, _retry_after(response.headers.get(hdrs.RETRY_AFTER)))
+                        raise _Retry(err, _retry_after(response.headers.get("retry-after")))
                     if status >= 400:
                         raise status_error(status, url=str(url))
                 content = await self._read_body(response, state)
-                return _Hop(status, headers=_flat_headers(response.headers), content=content)
+                return _Hop(status, headers=response.headers, content=content)
+            finally:
+                response.release()  # pooled again only when read to its end
         except BlockedAddress as exc:  # from the guarded resolver, at connect time
             raise FetchError("blocked", str(exc)) from exc
         except DecodeError as exc:
             raise FetchError("connect", f"could not decode the response body: {exc}") from exc
-        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+        except OSError as exc:  # TimeoutError, ssl.SSLError and the transport's errors too
             err = to_fetch_error(exc, url=str(url), timeout_s=self._settings.read_timeout_s)
-            if proxy is not None and _is_proxy_failure(exc):
+            if proxy is not None and isinstance(exc, ProxyError):
                 raise _ProxyFailed(FetchError("proxy", err.message)) from exc
             if err.code in RETRYABLE_CODES:
                 raise _Retry(err) from exc
             raise err from exc
 
     @staticmethod
-    async def _read_body(response: aiohttp.ClientResponse, state: _State) -> bytes:
+    async def _read_body(response: Response, state: _State) -> bytes:
         """The body, decompressed, refusing (``too_large``) past ``state.max_body`` bytes."""
-        declared = response.content_length
-        if declared is not None and declared > state.max_body:
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > state.max_body:
             raise _too_large(state, response.status)
-        decoder = decoder_for(response.headers.get(hdrs.CONTENT_ENCODING))
-        if decoder is None and declared is not None:
-            return await response.read()  # bounded by the declared length checked above
+        decoder = decoder_for(response.headers.get("content-encoding"))
+        if decoder is None and response.complete:  # the usual page: it came with its head
+            body = response.body()
+            if len(body) > state.max_body:
+                raise _too_large(state, response.status)
+            return body
         chunks: list[bytes] = []
         size = 0
-        async for data in response.content.iter_any():
-            for piece in decoder.feed(data) if decoder is not None else (data,):
-                size += len(piece)
-                if size > state.max_body:
-                    response.close()
-                    raise _too_large(state, response.status)
-                chunks.append(piece)
+        while pieces := await response.read_some():
+            for data in pieces:
+                for piece in decoder.feed(data) if decoder is not None else (data,):
+                    size += len(piece)
+                    if size > state.max_body:
+                        raise _too_large(state, response.status)
+                    chunks.append(piece)
         if decoder is not None:
             for piece in decoder.flush():
                 size += len(piece)
@@ -658,52 +657,35 @@ class Engine:
                 chunks.append(piece)
         return b"".join(chunks)
 
-    # ------------------------------------------------------------------ sessions
+    # ------------------------------------------------------------------ transports
     def _inner_resolver(self) -> AbstractResolver:
         if self._resolver is None:
             self._resolver = aiohttp.ThreadedResolver()
         return self._resolver
 
-    def _session(self, *, proxied: bool) -> aiohttp.ClientSession:
-        """The direct session (guarded resolver) or the proxy session, made on first use.
+    def _transport(self, *, proxied: bool) -> Transport:
+        """The direct transport (guarded resolver) or the proxy one, made on first use.
 
-        The proxy session only ever connects to the operator's proxies, so it resolves them
-        without the guard (a proxy on a private address is the operator's choice); targets
-        reached through it are checked by ``_check_target``.
+        The proxy transport only ever dials the operator's proxies, so it resolves them without
+        the guard (a proxy on a private address is the operator's choice); targets reached
+        through it are checked by ``_check_target``.
         """
         if proxied:
             if self._proxied is None:
-                self._proxied = self._new_session(aiohttp.ThreadedResolver())
+                self._proxied = self._new_transport(aiohttp.ThreadedResolver())
             return self._proxied
         if self._direct is None:
-            self._direct = self._new_session(GuardedResolver(self._inner_resolver(), self._policy))
+            self._direct = self._new_transport(
+                GuardedResolver(self._inner_resolver(), self._policy)
+            )
         return self._direct
 
-    def _new_session(self, resolver: AbstractResolver) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=self._concurrency,
-            limit_per_host=self._hosts.cap,
-            ttl_dns_cache=_DNS_TTL_S,
-            keepalive_timeout=_KEEPALIVE_S,
+    def _new_transport(self, resolver: AbstractResolver) -> Transport:
+        return Transport(
             resolver=resolver,
+            connect_timeout_s=self._settings.connect_timeout_s,
+            read_timeout_s=self._settings.read_timeout_s,
+            max_idle=self._concurrency,
+            keepalive_s=_KEEPALIVE_S,
+            dns_ttl_s=_DNS_TTL_S,
         )
-        return aiohttp.ClientSession(
-            connector=connector,
-            # One job fetches many unrelated sites: never carry cookies from one URL to another.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            timeout=self._timeout,
-            trust_env=False,
-            requote_redirect_url=False,
-        )
-
-
-def _is_proxy_failure(exc: BaseException) -> bool:
-    """Through a proxy, failing to reach or talk to the proxy itself (never a TLS error)."""
-    return isinstance(
-        exc,
-        aiohttp.ClientProxyConnectionError
-        | aiohttp.ClientHttpProxyError
-        | aiohttp.ClientConnectorDNSError
-        | aiohttp.ConnectionTimeoutError,
-    )

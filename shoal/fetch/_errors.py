@@ -1,4 +1,4 @@
-"""Translating aiohttp (and socket/ssl) exceptions into the contract's error codes."""
+"""Translating the transport's (and socket/ssl) exceptions into the contract's error codes."""
 
 from __future__ import annotations
 
@@ -7,23 +7,15 @@ import ssl
 from collections.abc import Iterator
 from http import HTTPStatus
 
-import aiohttp
-
 from shoal.errors import FetchError
 
+from ._h1 import ProxyError
 from ._policy import BlockedAddress
 
 #: Codes worth another attempt (plus 408, 429 and 5xx responses, handled by the engine).
 RETRYABLE_CODES = frozenset({"connect", "timeout"})
 
-_TLS = (
-    aiohttp.ClientConnectorCertificateError,
-    aiohttp.ClientConnectorSSLError,
-    aiohttp.ClientSSLError,
-    ssl.SSLError,
-    ssl.CertificateError,
-)
-_INVALID_URL = (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)
+_TLS = (ssl.SSLError, ssl.CertificateError)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -46,18 +38,15 @@ def classify(exc: BaseException) -> str:
     if any(isinstance(e, BlockedAddress) for e in chain):
         return "blocked"
     # Proxy first: a proxy's TLS or DNS trouble is still the proxy's trouble.
-    if isinstance(exc, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
+    if isinstance(exc, ProxyError):
         return "proxy"
     if any(isinstance(e, _TLS) for e in chain):
         return "tls"
-    if any(isinstance(e, aiohttp.ClientConnectorDNSError | socket.gaierror) for e in chain):
+    if any(isinstance(e, socket.gaierror) for e in chain):
         return "dns"
-    if isinstance(exc, TimeoutError):  # ServerTimeoutError, ConnectionTimeoutError too
+    if isinstance(exc, TimeoutError):  # the transport's ConnectTimeout and ReadTimeout too
         return "timeout"
-    if isinstance(exc, _INVALID_URL):
-        return "invalid_url"
-    # ServerDisconnectedError, ClientOSError (resets, refused), ClientPayloadError, bad status
-    # lines (ClientResponseError), anything else from the transport.
+    # ServerDisconnected, InvalidResponse, resets and refusals (OSError), anything else.
     return "connect"
 
 

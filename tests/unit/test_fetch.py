@@ -13,14 +13,17 @@ from collections import defaultdict
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
-import aiohttp
 import pytest
-from aiohttp.client_reqrep import ConnectionKey, RequestInfo
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from shoal.errors import FetchError
 from shoal.fetch import Engine, FetchOptions, classify, is_blocked_address
+from shoal.fetch._h1 import (
+    ConnectTimeout,
+    InvalidResponse,
+    ProxyError,
+    ReadTimeout,
+    ServerDisconnected,
+)
 from shoal.fetch._policy import BlockedAddress
 from shoal.settings import Settings
 
@@ -410,33 +413,22 @@ async def test_settings_max_per_host_caps_too(server: TestServer) -> None:
 
 # -- pure error mapping: exception instances in, contract codes out (no transport at all)
 
-_KEY = ConnectionKey("example.com", 443, True, True, None, None, None)
-_REQ = RequestInfo(URL("http://example.com/"), "GET", CIMultiDictProxy(CIMultiDict()))
-
 
 @pytest.mark.parametrize(
     ("exc", "code"),
     [
-        (aiohttp.ClientConnectorError(_KEY, ConnectionRefusedError(111, "refused")), "connect"),
-        (aiohttp.ClientConnectorDNSError(_KEY, socket.gaierror(-2, "unknown")), "dns"),
-        (
-            aiohttp.ClientConnectorCertificateError(
-                _KEY, ssl.SSLCertVerificationError("certificate verify failed")
-            ),
-            "tls",
-        ),
-        (aiohttp.ClientConnectorSSLError(_KEY, ssl.SSLError(1, "handshake")), "tls"),
-        (aiohttp.ClientProxyConnectionError(_KEY, ConnectionRefusedError(111, "no")), "proxy"),
-        (aiohttp.ClientHttpProxyError(_REQ, (), status=407, message="auth"), "proxy"),
-        (aiohttp.ConnectionTimeoutError("slow connect"), "timeout"),
-        (aiohttp.SocketTimeoutError("slow read"), "timeout"),
+        (ConnectionRefusedError(111, "refused"), "connect"),
+        (socket.gaierror(-2, "Name or service not known"), "dns"),
+        (ssl.SSLCertVerificationError("certificate verify failed"), "tls"),
+        (ssl.SSLError(1, "handshake"), "tls"),
+        (ProxyError("cannot reach the proxy: refused"), "proxy"),
+        (ProxyError("the proxy refused the tunnel (407)", status=407), "proxy"),
+        (ConnectTimeout("slow connect"), "timeout"),
+        (ReadTimeout("slow read"), "timeout"),
         (TimeoutError(), "timeout"),
-        (aiohttp.ServerDisconnectedError(), "connect"),
-        (aiohttp.ClientOSError(104, "Connection reset by peer"), "connect"),
+        (ServerDisconnected("server closed the connection"), "connect"),
         (ConnectionResetError(104, "reset"), "connect"),
-        (aiohttp.ClientPayloadError("truncated body"), "connect"),
-        (aiohttp.InvalidURL("http://"), "invalid_url"),
-        (aiohttp.NonHttpUrlClientError("gopher://x"), "invalid_url"),
+        (InvalidResponse("invalid HTTP response"), "connect"),
         (BlockedAddress("meta.example", ipaddress.ip_address("169.254.169.254")), "blocked"),
     ],
 )
@@ -445,12 +437,12 @@ def test_error_mapping(exc: Exception, code: str) -> None:
 
 
 def test_error_mapping_looks_at_causes() -> None:
-    tls = aiohttp.ClientOSError(1, "handshake failed")
+    tls = ServerDisconnected("handshake failed")
     tls.__cause__ = ssl.SSLCertVerificationError("certificate verify failed")
     assert classify(tls) == "tls"
-    dns = aiohttp.ClientOSError(-2, "Name or service not known")
+    dns = OSError(-2, "Name or service not known")
     dns.__cause__ = socket.gaierror(-2, "Name or service not known")
     assert classify(dns) == "dns"
-    blocked = aiohttp.ClientOSError(1, "refused")
+    blocked = ConnectionRefusedError(1, "refused")
     blocked.__context__ = BlockedAddress("x", ipaddress.ip_address("10.0.0.1"))
     assert classify(blocked) == "blocked"

@@ -1,0 +1,532 @@
+"""HTTP/1.1 for the engine: pooled keep-alive connections on asyncio, answers parsed by httptools.
+
+Why our own transport, not aiohttp's client. The engine sends one kind of request (a GET with a
+header block) and reads one kind of answer (a head, then a body under a cap), and on a page
+that is 44 KB from nginx on loopback aiohttp's client machinery (``ClientSession``,
+``ClientRequest``/``ClientResponse``, the connector, ``StreamReader``, per-read timers) cost
+more CPU than parsing the page: fetch + parse of the same 10,000 pages in one process, 8 in
+flight, took 0.40-0.41 CPU ms a page through aiohttp and 0.28 through a plain ``asyncio.Protocol``
+with httptools' llhttp parser (the same C parser aiohttp uses). See ``bench/fetch_engines.py``.
+
+What it does:
+
+- ``Transport.request`` sends ``GET`` on a pooled connection of (scheme, host, port, proxy) and
+  returns a ``Response`` once the head is in; ``Response.read_some`` hands over the body as it
+  arrives, ``Response.release`` returns the connection to the pool when the answer was read to
+  its end and the server keeps it alive (otherwise it is closed).
+- Idle connections: at most ``max_idle`` in all (the oldest closed first), none older than
+  ``keepalive_s``. A request on a reused connection that dies before any byte of its answer is
+  sent once more on a new connection: the server closed an idle connection as we reused it
+  (RFC 9112 9.3.1 allows that for an idempotent request).
+- Timeouts: connecting (TCP, TLS, a proxy's CONNECT) within ``connect_timeout_s``; no gap longer
+  than ``read_timeout_s`` while waiting for the head or the body (``ReadTimeout``). The engine's
+  per-URL clock bounds the whole.
+- Names resolve through ``resolver`` (the engine's ``GuardedResolver``: the addresses checked
+  are the addresses dialled), answers cached ``dns_ttl_s``; literal IPs are dialled as they are
+  (the engine checks them). Addresses are tried in the resolver's order.
+- TLS with the default context (certificate and host name verified, SNI).
+- Forward proxies (``http://[user:pass@]host:port``): an ``http`` target is asked of the proxy
+  in absolute form, an ``https`` one through a ``CONNECT`` tunnel; credentials go in
+  ``Proxy-Authorization``. Failing to reach the proxy, or a tunnel it refuses, is a
+  ``ProxyError`` (the engine benches that proxy).
+- Limits on what a server can make us hold: a response head of at most ``MAX_HEAD`` bytes, and
+  at most ``HIGH_WATER`` bytes of body read ahead of the engine (reading pauses until it has
+  taken them), so a body's size is bounded by the engine's cap, not by the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import socket
+import ssl
+from collections.abc import Mapping
+from typing import Any
+
+import httptools
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+#: the most bytes of response head (status line and headers) we accept
+MAX_HEAD = 64 * 1024
+#: body bytes read ahead of the consumer before the socket is paused
+HIGH_WATER = 1 << 20
+
+
+class ServerDisconnected(ConnectionError):
+    """The connection closed before the answer was complete."""
+
+
+class InvalidResponse(ConnectionError):
+    """What the server sent is not HTTP/1.x (or exceeds ``MAX_HEAD``)."""
+
+
+class ReadTimeout(TimeoutError):
+    """No byte of the answer for ``read_timeout_s``."""
+
+
+class ConnectTimeout(TimeoutError):
+    """No connection (TCP, TLS and any proxy tunnel) within ``connect_timeout_s``."""
+
+
+class ProxyError(ConnectionError):
+    """The proxy could not be reached, or refused the tunnel (``status``: its answer)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+_ssl_context: ssl.SSLContext | None = None
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """The verifying client context, made once (building one reads the CA store: ~10 ms)."""
+    global _ssl_context
+    if _ssl_context is None:
+        _ssl_context = ssl.create_default_context()
+    return _ssl_context
+
+
+def header_block(headers: Mapping[str, str]) -> bytes:
+    """``Name: value\\r\\n`` lines; a name or value with a line break is refused (injection)."""
+    lines = []
+    for name, value in headers.items():
+        if "\r" in name or "\n" in name or ":" in name or "\r" in value or "\n" in value:
+            raise ValueError(f"header {name[:60]!r} contains a line break or a colon")
+        lines.append(f"{name}: {value}\r\n")
+    return "".join(lines).encode("latin-1", "replace")
+
+
+def _basic(user: str | None, password: str | None) -> str:
+    token = f"{user or ''}:{password or ''}".encode()
+    return "Basic " + base64.b64encode(token).decode("ascii")
+
+
+class _Conn(asyncio.Protocol):
+    """One connection and the answer being read on it (one request at a time, no pipelining).
+
+    Parser callbacks fill in the answer; ``_wake`` resolves whoever waits for the next step."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, key: tuple[Any, ...]) -> None:
+        self.loop = loop
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self._parser: Any = None
+        self._tunnel: bytearray | None = None  # raw bytes of a CONNECT answer being read
+        self._paused = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.head_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.got_data = False
+        self._head_bytes = 0
+        self._body: list[bytes] = []
+        self._buffered = 0
+        self._until_close = False
+
+    # ---------------------------------------------------------------- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.got_data = True
+        if self._tunnel is not None:
+            self._tunnel += data
+            self._wake()
+            return
+        if not self.head_done:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(InvalidResponse(f"invalid HTTP response: {exc}"))
+            return
+        if not self.head_done and self._head_bytes > MAX_HEAD:
+            self._fail(InvalidResponse(f"response head larger than {MAX_HEAD} bytes"))
+            return
+        if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.head_done and not self.complete and self._until_close and exc is None:
+            self.complete = True  # a body without a length ends with the connection
+            self.keep_alive = False
+        elif not self.complete and self._error is None:
+            why = f": {exc}" if exc else ""
+            self._error = ServerDisconnected(f"server closed the connection{why}")
+            if exc is not None:
+                self._error.__cause__ = exc
+        self._wake()
+
+    # ---------------------------------------------------------------- httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        old = self.headers.get(key)
+        self.headers[key] = text if old is None else f"{old}, {text}"
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (100 Continue...): the real one follows
+            self.headers = {}
+            return
+        self.status = status
+        self.head_done = True
+        self._until_close = (
+            "content-length" not in self.headers
+            and "chunked" not in self.headers.get("transfer-encoding", "").lower()
+            and status not in (204, 304)
+        )
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+        self._buffered += len(body)
+
+    def on_message_complete(self) -> None:
+        if not self.head_done:
+            return  # the end of an interim answer
+        self.complete = True
+        self.keep_alive = self._parser.should_keep_alive()
+
+    # ---------------------------------------------------------------- waiting
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        if self.transport is not None:
+            self.transport.abort()
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self, timeout: float) -> None:
+        waiter = self._waiter = self.loop.create_future()
+        timer = self.loop.call_later(timeout, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    async def read_head(self, timeout: float) -> None:
+        while not self.head_done:
+            if self._error is not None:
+                raise self._error
+            await self._wait(timeout)
+
+    async def read_some(self, timeout: float) -> list[bytes]:
+        while True:
+            if self._body:
+                pieces, self._body, self._buffered = self._body, [], 0
+                if self._paused and self.transport is not None:
+                    self._paused = False
+                    self.transport.resume_reading()
+                return pieces
+            if self.complete:
+                return []
+            if self._error is not None:
+                raise self._error
+            await self._wait(timeout)
+
+    async def read_tunnel_head(self, timeout: float) -> tuple[int, bytes]:
+        """The status of a CONNECT answer (its head read raw: llhttp would wait for a body)."""
+        assert self._tunnel is not None
+        while True:
+            end = self._tunnel.find(b"\r\n\r\n")
+            if end >= 0:
+                head, rest = bytes(self._tunnel[:end]), bytes(self._tunnel[end + 4 :])
+                self._tunnel = None
+                parts = head.split(b"\r\n", 1)[0].split(None, 2)
+                if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+                    raise ProxyError(f"invalid answer to CONNECT: {head[:100]!r}")
+                return int(parts[1]), rest
+            if len(self._tunnel) > MAX_HEAD:
+                raise ProxyError(f"answer to CONNECT larger than {MAX_HEAD} bytes")
+            if self._error is not None:
+                raise ProxyError(f"proxy closed the tunnel: {self._error}") from self._error
+            await self._wait(timeout)
+
+    def take_body(self) -> bytes:
+        """Everything buffered (when the answer is already complete)."""
+        body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
+        self._body, self._buffered = [], 0
+        return body
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(ReadTimeout("no data from the server in time"))
+
+
+class Response:
+    """An answer whose head has arrived; read the body with ``read_some``, then ``release``."""
+
+    __slots__ = ("_conn", "_transport", "status", "headers")
+
+    def __init__(self, conn: _Conn, transport: Transport) -> None:
+        self._conn = conn
+        self._transport = transport
+        self.status = conn.status
+        self.headers = conn.headers
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole body is already in (``body()`` then costs no wait)."""
+        return self._conn.complete
+
+    def body(self) -> bytes:
+        """The buffered body of a complete answer."""
+        return self._conn.take_body()
+
+    async def read_some(self) -> list[bytes]:
+        """The next pieces of the body (raw: still content-encoded); ``[]`` at its end."""
+        return await self._conn.read_some(self._transport.read_timeout_s)
+
+    def release(self) -> None:
+        """Give the connection back (kept for reuse only after a complete keep-alive answer)."""
+        self._transport._release(self._conn)
+
+
+class Transport:
+    """Connection pools for one engine (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        resolver: AbstractResolver,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+        max_idle: int,
+        keepalive_s: float = 30.0,
+        dns_ttl_s: float = 60.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._resolver = resolver
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self._max_idle = max(1, max_idle)
+        self._keepalive_s = keepalive_s
+        self._dns_ttl_s = dns_ttl_s
+        self._ssl = ssl_context
+        self._idle: dict[tuple[Any, ...], list[_Conn]] = {}
+        self._idle_order: collections.deque[_Conn] = collections.deque()
+        self._idle_count = 0
+        self._open: set[_Conn] = set()
+        self._dns: dict[str, tuple[float, list[ResolveResult]]] = {}
+
+    # ---------------------------------------------------------------- requests
+    async def request(self, url: URL, head: bytes, *, proxy: URL | None = None) -> Response:
+        """Send ``GET url`` with ``head`` (the header lines, no Host) and wait for the answer's
+        head. ``head`` is bytes from ``header_block``."""
+        https = url.scheme == "https"
+        port = url.port or (443 if https else 80)
+        key = (url.scheme, url.raw_host, port, proxy)
+        host_line = url.host_port_subcomponent
+        if proxy is not None and not https:
+            target = f"{url.scheme}://{host_line}{url.raw_path_qs}"
+        else:
+            target = url.raw_path_qs or "/"
+        lines = [f"GET {target} HTTP/1.1\r\nHost: {host_line}\r\n".encode("latin-1", "replace")]
+        if url.raw_user is not None:
+            auth = _basic(url.user, url.password)
+            lines.append(f"Authorization: {auth}\r\n".encode("latin-1"))
+        if proxy is not None and not https and proxy.raw_user is not None:
+            auth = _basic(proxy.user, proxy.password)
+            lines.append(f"Proxy-Authorization: {auth}\r\n".encode("latin-1"))
+        lines.append(head)
+        lines.append(b"\r\n")
+        data = b"".join(lines)
+        conn = self._take_idle(key)
+        if conn is not None:
+            try:
+                return await self._exchange(conn, data)
+            except (ServerDisconnected, ConnectionResetError, BrokenPipeError):
+                if conn.got_data:
+                    raise
+                # the server dropped an idle connection as we reused it: once more, anew
+        conn = await self._connect(url, key, https, port, proxy)
+        return await self._exchange(conn, data)
+
+    async def _exchange(self, conn: _Conn, data: bytes) -> Response:
+        assert conn.transport is not None
+        conn._reset()
+        conn.transport.write(data)
+        try:
+            await conn.read_head(self.read_timeout_s)
+        except BaseException:
+            self._discard(conn)
+            raise
+        return Response(conn, self)
+
+    # ---------------------------------------------------------------- the pool
+    def _take_idle(self, key: tuple[Any, ...]) -> _Conn | None:
+        conns = self._idle.get(key)
+        if not conns:
+            return None
+        now = asyncio.get_running_loop().time()
+        while conns:
+            conn = conns.pop()
+            self._idle_count -= 1
+            if not conn.closed and now - conn.idle_since < self._keepalive_s:
+                if not conns:
+                    del self._idle[key]
+                return conn
+            self._discard(conn)
+        del self._idle[key]
+        return None
+
+    def _release(self, conn: _Conn) -> None:
+        if not (conn.complete and conn.keep_alive) or conn.closed or conn._body:
+            self._discard(conn)
+            return
+        conn.idle_since = asyncio.get_running_loop().time()
+        self._idle.setdefault(conn.key, []).append(conn)
+        self._idle_order.append(conn)
+        self._idle_count += 1
+        while self._idle_count > self._max_idle and self._idle_order:
+            old = self._idle_order.popleft()
+            conns = self._idle.get(old.key)
+            if conns and old in conns:
+                conns.remove(old)
+                if not conns:
+                    del self._idle[old.key]
+                self._idle_count -= 1
+                self._discard(old)
+        if len(self._idle_order) > 4 * self._max_idle:  # drop entries of conns taken again
+            idle = {id(c) for conns in self._idle.values() for c in conns}
+            self._idle_order = collections.deque(c for c in self._idle_order if id(c) in idle)
+
+    def _discard(self, conn: _Conn) -> None:
+        conn.close()
+        self._open.discard(conn)
+
+    async def aclose(self) -> None:
+        """Close every connection, idle or not."""
+        for conn in list(self._open):
+            conn.close()
+        self._open.clear()
+        self._idle.clear()
+        self._idle_order.clear()
+        self._idle_count = 0
+
+    # ---------------------------------------------------------------- connecting
+    async def _connect(
+        self, url: URL, key: tuple[Any, ...], https: bool, port: int, proxy: URL | None
+    ) -> _Conn:
+        loop = asyncio.get_running_loop()
+        host = url.raw_host or ""
+        conn = _Conn(loop, key)
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                if proxy is None:
+                    await self._dial(conn, host, port, ssl_host=host if https else None)
+                else:
+                    await self._via_proxy(conn, proxy, host, port, https)
+        except TimeoutError as exc:
+            conn.close()
+            what = "the proxy" if proxy is not None else host
+            error: Exception = ConnectTimeout(
+                f"no connection to {what} within {self.connect_timeout_s:g} s"
+            )
+            if proxy is not None:
+                error = ProxyError(str(error))
+            raise error from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._open.add(conn)
+        return conn
+
+    async def _dial(self, conn: _Conn, host: str, port: int, *, ssl_host: str | None) -> None:
+        loop = conn.loop
+        context = (self._ssl or default_ssl_context()) if ssl_host is not None else None
+        last: BaseException | None = None
+        for address, family in await self._addresses(host, port):
+            try:
+                await loop.create_connection(
+                    lambda: conn,
+                    address,
+                    port,
+                    family=family,
+                    ssl=context,
+                    server_hostname=ssl_host if context is not None else None,
+                )
+                return
+            except ssl.SSLError:
+                raise  # the server answered: another address will not verify better
+            except OSError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def _addresses(self, host: str, port: int) -> list[tuple[str, int]]:
+        try:
+            socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+            return [(host, socket.AF_INET6 if ":" in host else socket.AF_INET)]
+        except OSError:
+            pass
+        now = asyncio.get_running_loop().time()
+        cached = self._dns.get(host)
+        if cached is None or cached[0] < now:
+            results = await self._resolver.resolve(host, port, socket.AF_UNSPEC)
+            if len(self._dns) > 10_000:
+                self._dns.clear()
+            cached = self._dns[host] = (now + self._dns_ttl_s, list(results))
+        return [(r["host"], r["family"]) for r in cached[1]]
+
+    async def _via_proxy(self, conn: _Conn, proxy: URL, host: str, port: int, https: bool) -> None:
+        try:
+            await self._dial(conn, proxy.raw_host or "", proxy.port or 80, ssl_host=None)
+        except OSError as exc:  # gaierror included: the proxy's own name
+            raise ProxyError(f"cannot reach the proxy: {exc}") from exc
+        if not https:
+            return
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        lines = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+        if proxy.raw_user is not None:
+            lines += f"Proxy-Authorization: {_basic(proxy.user, proxy.password)}\r\n"
+        assert conn.transport is not None
+        conn._tunnel = bytearray()
+        conn.transport.write(f"{lines}\r\n".encode("latin-1", "replace"))
+        try:
+            status, rest = await conn.read_tunnel_head(self.connect_timeout_s)
+        except ReadTimeout as exc:
+            raise ProxyError("the proxy did not answer CONNECT in time") from exc
+        if status != 200:
+            raise ProxyError(f"the proxy refused the tunnel ({status})", status=status)
+        if rest:
+            raise ProxyError("the proxy sent data before the tunnel was open")
+        transport = await conn.loop.start_tls(
+            conn.transport,
+            conn,
+            self._ssl or default_ssl_context(),
+            server_hostname=host,
+        )
+        if transport is None:
+            raise ServerDisconnected("the tunnel closed during the TLS handshake")
+        conn.transport = transport  # type: ignore[assignment]
