@@ -32,12 +32,9 @@ from shoal.contract import (
 from shoal.errors import FieldError, Gone, InputError
 from shoal.fetch import AddressPolicy, BlockedAddress
 from shoal.plans import plan_for
-from shoal.settings import Settings
+from shoal.settings import Settings, is_valid_header
 from shoal.storage import Storage
 from shoal.store import AccountRow, Counters, JobRow, Store, UploadRow, aware, new_id, utcnow
-
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
 
 # URLs this matches are certainly usable (scheme http(s), a plain ASCII host): the common case
 # skips urlsplit, which matters for a million-line upload
@@ -78,7 +75,7 @@ def _check_options(
     if "screenshot" in (opts.get("formats") or []):
         errors.append(FieldError(f"{loc}.formats", "screenshot needs render"))
     for name, value in (opts.get("headers") or {}).items():
-        if not _HEADER_NAME.fullmatch(name) or any(c in value for c in "\r\n\0"):
+        if not is_valid_header(name, value):
             errors.append(FieldError(f"{loc}.headers.{name}", "not a valid HTTP header"))
     mbb = opts.get("max_body_bytes")
     if mbb is not None and mbb > settings.max_body_bytes:

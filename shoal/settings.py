@@ -7,11 +7,19 @@ and passes it to the processes it starts.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def is_valid_header(name: str, value: str) -> bool:
+    """An HTTP header we can send: a token name, a value without CR, LF or NUL."""
+    return _HEADER_NAME.fullmatch(name) is not None and not any(c in value for c in "\r\n\0")
 
 
 class Settings(BaseSettings):
@@ -84,6 +92,22 @@ class Settings(BaseSettings):
         description='Headers sent with every request, as JSON ({"Accept-Language": "de"}).',
     )
     fetch_retries: int = Field(2, description="Extra attempts on connect errors and 5xx.")
+
+    @field_validator("default_headers")
+    @classmethod
+    def _headers_sendable(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [name for name, v in value.items() if not is_valid_header(name, v)]
+        if bad:
+            raise ValueError(f"not valid HTTP headers: {', '.join(map(repr, bad))}")
+        return value
+
+    @field_validator("user_agent")
+    @classmethod
+    def _user_agent_sendable(cls, value: str) -> str:
+        if not is_valid_header("User-Agent", value):
+            raise ValueError("the user agent must not contain CR, LF or NUL")
+        return value
+
     max_redirects: int = 10
     allow_hosts: str = Field(
         "", description="Comma-separated hosts, .domain suffixes or CIDRs the SSRF guard allows."

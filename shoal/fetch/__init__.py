@@ -1,10 +1,10 @@
-"""The fetch engine: one aiohttp session per job, a true in-flight cap, an SSRF guard.
+"""The fetch engine: one connection pool per job, a true in-flight cap, an SSRF guard.
 
     async with Engine(concurrency=32, settings=get_settings()) as engine:
         page = await engine.fetch("https://example.com/", FetchOptions(timeout_s=20))
 
-Failures raise ``shoal.errors.FetchError`` with a contract error code. Why aiohttp (and the
-measurements): ``shoal/fetch/_engine.py``.
+Failures raise ``shoal.errors.FetchError`` with a contract error code. Why the engine speaks
+HTTP/1.1 itself (and the measurements): ``shoal/fetch/_engine.py`` and ``_h1.py``.
 
 The policy and the models load without aiohttp; ``Engine``, ``GuardedResolver`` and ``classify``
 load it on first use, so a process that only checks addresses (the API) never imports it.

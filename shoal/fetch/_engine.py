@@ -1,36 +1,44 @@
-"""The fetch engine: one aiohttp session and one in-flight cap per job per process.
+"""The fetch engine: one connection pool and one in-flight cap per job per process.
 
-Why aiohttp, not httpx. A cProfile of a 1,000-URL chunk against nginx on loopback (64 in flight)
-spent 15.2 of 17.5 CPU-seconds in httpcore's connection-pool assignment (``is_idle`` called
-21 M times): its pool rescans every connection per request, so cost grows with concurrency.
-aiohttp's connector keeps idle connections per key and does not. ``bench/fetch_engines.py``
-(5,000 pages of ~43 KB from nginx on 127.0.0.1, 2 cores, fetch + decode, best of 3), pages/s:
+The client, measured. httpx was first: its pool rescans every connection per request (a
+cProfile of a 1,000-URL chunk at 64 in flight spent 15.2 of 17.5 CPU s in httpcore's
+``is_idle``), so its cost grows with concurrency. aiohttp came next and does not degrade, but
+its client layers (session, request and response objects, connector, stream reader, timers)
+cost more CPU per page than parsing the page. The engine now speaks HTTP/1.1 itself
+(``_h1.Transport``: an ``asyncio.Protocol`` per connection, httptools' llhttp parser, keep-alive
+pools), keeping everything that makes it robust. ``bench/fetch_engines.py`` (5,000 pages of
+44 KB from nginx on 127.0.0.1, 2 cores, fetch + decode, robots.txt and the guard on), pages/s
+and CPU ms per page:
 
-    concurrency                16       64      256
-    httpx 0.28 (old engine)    912      555      612     1.1-1.8 CPU ms/page
-    this Engine              9,411    8,923    6,754     0.11-0.15 CPU ms/page
-    bare aiohttp loop       12,661   12,204    9,730     0.08-0.10 CPU ms/page
+    concurrency                16             64             256
+    httpx 0.28 (first engine)  567 (1.42)     366 (2.20)     402 (2.28)
+    this Engine              9,676 (0.09)   8,991 (0.08)   8,309 (0.12)
+    bare aiohttp loop        7,704 (0.13)   5,270 (0.12)   5,828 (0.17)
 
-so 10-16x the old engine and 0.69-0.74x a bare loop; both aiohttp lines sag alike at 256. The
-gap to the bare loop is the robustness a bare loop lacks, each a few percent: the per-URL
-deadline timer, aiohttp's read timeout (rescheduled on every chunk), charset detection in
-``decode_body``, the response-header dict, the slots, robots.txt and the guard. Hot-path care:
-no context-manager generators, the per-host semaphore skipped when its cap cannot bind, a host
-checked by the guard once, robots.txt short-circuited for origins whose robots.txt was 4xx.
+so 1.26-1.71x a bare aiohttp loop that has none of the robustness below (on the aiohttp
+client, the same engine ran 0.69-0.74x of it). Hot-path care: no context-manager generators,
+the per-host semaphore skipped when its cap cannot bind, a host checked by the guard once,
+robots.txt short-circuited for origins whose robots.txt was 4xx, the usual header block encoded
+once, a body that came with its head taken whole.
 
 How it holds up against the web:
 
 - SSRF: direct connections resolve through ``GuardedResolver``, so the address connected to is
   the address checked (no rebinding window); literal IPs are checked here, on every hop.
+- Connections: connect (TCP, TLS, a proxy's CONNECT) within ``SHOAL_CONNECT_TIMEOUT_S``, no
+  silence longer than ``SHOAL_READ_TIMEOUT_S``, a response head of at most 64 KiB, at most 1 MiB
+  read ahead of the body cap; an idle connection the server dropped as it was reused is
+  replaced at once (see ``_h1``).
 - One clock per URL (``asyncio.timeout``), started when the URL first gets a slot: redirects,
   retries, back-off, slow headers and slow-drip bodies all spend the same ``timeout_s``.
   ``SHOAL_CONNECT_TIMEOUT_S``/``SHOAL_READ_TIMEOUT_S`` end a stuck attempt early so a retry fits.
 - Retries with exponential back-off and jitter on connect errors, timeouts, 408, 429 and 5xx;
   ``Retry-After`` honoured up to 30 s, and never past the deadline (then it fails at once).
-- Bodies are read under the cap after our own streaming decompression (``auto_decompress`` off),
-  so a gzip bomb ends ``too_large`` having used about the cap in memory.
+- Bodies are read under the cap after our own streaming decompression, so a gzip bomb ends
+  ``too_large`` having used about the cap in memory.
 - Redirects by hand: each hop re-checked (guard, robots.txt), credentials dropped across hosts.
-- Proxies: a second session whose connector only ever dials the operator's proxies; a failing
+- Proxies: a second transport that only ever dials the operator's proxies (``http`` targets in
+  absolute form, ``https`` ones through a CONNECT tunnel, TLS end to end); a failing
   proxy is benched and the next one tried at once; targets are pre-checked by the guard (the
   proxy resolves names itself, so this one check is all we can do).
 """
@@ -41,6 +49,7 @@ import asyncio
 import math
 import random
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -221,7 +230,8 @@ class Engine:
 
     ``proxies`` maps a ``proxy_type`` to proxy URLs (default: ``settings.proxy_pools()``).
     ``resolver`` replaces the system resolver for direct connections (tests); the SSRF guard
-    checks whatever it answers.
+    checks whatever it answers. ``ssl_context`` replaces the default verifying TLS context
+    (tests trust their own CA with it).
     """
 
     def __init__(
@@ -234,6 +244,7 @@ class Engine:
         delay_scale: int = 1,
         proxies: Mapping[str, list[str]] | None = None,
         resolver: AbstractResolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -251,6 +262,7 @@ class Engine:
         pools = settings.proxy_pools() if proxies is None else proxies
         self._pools = {name: ProxyPool(list(urls)) for name, urls in pools.items() if urls}
         self._resolver = resolver
+        self._ssl_context = ssl_context
         self._direct: Transport | None = None
         self._proxied: Transport | None = None
         self._robots: dict[str, RobotsCache] = {}
@@ -407,7 +419,8 @@ class Engine:
             raise FetchError("invalid_url", f"invalid request header: {exc}") from exc
 
     async def _check_target(self, url: URL, *, proxied: bool) -> None:
-        """Literal IPs are checked here (aiohttp never resolves them); names, in the resolver.
+        """Literal IPs are checked here (the transport never resolves them); names, in the
+        resolver.
 
         Through a proxy the proxy resolves the name, so we can only check our own answer first.
         """
@@ -688,4 +701,5 @@ class Engine:
             max_idle=self._concurrency,
             keepalive_s=_KEEPALIVE_S,
             dns_ttl_s=_DNS_TTL_S,
+            ssl_context=self._ssl_context,
         )

@@ -1,10 +1,11 @@
 """SSRF guard: refuse non-public addresses at the moment of connecting.
 
-The check lives in an aiohttp resolver (``GuardedResolver``), so the addresses the connector
-connects to are exactly the addresses that were checked: no second lookup a DNS-rebinding host
-could answer differently. aiohttp never asks the resolver about literal IPs, so the engine checks
-those itself (``AddressPolicy.check_literal``) on every hop, like a redirect target. The policy
-itself (private ranges, metadata addresses, the operator's allow-list) is ``_policy``.
+The check lives in the resolver (``GuardedResolver``, aiohttp's resolver interface), so the
+addresses the transport dials are exactly the addresses that were checked: no second lookup a
+DNS-rebinding host could answer differently. The transport never resolves literal IPs, so the
+engine checks those itself (``AddressPolicy.check_literal``) on every hop, like a redirect
+target. The policy itself (private ranges, metadata addresses, the operator's allow-list) is
+``_policy``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from ._policy import AddressPolicy, parse_address
 class GuardedResolver(AbstractResolver):
     """Resolves with ``inner`` and refuses (``BlockedAddress``) what the policy does not allow.
 
-    This is the resolver of the engine's direct connector; aiohttp caches its answers per host
-    (``ttl_dns_cache``), so a checked answer is also the one reused.
+    This is the resolver of the engine's direct transport, which caches its answers per host
+    for a minute, so a checked answer is also the one reused.
     """
 
     def __init__(self, inner: AbstractResolver, policy: AddressPolicy) -> None:

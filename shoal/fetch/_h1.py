@@ -131,6 +131,7 @@ class _Conn(asyncio.Protocol):
         self.keep_alive = False
         self.got_data = False
         self._head_bytes = 0
+        self._fields = 0
         self._body: list[bytes] = []
         self._buffered = 0
         self._until_close = False
@@ -145,14 +146,14 @@ class _Conn(asyncio.Protocol):
             self._tunnel += data
             self._wake()
             return
-        if not self.head_done:
-            self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(InvalidResponse(f"invalid HTTP response: {exc}"))
             return
-        if not self.head_done and self._head_bytes > MAX_HEAD:
+        if not self.head_done:
+            self._head_bytes += len(data)  # a head still coming: count what came so far
+        if self._head_bytes > MAX_HEAD:
             self._fail(InvalidResponse(f"response head larger than {MAX_HEAD} bytes"))
             return
         if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
@@ -177,6 +178,10 @@ class _Conn(asyncio.Protocol):
 
     # ---------------------------------------------------------------- httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.head_done:  # a whole head in one read is counted here
+            self._fields += len(name) + len(value) + 4
+            if self._fields > MAX_HEAD:
+                self._head_bytes = self._fields
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         old = self.headers.get(key)
@@ -229,13 +234,17 @@ class _Conn(asyncio.Protocol):
             self._waiter = None
 
     async def read_head(self, timeout: float) -> None:
-        while not self.head_done:
-            if self._error is not None:
+        while True:
+            if self._error is not None:  # first: a head may be in, and refused
                 raise self._error
+            if self.head_done:
+                return
             await self._wait(timeout)
 
     async def read_some(self, timeout: float) -> list[bytes]:
         while True:
+            if self._error is not None and not self.complete:
+                raise self._error
             if self._body:
                 pieces, self._body, self._buffered = self._body, [], 0
                 if self._paused and self.transport is not None:
@@ -244,8 +253,6 @@ class _Conn(asyncio.Protocol):
                 return pieces
             if self.complete:
                 return []
-            if self._error is not None:
-                raise self._error
             await self._wait(timeout)
 
     async def read_tunnel_head(self, timeout: float) -> tuple[int, bytes]:

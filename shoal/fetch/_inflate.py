@@ -1,6 +1,6 @@
 """Streaming decompression of response bodies, in bounded steps.
 
-aiohttp runs with ``auto_decompress=False`` so that the body cap counts *decompressed* bytes:
+The transport hands over bodies still encoded, so that the body cap counts *decompressed* bytes:
 each decoder hands out at most ``step`` bytes per call, the engine adds them up and stops at the
 cap, so a compression bomb (1 GB of zeros in 1 MB of gzip) costs at most cap + one step of memory.
 """

@@ -6,8 +6,8 @@
 
 A proxy that fails is benched for ``bench_s``, doubling with each further failure in a row (capped
 at 10 minutes); a success resets the count (an active bench runs out on its own). Credentials
-stay in the URL (``http://user:pass@host:port``); aiohttp reads them from there. Not thread-safe:
-one pool per engine, used from its event loop.
+stay in the URL (``http://user:pass@host:port``); the transport sends them as
+``Proxy-Authorization``. Not thread-safe: one pool per engine, used from its event loop.
 """
 
 from __future__ import annotations

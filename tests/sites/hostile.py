@@ -19,6 +19,11 @@ Paths (query parameters in brackets, with defaults):
 - ``/redirect-loop`` (302 to ``/redirect-loop/b`` and back), ``/redirect?n=3[&status=302]``
   (``n`` hops, then 200), ``/redirect-to?url=...[&status=302]``
 - ``/huge?mb=1[&chunked=1]`` a streamed body of ``mb`` MiB (chunked: no Content-Length)
+- ``/until-close`` a page with neither Content-Length nor chunking (it ends with the
+  connection); ``/interim`` a ``100 Continue`` before the page; ``/huge-head?kb=100`` a page
+  with ``kb`` KB of headers; ``/garbage`` an answer that is not HTTP
+- ``/then-drop`` a page, after which the next request on the same connection is read and the
+  connection closed without an answer (a server dropping an idle keep-alive connection)
 - ``/gzip-bomb?mb=10`` gzip of ``mb`` MiB of zeros, ``Content-Encoding: gzip`` (built once per
   size and cached); ``/gzip``, ``/deflate`` (zlib format), ``/br`` (501 without ``brotli``):
   ``COMPRESSED_PAGE`` encoded
@@ -30,7 +35,8 @@ Paths (query parameters in brackets, with defaults):
   failure). Both are plain attributes and may be changed while the site runs.
 
 Every request counts in ``hits`` (by path), ``hits_full`` (by path?query), ``log`` (method,
-target, headers, monotonic time) and the in-flight gauge ``in_flight``/``peak``.
+target, headers, monotonic time) and the in-flight gauge ``in_flight``/``peak``;
+``connections`` counts connections. ``HostileSite(tls=context)`` serves all of it over HTTPS.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ import codecs
 import collections
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -183,12 +190,15 @@ class LoopServer:
     """An asyncio TCP server on 127.0.0.1 (port chosen by the OS) running in its own thread.
 
     Subclasses implement ``_handle(reader, writer)``; the connection is closed after it.
-    Handler crashes are kept in ``errors`` (tests may assert it stays empty).
+    Handler crashes are kept in ``errors`` (tests may assert it stays empty); ``connections``
+    counts the connections accepted. With ``tls`` (a server context) it speaks HTTPS.
     """
 
     name = "loop-server"
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
+        self.connections = 0
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -224,7 +234,7 @@ class LoopServer:
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._client, sock=self._sock, backlog=1024)
+            asyncio.start_server(self._client, sock=self._sock, backlog=1024, ssl=self.tls)
         )
         self._ready.set()
         try:
@@ -243,6 +253,7 @@ class LoopServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self.connections += 1
         try:
             await self._handle(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
@@ -336,8 +347,13 @@ class HostileSite(LoopServer):
 
     name = "hostile-site"
 
-    def __init__(self, robots: str | None = None, robots_status: int = 200) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        robots: str | None = None,
+        robots_status: int = 200,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(tls)
         self.robots = DEFAULT_ROBOTS if robots is None else robots
         self.robots_status = robots_status
         self.hits: collections.Counter[str] = collections.Counter()
@@ -351,11 +367,11 @@ class HostileSite(LoopServer):
         return self
 
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.origin}{path}"
 
     @property
     def origin(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def reset_stats(self) -> None:
         """Forget hits (so ``/flaky`` and ``/retry-after`` fail again), the log and the peak."""
@@ -365,6 +381,7 @@ class HostileSite(LoopServer):
         self.peak = self.in_flight
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        drop_next = False
         while True:
             req = await read_request(reader)
             if req is None:
@@ -378,6 +395,9 @@ class HostileSite(LoopServer):
             self.hits[path] += 1
             self.hits_full[req.key] += 1
             self.log.append(req)
+            if drop_next:  # answered nothing: as a server closing an idle connection does
+                return
+            drop_next = path == "/then-drop"
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
             try:
@@ -410,7 +430,7 @@ class HostileSite(LoopServer):
     async def _route(
         self, req: Request, path: str, q: dict[str, str], writer: asyncio.StreamWriter
     ) -> None:
-        if path in ("/", "/ok") or path.startswith("/private/"):
+        if path in ("/", "/ok", "/then-drop") or path.startswith("/private/"):
             return await self._page(writer, req, path)
         if path.startswith("/status/"):
             code = int(path.rsplit("/", 1)[1])
@@ -443,6 +463,21 @@ class HostileSite(LoopServer):
             return await self._page(writer, req, "finally")
         if path == "/reset":
             reset(writer)
+            raise _Closed
+        if path == "/until-close":  # no Content-Length, not chunked: the body ends at EOF
+            body = _page("until close", "y" * 30_000).encode()
+            writer.write(response_head(200, [("Content-Type", _HTML)]) + body)
+            await writer.drain()
+            raise _Closed
+        if path == "/interim":  # a 100 Continue before the answer
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return await self._page(writer, req, "after interim")
+        if path == "/huge-head":
+            filler = tuple((f"X-Filler-{i}", "f" * 1000) for i in range(int(q.get("kb", "100"))))
+            return await self._send(writer, req, 200, b"<h1>big head</h1>", headers=filler)
+        if path == "/garbage":
+            writer.write(b"SPDY/9 what is this\r\n\r\n")
+            await writer.drain()
             raise _Closed
         if path == "/reset-mid":
             body = _page("reset mid-body", "x" * 20_000).encode()
