@@ -27,7 +27,7 @@ HEAVY_FORMATS = frozenset({"markdown", "text"})
 
 
 def process_page(
-    html: str,
+    html: str | None,
     base_url: str,
     extract: dict[str, str] | None,
     selectors: dict[str, str] | None,
@@ -37,7 +37,8 @@ def process_page(
     """``{"data": ..., <format>: ...}``, or ``{"error": message}`` when extraction failed.
 
     ``utf8``: ``html`` as UTF-8 bytes when the caller has them (parsed from those, see
-    ``Page``). Plain data in and out, so it can cross a process boundary."""
+    ``Page``; ``html`` may then be ``None``). Plain data in and out, so it can cross a process
+    boundary."""
     try:
         page = Page(html, base_url=base_url, utf8=utf8)
         out: dict[str, Any] = {
@@ -71,7 +72,7 @@ class PageWorkers:
 
     async def run(
         self,
-        html: str,
+        html: str | None,
         base_url: str,
         extract: dict[str, str] | None,
         selectors: dict[str, str] | None,
@@ -81,6 +82,9 @@ class PageWorkers:
         pool = self._get_pool() if HEAVY_FORMATS.intersection(formats or ()) else None
         if pool is None:
             return process_page(html, base_url, extract, selectors, formats, utf8)
+        if html is None:  # ship one copy of the page, as text
+            assert utf8 is not None
+            html = utf8.decode("utf-8", "replace")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             pool, process_page, html, base_url, extract, selectors, formats

@@ -288,13 +288,14 @@ async def _scrape_one(rt: JobRuntime, item: dict[str, Any]) -> dict[str, Any]:
     )
     if not _is_html(resp):
         return row
+    utf8 = resp.utf8
     parsed = await rt.pages.run(
-        resp.text,
+        resp.text if utf8 is None else None,  # from the bytes: the text only if asked for
         resp.final_url,
         opts.get("extract"),
         opts.get("selectors"),
         opts.get("formats"),
-        resp.utf8,
+        utf8,
     )
     if "error" in parsed:
         return _error_row(row, ExtractError(parsed["error"]))

@@ -18,13 +18,24 @@ class Page:
     Build one per fetched page and hand it to both ``extract_data`` and ``page_formats``.
     """
 
-    def __init__(self, html: str, base_url: str = "", *, utf8: bytes | None = None) -> None:
+    def __init__(self, html: str | None, base_url: str = "", *, utf8: bytes | None = None) -> None:
         """``utf8``: the same document as UTF-8 bytes, when the caller has them (a body that
         already was UTF-8). The tree is then parsed from them: selectolax re-encodes a ``str``
-        to UTF-8 first, ~20 % of the parse of a 44 KB page."""
-        self.html = html
+        to UTF-8 first, ~20 % of the parse of a 44 KB page. With ``utf8``, ``html`` may be
+        ``None``: it is decoded from ``utf8`` if something asks for it."""
+        if html is None and utf8 is None:
+            raise TypeError("Page needs html or utf8")
+        self._html = html
         self.base_url = base_url
         self.utf8 = utf8
+
+    @property
+    def html(self) -> str:
+        """The document as text."""
+        if self._html is None:
+            assert self.utf8 is not None
+            self._html = self.utf8.decode("utf-8", "replace")
+        return self._html
 
     @classmethod
     def of(cls, html: str | Page, base_url: str = "") -> Page:

@@ -102,6 +102,19 @@ def charset_of(header: str | None) -> str | None:
     return None
 
 
+def ascii_as_utf8(content: bytes, content_type: str | None) -> bool:
+    """Whether ``decode_body`` would answer ``(content as ASCII, "utf-8")``, known without
+    decoding: the body is ASCII (and not 7-bit ISO-2022: no ESC byte), and neither the header
+    nor a ``<meta>`` names a charset other than UTF-8. The engine then leaves the text to be
+    decoded on first use (most pages are parsed from their bytes and never need it)."""
+    if not content.isascii() or b"\x1b" in content:
+        return False
+    declared = _codec(charset_of(content_type))
+    if declared is not None:
+        return declared == "utf-8"
+    return _prescan(content) in (None, "utf-8")
+
+
 def decode_body(content: bytes, content_type: str | None) -> tuple[str, str]:
     """Decode a body the way a browser would, never raising; returns ``(text, encoding)``.
 

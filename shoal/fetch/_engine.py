@@ -63,7 +63,7 @@ from yarl import URL
 from shoal.errors import FetchError
 from shoal.settings import Settings
 
-from ._decode import decode_body
+from ._decode import ascii_as_utf8, decode_body
 from ._errors import RETRYABLE_CODES, status_error, to_fetch_error
 from ._guard import GuardedResolver
 from ._h1 import ProxyError, Response, Transport, header_block
@@ -347,7 +347,11 @@ class Engine:
                 err.final_url = str(state.url)
             raise
         content_type = hop.headers.get("content-type")
-        text, encoding = decode_body(hop.content, content_type)
+        text: str | None
+        if ascii_as_utf8(hop.content, content_type):
+            text, encoding = None, "utf-8"  # decoded on first use, if ever
+        else:
+            text, encoding = decode_body(hop.content, content_type)
         now = asyncio.get_running_loop().time()
         return FetchResponse(
             url=url,

@@ -24,24 +24,64 @@ class FetchOptions:
     respect_robots: bool = True
 
 
-@dataclass
 class FetchResponse:
     """A fetched page (only 2xx/3xx responses become one; the rest raise ``FetchError``).
 
     ``content`` is the decompressed body; ``text`` the body decoded with ``encoding``;
     ``content_type`` the media type without parameters (``text/html``), ``""`` when absent.
+    ``text=None`` says the body is ASCII read as UTF-8 (``decode.ascii_as_utf8``): it is then
+    decoded on first use, and a page parsed from its bytes (``utf8``) never pays for it.
     """
 
-    url: str
-    final_url: str
-    status: int
-    headers: dict[str, str]
-    content: bytes
-    text: str
-    content_type: str
-    elapsed_ms: int
-    attempts: int
-    encoding: str = ""
+    __slots__ = (
+        "url",
+        "final_url",
+        "status",
+        "headers",
+        "content",
+        "_text",
+        "content_type",
+        "elapsed_ms",
+        "attempts",
+        "encoding",
+    )
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        final_url: str,
+        status: int,
+        headers: dict[str, str],
+        content: bytes,
+        text: str | None,
+        content_type: str,
+        elapsed_ms: int,
+        attempts: int,
+        encoding: str = "",
+    ) -> None:
+        self.url = url
+        self.final_url = final_url
+        self.status = status
+        self.headers = headers
+        self.content = content
+        self._text = text
+        self.content_type = content_type
+        self.elapsed_ms = elapsed_ms
+        self.attempts = attempts
+        self.encoding = encoding
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = self.content.decode("ascii", "replace")
+        return self._text
+
+    def __repr__(self) -> str:
+        return (
+            f"FetchResponse(url={self.url!r}, status={self.status}, "
+            f"content_type={self.content_type!r}, bytes={len(self.content)})"
+        )
 
     @property
     def utf8(self) -> bytes | None:

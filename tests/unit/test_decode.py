@@ -8,7 +8,7 @@ import time
 import pytest
 
 from shoal.fetch import FetchResponse
-from shoal.fetch._decode import charset_of, content_type_of, decode_body
+from shoal.fetch._decode import ascii_as_utf8, charset_of, content_type_of, decode_body
 from tests.sites.hostile import ENC_PAGES, EXPECTED_TEXT
 
 
@@ -183,3 +183,45 @@ def test_response_utf8_is_the_body_only_when_it_already_was_utf8(
     assert (resp.utf8 is content) is same
     if resp.utf8 is not None:
         assert resp.utf8.decode() == text
+
+
+_ASCII = b"<html><head><title>t</title></head><body><p>plain</p></body></html>"
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "lazy"),
+    [
+        (_ASCII, "text/html", True),
+        (_ASCII, "text/html; charset=utf-8", True),
+        (_ASCII, "text/html; charset=UTF8", True),
+        (b'<meta charset="utf-8">' + _ASCII, None, True),
+        (_ASCII, "text/html; charset=windows-1252", False),  # labelled windows-1252
+        (b'<meta charset="windows-1251">' + _ASCII, "text/html", False),
+        (_ASCII, "text/html; charset=iso-2022-jp", False),
+        (b"\x1b$B$3$s$K$A$O\x1b(B", "text/html", False),  # ISO-2022-JP is 7-bit
+        (b'<meta charset="utf-16">' + _ASCII, None, True),  # WHATWG: an ASCII meta is UTF-8
+        ("<p>caf\u00e9</p>".encode(), "text/html; charset=utf-8", False),  # not ASCII
+        (codecs.BOM_UTF8 + _ASCII, "text/html", False),
+    ],
+)
+def test_ascii_as_utf8_agrees_with_decode_body(
+    content: bytes, content_type: str | None, lazy: bool
+) -> None:
+    """What the engine skips decoding is exactly what decode_body reads as ASCII UTF-8."""
+    assert ascii_as_utf8(content, content_type) is lazy
+    if lazy:
+        assert decode_body(content, content_type) == (content.decode("ascii"), "utf-8")
+        resp = FetchResponse(
+            url="http://x/",
+            final_url="http://x/",
+            status=200,
+            headers={},
+            content=content,
+            text=None,
+            content_type="text/html",
+            elapsed_ms=1,
+            attempts=1,
+            encoding="utf-8",
+        )
+        assert resp.text == content.decode("ascii")
+        assert resp.utf8 is content
