@@ -18,8 +18,11 @@ from shoal.settings import Settings
 from shoal.storage import Storage
 
 _BLOCK = 1 << 20
-#: chunks per slot a job is cut into (see ``chunk_size``)
-ROUNDS_PER_SLOT = 4
+#: chunks per slot a job is cut into (see ``chunk_size``): 2, not 4 — a 20,000-URL job as 8
+#: chunks ran 3,912-4,017 / 3,541-3,718 pages/s at C=16 / 256 against 3,763-3,798 /
+#: 3,140-3,664 as 16 (``bench/throughput.py --skip-baselines``); each task run costs ~35 ms of
+#: Prefect server and flow CPU, and a chunk its own start and tail
+ROUNDS_PER_SLOT = 2
 
 
 @dataclass(frozen=True)
