@@ -21,6 +21,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         "SHOAL_ALLOW_PRIVATE_NETWORKS": "1",
         "SHOAL_PROGRESS_INTERVAL_S": "0.2",
         "PREFECT_LOCAL_STORAGE_PATH": str(data / "prefect-storage"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # no telemetry: traffic stays on loopback
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
