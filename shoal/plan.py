@@ -18,11 +18,14 @@ from shoal.settings import Settings
 from shoal.storage import Storage
 
 _BLOCK = 1 << 20
-#: chunks per slot a job is cut into (see ``chunk_size``): 2, not 4 — a 20,000-URL job as 8
-#: chunks ran 3,912-4,017 / 3,541-3,718 pages/s at C=16 / 256 against 3,763-3,798 /
-#: 3,140-3,664 as 16 (``bench/throughput.py --skip-baselines``); each task run costs ~35 ms of
-#: Prefect server and flow CPU, and a chunk its own start and tail
-ROUNDS_PER_SLOT = 2
+#: chunks per slot a job is cut into (see ``chunk_size``): 1 — a 20,000-URL job as 4 chunks
+#: ran 4,760-5,030 / 4,320-4,569 pages/s at C=16 / 256 against 4,408-4,558 / 4,209-4,499 as 8
+#: (``bench/throughput.py --skip-baselines``, alternating, 2026-12-02), and as 16 it was slower
+#: still; each task run costs ~35 ms of Prefect server and flow CPU, and a chunk its own start
+#: and tail. The chunks of one worker process share its requests in flight, so a process whose
+#: other chunk finished gives all its slots to the one left; jobs over ``chunk_max_urls`` per
+#: slot run in several rounds anyway.
+ROUNDS_PER_SLOT = 1
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,9 @@ def chunk_size(total: int, settings: Settings, slots: int = 1) -> int:
     """URLs per chunk for a job of ``total`` URLs run ``slots`` chunks at a time.
 
     About ``ROUNDS_PER_SLOT`` chunks per slot: a chunk task run costs tens of milliseconds of
-    Prefect server and flow CPU (measured ~75 ms in all), so a big job wants few, big chunks,
-    while several rounds keep the slots evenly busy to the end. Big enough to stay within
-    ``max_chunks_per_job``, but never below ``chunk_min_urls`` or above ``chunk_max_urls``
-    (which wins); a multiple of ``chunk_min_urls``."""
+    Prefect server and flow CPU (measured ~75 ms in all), so a job wants few, big chunks. Big
+    enough to stay within ``max_chunks_per_job``, but never below ``chunk_min_urls`` or above
+    ``chunk_max_urls`` (which wins); a multiple of ``chunk_min_urls``."""
     base = max(1, settings.chunk_min_urls)
     want = max(
         math.ceil(total / max(1, ROUNDS_PER_SLOT * slots)),

@@ -49,7 +49,7 @@ def _check_cover(storage, url, chunks, total, n):
 
 @pytest.mark.parametrize(
     ("n", "expected_chunks"),
-    [(0, 0), (1, 1), (249, 1), (250, 1), (251, 2), (500, 2), (10_000, 20)],
+    [(0, 0), (1, 1), (249, 1), (250, 1), (251, 2), (500, 2), (10_000, 10)],
 )
 def test_plan_covers_every_line_once(tmp_path, n, expected_chunks):
     storage, url = _stage(tmp_path, n)
@@ -63,9 +63,11 @@ def test_plan_covers_every_line_once(tmp_path, n, expected_chunks):
     ("total", "slots", "size"),
     [
         (0, 4, 250),
-        (2_000, 4, 250),  # small jobs: the smallest chunk
-        (20_000, 4, 2_500),  # two rounds of four slots
-        (20_001, 4, 2_750),  # rounded up to a multiple of chunk_min_urls
+        (600, 4, 250),  # small jobs: the smallest chunk
+        (2_000, 4, 500),
+        (10_000, 4, 2_500),  # one chunk per slot
+        (10_001, 4, 2_750),  # rounded up to a multiple of chunk_min_urls
+        (20_001, 4, 5_000),  # capped by chunk_max_urls: a few rounds
         (1_000_000, 4, 5_000),  # capped by chunk_max_urls
         (10_000_000, 4, 5_000),  # chunk_max_urls wins over the chunk budget
     ],
@@ -78,10 +80,10 @@ def test_chunk_size_gives_few_big_chunks_for_big_jobs(total, slots, size):
 def test_a_resumed_plan_keeps_its_first_chunk_size(tmp_path):
     storage, url = _stage(tmp_path, 10_000)
     first, _ = plan_chunks(storage, url, Settings(chunk_min_urls=250), slots=4)
-    assert {c.count for c in first} == {1_250}
+    assert {c.count for c in first} == {2_500}
     # the operator changed the settings since: the stored size still cuts the same chunks
     again, total = plan_chunks(
-        storage, url, Settings(chunk_min_urls=300, chunk_max_urls=600), size=1_250
+        storage, url, Settings(chunk_min_urls=300, chunk_max_urls=600), size=2_500
     )
     assert again == first
     _check_cover(storage, url, again, total, 10_000)
@@ -90,7 +92,7 @@ def test_a_resumed_plan_keeps_its_first_chunk_size(tmp_path):
 def test_plan_stays_under_chunk_budget(tmp_path):
     storage, url = _stage(tmp_path, 10_000)
     cfg = Settings(chunk_min_urls=250, max_chunks_per_job=4)
-    chunks, total = plan_chunks(storage, url, cfg, slots=8)  # rounds alone would cut 16
+    chunks, total = plan_chunks(storage, url, cfg, slots=8)  # slots alone would cut 8
     assert len(chunks) == 4 and {c.count for c in chunks} == {2_500}
     _check_cover(storage, url, chunks, total, 10_000)
 
@@ -131,7 +133,7 @@ def test_plan_is_deterministic(tmp_path):
 def test_read_chunk_seeks_to_offset(tmp_path):
     storage, url = _stage(tmp_path, 600)
     cfg = Settings(chunk_min_urls=250, max_chunks_per_job=1_000)
-    chunks, _ = plan_chunks(storage, url, cfg)
+    chunks, _ = plan_chunks(storage, url, cfg, slots=3)
     last = chunks[-1]
     assert isinstance(last, Chunk) and (last.first, last.count) == (500, 100)
     items = read_chunk(storage, url, last)
