@@ -41,6 +41,14 @@ PRELOAD = [
     "shoal.scrape",
     "shoal.finalize",
     "shoal.output",
+    # what Prefect imports on a flow run's first task (~45 ms a run under cProfile, most of it
+    # graphviz for `prefect.utilities.visualization`)
+    "prefect.task_engine",
+    "prefect.utilities.visualization",
+    "prefect.concurrency._asyncio",
+    "prefect.concurrency.services",
+    "anyio._backends._asyncio",
+    "encodings.idna",
 ]
 
 
