@@ -42,6 +42,9 @@ async def _resume(row: JobRow, settings: Settings, why: str) -> None:
         timeout=0,
         flow_run_name=f"{row.id}-resume-{n}",
         tags=[f"account:{row.account_id}", f"priority:{row.priority}", "shoal", "resumed"],
+        # a request the client sends again (its retries on a 503) never starts a second run
+        idempotency_key=f"{row.id}-resume-{n}",
+        as_subflow=False,
     )
     await asyncio.to_thread(store.update_job, row.id, flow_run_id=str(flow_run.id), resume_count=n)
     log.warning("job %s resumed as flow run %s (%s)", row.id, flow_run.id, why)

@@ -15,7 +15,8 @@ FINAL = {"completed", "partial", "cancelled", "failed"}
 
 def test_kill9_then_up_again_resumes(tmp_path, site: Site) -> None:  # type: ignore[no-untyped-def]
     data = tmp_path / "data"
-    first = Stack(data, **E2E_ENV).start()
+    env = {**E2E_ENV, "SHOAL_CHUNK_MAX_URLS": "250"}
+    first = Stack(data, **env).start()
     n = 1500  # six chunks of 250
     urls = [site.url(f"/slow/{i}?ms=40") for i in range(n)]
     try:
@@ -30,7 +31,7 @@ def test_kill9_then_up_again_resumes(tmp_path, site: Site) -> None:  # type: ign
     hits_at_kill = sum(site.stats.hits.values())
     assert hits_at_kill < n
 
-    second = Stack(data, **E2E_ENV)
+    second = Stack(data, **env)
     second.port, second.prefect_port = first.port, first.prefect_port
     second.start()
     try:
