@@ -24,7 +24,9 @@ _BLOCK = 1 << 20
 #: still; each task run costs ~35 ms of Prefect server and flow CPU, and a chunk its own start
 #: and tail. The chunks of one worker process share its requests in flight, so a process whose
 #: other chunk finished gives all its slots to the one left; jobs over ``chunk_max_urls`` per
-#: slot run in several rounds anyway.
+#: slot run in several rounds anyway. The cost: in a small job, a slow stretch of the input
+#: (one slow host, sorted together) is one chunk, served by one process's share of the
+#: concurrency while the other process may have nothing left to do.
 ROUNDS_PER_SLOT = 1
 
 
