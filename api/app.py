@@ -41,6 +41,7 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     errors.install(app)
+    errors.document(app)
     for r in (
         health.router,
         jobs.router,

@@ -1,4 +1,5 @@
-"""The one place errors become RFC 9457 problem details."""
+"""The one place errors become RFC 9457 problem details: in the answers, and in the served OpenAPI
+document (`document`), where every 4xx/5xx is the contract's `Problem`."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shoal.contract import Problem
 from shoal.errors import (
     AuthError,
     Conflict,
@@ -103,3 +105,65 @@ def install(app: FastAPI) -> None:
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return problem(500, "Internal error", "an internal error occurred; it has been logged")
+
+
+#: what each status means on any route that can answer it
+_MEANING = {
+    400: "Malformed body: not JSON (or not the declared format)",
+    401: "Missing or unknown API key",
+    404: "Unknown id, or another account's",
+    409: "Conflict: the resource's state does not allow it",
+    410: "Gone: removed by the account's retention",
+    413: "Too large",
+    415: "Unsupported media type",
+    422: "Invalid input: `errors` names each field",
+    429: "A plan limit was reached (`Retry-After` says when to try again)",
+    503: "The scheduler (Prefect) is unavailable",
+}
+_PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+
+
+def answers(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route decorator: the error statuses it answers, besides those every
+    authenticated route (``401``) or route with a body (``400``, ``422``) has."""
+    return {code: {"description": _MEANING[code]} for code in codes}
+
+
+def document(app: FastAPI) -> None:
+    """Make the served OpenAPI document say what the handlers above answer: every 4xx/5xx of
+    every operation is a ``Problem`` (``application/problem+json``), not FastAPI's default
+    validation body; authenticated operations list ``401``, operations with a body ``400``."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+        problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(problem_schema.pop("$defs", {}))
+        schemas["Problem"] = problem_schema
+        for path_item in schema.get("paths", {}).values():
+            for op in path_item.values():
+                _document_operation(op)
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_operation(op: dict[str, Any]) -> None:
+    responses = op.setdefault("responses", {})
+    codes = {int(code) for code in responses if code.isdigit()}
+    if op.get("security"):
+        codes.add(401)
+    if "requestBody" in op:
+        codes.add(400)
+    for code in sorted(codes):
+        if code < 400:
+            continue
+        answer = responses.setdefault(str(code), {})
+        if answer.get("description") in (None, "Validation Error", "Additional Response"):
+            answer["description"] = _MEANING.get(code, "Error")
+        answer["content"] = {"application/problem+json": {"schema": _PROBLEM_REF}}

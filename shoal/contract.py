@@ -396,3 +396,20 @@ class UploadPublic(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     version: str
+
+
+class ProblemField(BaseModel):
+    loc: str = Field(description="The field, as a path: `input.urls[3]`, `defaults.render`.")
+    msg: str
+
+
+class Problem(BaseModel):
+    """Every error answer (RFC 9457 problem details, `application/problem+json`)."""
+
+    type: str = Field(description="A URI naming the kind of problem.")
+    title: str
+    status: int
+    detail: str
+    errors: list[ProblemField] | None = Field(
+        None, description="Each invalid field (`400` and `422`); absent otherwise."
+    )

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep, own_job
+from api.errors import answers
 from api.launcher import start_flow_run
 from shoal import jobs, output, submit
 from shoal.contract import (
@@ -63,6 +64,7 @@ def _created(row: JobRow) -> dict[str, Any]:
     responses={
         200: {"model": JobCreated, "description": "Idempotent replay: the key's original job"},
         409: {"description": "The Idempotency-Key was used with a different body"},
+        **answers(429, 503),
     },
 )
 async def create_job(
@@ -93,7 +95,10 @@ async def create_job(
     status_code=202,
     response_model=JobRetried,
     summary="Retry the URLs that errored, as a new job",
-    responses={409: {"description": "The job has not ended, or none of its URLs errored"}},
+    responses={
+        409: {"description": "The job has not ended, or none of its URLs errored"},
+        **answers(404, 410, 429, 503),
+    },
 )
 async def retry_job(
     job_id: str,
@@ -138,7 +143,12 @@ def list_jobs(
     )
 
 
-@router.get("/{job_id}", response_model=JobPublic, summary="Job status and live counters")
+@router.get(
+    "/{job_id}",
+    response_model=JobPublic,
+    summary="Job status and live counters",
+    responses=answers(404),
+)
 def get_job(
     job_id: str, account: CurrentAccount, store: StoreDep, settings: SettingsDep
 ) -> JobPublic:
@@ -146,7 +156,11 @@ def get_job(
 
 
 @router.delete(
-    "/{job_id}", status_code=202, response_model=JobPublic, summary="Cancel a job gracefully"
+    "/{job_id}",
+    status_code=202,
+    response_model=JobPublic,
+    summary="Cancel a job gracefully",
+    responses={409: {"description": "The job has already ended"}, **answers(404)},
 )
 def cancel_job(
     job_id: str, account: CurrentAccount, store: StoreDep, settings: SettingsDep
@@ -163,7 +177,10 @@ def cancel_job(
     "/{job_id}/results",
     response_model=None,
     summary="Results so far: paged JSON, or the whole file as ndjson, csv or parquet",
-    responses={200: {"model": ResultPage, "content": {m: {} for m in _MEDIA.values()}}},
+    responses={
+        200: {"model": ResultPage, "content": {m: {} for m in _MEDIA.values()}},
+        **answers(404, 410),
+    },
 )
 def get_results(
     job_id: str,
@@ -200,7 +217,13 @@ def get_results(
 
 
 @router.get(
-    "/{job_id}/result", response_model=PageResult, summary="The single result of a one-URL job"
+    "/{job_id}/result",
+    response_model=PageResult,
+    summary="The single result of a one-URL job",
+    responses={
+        409: {"description": "The job has more than one URL, or no result yet"},
+        **answers(404, 410),
+    },
 )
 def get_single_result(
     job_id: str, account: CurrentAccount, store: StoreDep, storage: StorageDep

@@ -21,6 +21,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep
+from api.errors import answers
 from shoal import inputs
 from shoal.contract import UploadPublic
 from shoal.errors import FieldError, InputError, MalformedBody, NotFound, TooLarge, UnsupportedMedia
@@ -370,7 +371,12 @@ async def create_upload(
     )
 
 
-@router.get("/{upload_id}", response_model=UploadPublic, summary="An upload's counts and errors")
+@router.get(
+    "/{upload_id}",
+    response_model=UploadPublic,
+    summary="An upload's counts and errors",
+    responses=answers(404),
+)
 def get_upload(upload_id: str, account: CurrentAccount, store: StoreDep) -> UploadPublic:
     row = store.get_upload(upload_id, account.id)
     if row is None:

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from shoal import downloads
+from shoal.contract import Problem
 from shoal.storage import get_storage
 from shoal.store import aware, utcnow
 
@@ -22,6 +23,7 @@ def assert_problem(r: httpx.Response, status: int, loc: str | None = None) -> di
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith(PROBLEM)
     body = r.json()
+    Problem.model_validate(body)  # what the OpenAPI document says every error is
     assert body["status"] == status
     assert body["title"] and body["type"].startswith("https://")
     if loc is not None:
@@ -268,6 +270,29 @@ def test_openapi_lists_the_job_paths(client):
     paths = r.json()["paths"]
     for p in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/results"):
         assert p in paths
+
+
+def test_openapi_documents_every_error_as_a_problem(client):
+    spec = client.get("/v1/openapi.json").json()
+    assert "HTTPValidationError" not in json.dumps(spec)  # FastAPI's default, never served
+    problem = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            for code, answer in op["responses"].items():
+                if int(code) >= 400:
+                    assert answer["content"] == problem, (method, path, code)
+                    assert answer["description"], (method, path, code)
+            if op.get("security"):
+                assert "401" in op["responses"], (method, path)
+    create = spec["paths"]["/v1/jobs"]["post"]["responses"]
+    assert {"400", "401", "409", "422", "429", "503"} <= set(create)
+    assert {"404", "410"} <= set(spec["paths"]["/v1/jobs/{job_id}/results"]["get"]["responses"])
+    assert set(spec["components"]["schemas"]["Problem"]["required"]) == {
+        "type",
+        "title",
+        "status",
+        "detail",
+    }
 
 
 def test_unknown_route_is_problem_404(client, alice):
