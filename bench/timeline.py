@@ -19,7 +19,6 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,16 +27,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import _procs  # noqa: E402
 import httpx  # noqa: E402
-from throughput import FINAL, Catalog  # noqa: E402
+from throughput import FINAL, Catalog, _ts  # noqa: E402
 
 from tests.e2e.stack import Stack  # noqa: E402
 
 ROLES = ("worker", "forksrv", "flow", "chunks", "prefect", "api", "nginx", "other")
 _DEPTH = {0: "worker", 1: "forksrv", 2: "flow", 3: "chunks"}
-
-
-def _ts(value: str) -> float:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 def _role(pid: int, table: dict[int, _procs.Proc], roots: dict[str, int]) -> str:
