@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shoal.contract import Problem
+from shoal.contract import Problem, ProblemField
 from shoal.errors import (
     AuthError,
     Conflict,
@@ -52,16 +52,18 @@ def problem(
     errors: list[FieldError] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": _TYPE_BASE + title.lower().replace(" ", "-"),
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if errors:
-        body["errors"] = [{"loc": e.loc, "msg": e.msg} for e in errors]
+    body = Problem(
+        type=_TYPE_BASE + title.lower().replace(" ", "-"),
+        title=title,
+        status=status,
+        detail=detail,
+        errors=[ProblemField(loc=e.loc, msg=e.msg) for e in errors] if errors else None,
+    )
     return JSONResponse(
-        body, status_code=status, media_type="application/problem+json", headers=headers
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type="application/problem+json",
+        headers=headers,
     )
 
 
