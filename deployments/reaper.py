@@ -15,9 +15,9 @@ from datetime import timedelta
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
-from prefect.deployments import run_deployment
 from prefect.states import Crashed
 
+from deployments.launch import start_flow_run
 from shoal.finalize import fail_job, finalize_job
 from shoal.settings import Settings
 from shoal.store import JobRow, aware, get_store, utcnow
@@ -36,18 +36,9 @@ async def _resume(row: JobRow, settings: Settings, why: str) -> None:
         log.warning("job %s failed: %s", row.id, why)
         return
     n = row.resume_count + 1
-    flow_run = await run_deployment(
-        name=f"{settings.deployment_prefix}/{row.priority}",
-        parameters={"job_id": row.id},
-        timeout=0,
-        flow_run_name=f"{row.id}-resume-{n}",
-        tags=[f"account:{row.account_id}", f"priority:{row.priority}", "shoal", "resumed"],
-        # a request the client sends again (its retries on a 503) never starts a second run
-        idempotency_key=f"{row.id}-resume-{n}",
-        as_subflow=False,
-    )
-    await asyncio.to_thread(store.update_job, row.id, flow_run_id=str(flow_run.id), resume_count=n)
-    log.warning("job %s resumed as flow run %s (%s)", row.id, flow_run.id, why)
+    flow_run_id = await start_flow_run(row, settings, resume=n)
+    await asyncio.to_thread(store.update_job, row.id, flow_run_id=flow_run_id, resume_count=n)
+    log.warning("job %s resumed as flow run %s (%s)", row.id, flow_run_id, why)
 
 
 async def reap(settings: Settings, *, at_start: bool) -> None:

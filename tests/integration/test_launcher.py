@@ -1,4 +1,4 @@
-"""``api.launcher.start_flow_run`` against the test Prefect server, reached through a loopback
+"""``deployments.launch.start_flow_run`` against the test Prefect server, reached through a loopback
 proxy that answers ``503`` to the first ``create_flow_run`` requests, as Prefect's server on
 SQLite does when its write collides with another ("database is locked")."""
 
@@ -15,7 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from api import launcher
+from deployments import launch as launcher
 from shoal import jobs
 from shoal.settings import Settings, get_settings
 from shoal.store import JobRow
@@ -31,6 +31,7 @@ class BusyProxy:
     answered ``503`` without reaching it. ``creates`` lists the status of each creation."""
 
     upstream: str
+    client: httpx.AsyncClient
     busy: int = 0
     creates: list[int] = field(default_factory=list)
     url: str = ""
@@ -44,13 +45,12 @@ class BusyProxy:
         headers = {
             k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")
         }
-        async with httpx.AsyncClient() as client:
-            answer = await client.request(
-                request.method,
-                self.upstream + request.path_qs.removeprefix("/api"),
-                content=await request.read(),
-                headers=headers,
-            )
+        answer = await self.client.request(
+            request.method,
+            self.upstream + request.path_qs.removeprefix("/api"),
+            content=await request.read(),
+            headers=headers,
+        )
         if creating:
             self.creates.append(answer.status_code)
         return web.Response(
@@ -66,7 +66,7 @@ async def proxy() -> AsyncIterator[BusyProxy]:
     async with get_client() as client:  # a deployment without a work pool: runs stay Scheduled
         flow_id = await client.create_flow_from_name(PREFIX)
         await client.create_deployment(flow_id=flow_id, name="normal")
-    busy = BusyProxy(upstream.rstrip("/"))
+    busy = BusyProxy(upstream.rstrip("/"), httpx.AsyncClient())
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", busy.handle)
     runner = web.AppRunner(app)
@@ -80,6 +80,7 @@ async def proxy() -> AsyncIterator[BusyProxy]:
             yield busy
     finally:
         await runner.cleanup()
+        await busy.client.aclose()
 
 
 def _settings() -> Settings:
@@ -95,7 +96,7 @@ async def test_busy_answers_are_tried_again_and_make_one_flow_run(
 ) -> None:
     proxy.busy = 2
     job = _job()
-    with caplog.at_level(logging.WARNING, logger="api.launcher"):
+    with caplog.at_level(logging.WARNING, logger="deployments.launch"):
         run_id = await launcher.start_flow_run(job, _settings())
     assert proxy.creates == [503, 503, 201]
     # the launcher, not Prefect's client (which would wait 2 s, then 4 s), tried again
@@ -110,6 +111,18 @@ async def test_busy_answers_are_tried_again_and_make_one_flow_run(
     # sent again (a lost answer), the same job gets the same flow run, not a second one
     assert await launcher.start_flow_run(job, _settings()) == run_id
     assert proxy.creates[-1] == 200
+
+
+async def test_a_resumed_run_is_named_and_keyed_by_its_resume_number(proxy: BusyProxy) -> None:
+    job = _job()
+    first = await launcher.start_flow_run(job, _settings())
+    resumed = await launcher.start_flow_run(job, _settings(), resume=1)
+    assert resumed != first
+    assert await launcher.start_flow_run(job, _settings(), resume=1) == resumed  # once only
+    async with get_client() as client:
+        run = await client.read_flow_run(resumed)
+    assert run.name == run.idempotency_key == f"{job.id}-resume-1"
+    assert {"shoal", "resumed", "priority:normal"} <= set(run.tags)
 
 
 async def test_a_server_busy_past_the_budget_raises(
