@@ -138,6 +138,15 @@ class Settings(BaseSettings):
     chunk_timeout_s: int = Field(3_600, description="A chunk task run is killed past this.")
     chunk_retries: int = 2
     max_resumes: int = Field(3, description="Times a crashed job is resumed before it fails.")
+    resume_poll_s: float = Field(
+        10.0, gt=0, description="How often the resume service compares jobs with their runs."
+    )
+    heartbeat_s: int = Field(
+        30, ge=30, description="Flow-run heartbeat interval (Prefect accepts 30 s at least)."
+    )
+    zombie_after_s: int = Field(
+        60, ge=45, description="A run silent this long after a heartbeat is set Crashed."
+    )
     progress_interval_s: float = Field(1.0, description="How often live counters are written.")
     chunk_processes: int = Field(
         -1,

@@ -237,18 +237,61 @@ class Store(WebhookRecords):
         with session_scope(self.url) as s:
             s.execute(update(JobRow).where(JobRow.id == job_id).values(**values))
 
-    def mark_running(self, job_id: str, flow_run_id: str | None) -> JobRow:
-        """Move a queued job to running (keeps the first ``started_at`` across resumes)."""
+    def mark_running(self, job_id: str, flow_run_id: str | None, attempt: int = 0) -> JobRow:
+        """Make ``flow_run_id`` (the job's run number ``attempt``: 0 first, n the n-th resume)
+        the job's running flow run, unless a later attempt already owns the job.
+
+        One conditional UPDATE, so of two runs of one job the later attempt always wins, however
+        their starts interleave with the resumer's ``claim_resume``; the caller compares the
+        returned row's ``resume_count`` and ``flow_run_id`` with its own to learn whether it
+        owns the job. Keeps the first ``started_at`` across resumes; a final job is unchanged."""
         with session_scope(self.url) as s:
+            values: dict[str, Any] = {
+                "status": "running",
+                "started_at": func.coalesce(JobRow.started_at, utcnow()),
+                "resume_count": attempt,
+            }
+            if flow_run_id:
+                values["flow_run_id"] = flow_run_id
+            s.execute(
+                update(JobRow)
+                .where(
+                    JobRow.id == job_id,
+                    JobRow.status.not_in(FINAL_STATUSES),
+                    func.coalesce(JobRow.resume_count, 0) <= attempt,
+                )
+                .values(**values)
+            )
             row = s.get(JobRow, job_id)
             if row is None:
                 raise LookupError(job_id)
-            if row.status not in FINAL_STATUSES:
-                row.status = "running"
-                row.started_at = row.started_at or utcnow()
-                if flow_run_id:
-                    row.flow_run_id = flow_run_id
         return row
+
+    def claim_resume(self, job_id: str, attempt: int, flow_run_id: str) -> bool:
+        """Record ``flow_run_id`` as the job's resume number ``attempt``, once: a conditional
+        UPDATE (compare-and-set on ``resume_count``), so of two resumers only one records, and
+        a run that already started itself as this attempt (``mark_running``) keeps the job."""
+        with session_scope(self.url) as s:
+            res = s.execute(
+                update(JobRow)
+                .where(
+                    JobRow.id == job_id,
+                    JobRow.status.not_in(FINAL_STATUSES),
+                    func.coalesce(JobRow.resume_count, 0) < attempt,
+                )
+                .values(resume_count=attempt, flow_run_id=flow_run_id)
+            )
+            return bool(res.rowcount)  # type: ignore[attr-defined]
+
+    def run_owner(self, job_id: str) -> tuple[str | None, int]:
+        """``(flow_run_id, resume_count)``: which run of the job owns it now."""
+        with session_scope(self.url) as s:
+            found = s.execute(
+                select(JobRow.flow_run_id, JobRow.resume_count).where(JobRow.id == job_id)
+            ).first()
+            if found is None:
+                raise LookupError(job_id)
+            return found[0], found[1] or 0
 
     def request_cancel(self, job_id: str) -> bool:
         """Set the cancel flag; False when the job is already final."""
