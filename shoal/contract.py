@@ -394,6 +394,9 @@ class UploadPublic(BaseModel):
 
 
 class Health(BaseModel):
+    """`GET /v1/health` answers this (`200`) only when a job posted now would be accepted and
+    started; otherwise `503` with a `Problem` naming what is not ready."""
+
     status: Literal["ok"]
     version: str
 

@@ -11,6 +11,7 @@
     ├── TooLarge                    body or file over a limit               -> 413
     ├── LimitExceeded               rate or plan limit (retry_after)        -> 429
     ├── Unavailable                 a service Shoal needs (Prefect) is down -> 503
+    │   └── NotReady                the service is not ready to start a job -> 503
     ├── FetchError                  one URL could not be fetched; carries a contract error
     │                               code (``timeout``, ``dns``...). Data, not a job failure.
     │   └── ExtractError            extraction of one page failed (``extract_failed``)
@@ -128,6 +129,12 @@ class LimitExceeded(ShoalError):
 
 class Unavailable(ShoalError):
     title = "Service unavailable"
+
+
+class NotReady(Unavailable):
+    """Readiness failed: the store, Prefect or a deployment jobs start on is missing."""
+
+    title = "Not ready"
 
 
 class FetchError(ShoalError):
