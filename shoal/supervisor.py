@@ -88,7 +88,9 @@ def carrying(cookie: str) -> list[int]:
     exact = f"{COOKIE}={cookie}".encode()
     prefix = exact + b"/"
     me = os.getpid()
-    found = []
+    found: list[int] = []
+    if not os.path.isdir("/proc"):  # not Linux: only the process groups are stopped
+        return found
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue
@@ -133,7 +135,9 @@ def _group_alive(pgid: int) -> bool:
 
 
 def _group_members(pgid: int) -> list[int]:
-    out = []
+    out: list[int] = []
+    if not os.path.isdir("/proc"):
+        return out
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:

@@ -180,3 +180,29 @@ def test_a_stop_signal_stops_the_children_in_reverse_order(tmp_path: Path, sig: 
     assert lines[:2] == ["second stopped (signal SIGTERM)", "first stopped (signal SIGTERM)"], out
     assert lines[-1] == "clean exit"
     assert [p for p in family if process_running(p)] == []
+
+
+def test_a_child_gets_sigkill_when_its_parent_dies(tmp_path: Path) -> None:
+    """``die_with_parent`` alone (no watchdog): the kernel ends the child with its parent."""
+    out = tmp_path / "child.json"
+    parent = textwrap.dedent(
+        """
+        import json, subprocess, sys, time
+        from shoal.supervisor import die_with_parent
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(600)"], preexec_fn=die_with_parent()
+        )
+        with open(sys.argv[1] + ".tmp", "w") as fh:
+            json.dump(child.pid, fh)
+        import os; os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+        time.sleep(600)
+        """
+    )
+    proc = subprocess.Popen([PY, "-c", parent, str(out)])
+    try:
+        child = until(lambda: read_json(out), what="the child")
+        assert isinstance(child, int) and process_running(child)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    until(lambda: not process_running(child), 5, "the child ended with its parent")
