@@ -26,7 +26,7 @@ from shoal.pages import PageWorkers, get_page_workers
 from shoal.plan import Chunk, read_chunk
 from shoal.settings import Settings
 from shoal.storage import Storage, get_storage
-from shoal.store import Counters, Store, get_store
+from shoal.store import Counters, Store, get_host_leases, get_store
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class JobRuntime:
                 settings=settings,
                 max_per_host=max_per_host or spec.defaults.max_per_host,
                 delay_scale=delay_scale,
+                host_leases=get_host_leases(settings),  # SHOAL_MAX_PER_HOST across all jobs
             )
             rt = cls(
                 job_id=job_id,

@@ -59,7 +59,15 @@ class Settings(BaseSettings):
     max_inline_urls: int = 1_000
     max_urls_per_job: int = 1_000_000
     max_concurrency: int = 256
-    max_per_host: int = Field(64, description="Requests in flight to one host, all jobs.")
+    max_per_host: int = Field(
+        64, description="Requests in flight to one host, across all jobs and workers."
+    )
+    host_lease_s: float = Field(
+        15.0,
+        ge=0,
+        description="Life of a lease on a host's slots in the job store: a dead worker's share "
+        "of max_per_host comes back after this; 0: max_per_host holds per job only.",
+    )
     max_body_bytes: int = 50 * 1024 * 1024
     default_body_bytes: int = 10 * 1024 * 1024
     job_lifetime_s: int = 24 * 3600

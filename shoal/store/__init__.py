@@ -1,5 +1,6 @@
 """The job store: accounts, hashed API keys, jobs, their live chunk counters and the
-idempotency keys of job creation, and the webhook outbox.
+idempotency keys of job creation, the webhook outbox, and the host-slot leases that make
+``SHOAL_MAX_PER_HOST`` hold across every job and worker.
 
 SQLAlchemy 2; SQLite (WAL) by default, PostgreSQL by ``SHOAL_DATABASE_URL``.
 """
@@ -8,11 +9,13 @@ from functools import lru_cache
 
 from shoal.settings import Settings
 
+from ._hostslots import HostGrant, HostLeases
 from ._repo import Counters, Store, aware, hash_key, new_id
 from ._tables import (
     AccountRow,
     ApiKeyRow,
     ChunkRow,
+    HostSlotRow,
     IdempotencyRow,
     JobRow,
     UploadRow,
@@ -32,11 +35,25 @@ def get_store(settings: Settings) -> Store:
     return _store(settings.db_url)
 
 
+@lru_cache
+def _host_leases(url: str) -> HostLeases:
+    return HostLeases(url)
+
+
+def get_host_leases(settings: Settings) -> HostLeases | None:
+    """The host-slot leases of the job store, or None when ``SHOAL_HOST_LEASE_S`` is 0 (the
+    per-host cap then holds per job only)."""
+    return _host_leases(settings.db_url) if settings.host_lease_s > 0 else None
+
+
 __all__ = [
     "AccountRow",
     "ApiKeyRow",
     "ChunkRow",
     "Counters",
+    "HostGrant",
+    "HostLeases",
+    "HostSlotRow",
     "IdempotencyRow",
     "JobRow",
     "Store",
@@ -44,6 +61,7 @@ __all__ = [
     "WebhookDeliveryRow",
     "WebhookEventRow",
     "aware",
+    "get_host_leases",
     "get_store",
     "hash_key",
     "new_id",

@@ -162,3 +162,20 @@ class UploadRow(Base):
     fields: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     url: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class HostSlotRow(Base):
+    """One holder's lease on slots of one host: ``SHOAL_MAX_PER_HOST`` across every job and
+    worker (``shoal.store._hostslots``). A holder is one fetch engine of one process.
+
+    ``expires_at`` is in epoch seconds of the database's clock (every worker reads the same
+    one); ``wanted`` is how many more slots the holder asked for and did not get, the signal
+    that makes the others shrink to their fair share."""
+
+    __tablename__ = "host_slots"
+
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100), primary_key=True, index=True)
+    slots: Mapped[int] = mapped_column(Integer, default=0)
+    wanted: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[float] = mapped_column(index=True)  # a float column: double on PostgreSQL
