@@ -1,5 +1,7 @@
-"""Starting a job's flow run on the ``scrape-job/<priority>`` deployment, by name: the API for a
-new job, the reaper for a job whose run crashed. Nothing here imports flow code."""
+"""Starting a job's flow run on its priority's deployment, by name: the API for a new job, the
+reaper for a job whose run crashed. Which set of deployments (the embedded worker's or the work
+pool's, ``SHOAL_WORK_POOL``) is ``shoal.settings.deployment_names``. Nothing here imports flow
+code."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import httpx
 from prefect.client.orchestration import get_client
 from prefect.deployments import arun_deployment
 
-from shoal.settings import Settings
+from shoal.settings import Settings, deployment_names
 from shoal.store import JobRow
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ async def start_flow_run(job: JobRow, settings: Settings, *, resume: int = 0) ->
         while True:
             try:
                 flow_run = await arun_deployment(
-                    name=f"{settings.deployment_prefix}/{job.priority}",
+                    name=deployment_names(settings)[job.priority],
                     client=client,
                     parameters={"job_id": job.id},
                     timeout=0,

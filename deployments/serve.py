@@ -1,5 +1,5 @@
-"""The embedded worker: serves the ``scrape-job/<priority>`` deployments and
-``maintenance/scheduled`` (every ``SHOAL_MAINTENANCE_INTERVAL_S``), and runs the reaper and the
+"""The embedded worker: serves the ``scrape-job/embedded-<priority>`` deployments and
+``maintenance/embedded`` (every ``SHOAL_MAINTENANCE_INTERVAL_S``), and runs the reaper and the
 webhook dispatcher (``deployments/webhooks.py``).
 
 ``python -m deployments.serve`` (``shoal up`` starts it). It polls the Prefect server every
@@ -21,9 +21,9 @@ from deployments.reaper import reap_forever
 from deployments.webhooks import dispatch_forever
 from flows.maintenance import maintenance
 from flows.scrape_job import scrape_job
-from shoal.settings import get_settings
+from shoal.settings import EMBEDDED_MAINTENANCE, PRIORITIES, deployment_names, get_settings
 
-PRIORITIES = ("high", "normal", "low")
+__all__ = ["PRIORITIES", "main"]
 
 
 async def _keep_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
@@ -47,19 +47,23 @@ async def main() -> None:
     # the flows themselves, not deployments loaded from an entrypoint: the runner then starts a
     # flow run with ``run_flow_in_subprocess``, which ``warm_start`` forks from a warm process
     # (with ``aserve(*deployments)`` every run was a cold ``python -m prefect.engine``)
+    # Its own deployment names (``deployment_names(embedded=True)``), never the pool's of
+    # prefect.yaml: registering a name takes the deployment over (work pool none), and the
+    # runner pauses what it registered when it stops. So pool workers keep their deployments
+    # and schedule, and this stack pauses only its own.
     runner = Runner(
         pause_on_shutdown=True, limit=settings.worker_max_jobs, query_seconds=settings.worker_poll_s
     )
-    for p in PRIORITIES:
+    for p, full_name in deployment_names(settings, embedded=True).items():
         await runner.aadd_flow(
             scrape_job,
-            name=p,
-            tags=["shoal", f"priority:{p}"],
-            description=f"Shoal jobs, {p} priority",
+            name=full_name.split("/", 1)[1],
+            tags=["shoal", f"priority:{p}", "embedded"],
+            description=f"Shoal jobs, {p} priority (embedded worker)",
         )
     await runner.aadd_flow(
         maintenance,
-        name="scheduled",
+        name=EMBEDDED_MAINTENANCE.split("/", 1)[1],
         interval=settings.maintenance_interval_s,
         tags=["shoal", "maintenance"],
         description="Retention: removes the files of jobs past their plan's retention",

@@ -116,7 +116,10 @@ async def scrape_job(job_id: str) -> State[Any]:
     store = get_store(settings)
     row = await asyncio.to_thread(store.get_job, job_id)
     if row is None:
-        return Failed(message=f"no job {job_id}")
+        # the API writes the row before it starts the run: this worker reads another store
+        from shoal.settings import missing_job_message
+
+        return Failed(message=missing_job_message(settings, job_id))
     if row.status in FINAL_STATUSES:
         return _state_for(row)
     row = await asyncio.to_thread(store.mark_running, job_id, current_run.get_id())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -165,6 +166,23 @@ class Settings(BaseSettings):
     deployment_prefix: str = "scrape-job"
     worker_poll_s: float = Field(0.5, description="How often the worker asks for new runs.")
     worker_max_jobs: int = Field(4, description="Flow runs (jobs) one worker runs at once.")
+    work_pool: str | None = Field(
+        None,
+        description="Unset: jobs start the embedded worker's deployments (`shoal up`); set: "
+        "the deployments of prefect.yaml on this Prefect work pool, run by pool workers.",
+    )
+    queue_limit_high: int | None = Field(
+        None, ge=0, description="Flow runs of the pool's `high` queue at once; unset: no limit."
+    )
+    queue_limit_normal: int | None = Field(
+        None, ge=0, description="Flow runs of the pool's `normal` queue at once; unset: no limit."
+    )
+    queue_limit_low: int | None = Field(
+        None, ge=0, description="Flow runs of the pool's `low` queue at once; unset: no limit."
+    )
+    pool_concurrency_limit: int | None = Field(
+        None, ge=0, description="Flow runs of the whole work pool at once; unset: no limit."
+    )
 
     # API
     idempotency_ttl_s: int = Field(
@@ -219,6 +237,60 @@ class Settings(BaseSettings):
         if self.signing_secret is None:
             raise RuntimeError("SHOAL_SIGNING_SECRET is not set (shoal up sets it for you)")
         return self.signing_secret.get_secret_value().encode()
+
+
+#: what a worker needs to see the jobs the API made (a process worker passes its own
+#: environment to the flow runs it starts)
+STORE_HINT = (
+    "a worker needs the API's job store and results: set SHOAL_DATABASE_URL and "
+    "SHOAL_RESULTS_URL (and SHOAL_SIGNING_SECRET) in its environment as the API has them"
+)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its password, for messages (``postgresql://shoal@db:5432/shoal``)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username}@{host}" if parts.username else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def missing_job_message(settings: Settings, job_id: str) -> str:
+    """Why a flow run of ``job_id`` found no job: the store it looked in and what to set."""
+    where = redact_url(settings.db_url)
+    default = "" if settings.database_url else " (SHOAL_DATABASE_URL unset: SQLite in the data dir)"
+    return f"no job {job_id} in the job store {where}{default}; {STORE_HINT}"
+
+
+#: job priorities, highest first; each has its deployment (and, on a work pool, its queue)
+PRIORITIES = ("high", "normal", "low")
+#: the work pool ``python -m deployments.pool`` sets up when ``SHOAL_WORK_POOL`` is unset; the
+#: one prefect.yaml names
+DEFAULT_WORK_POOL = "shoal"
+
+
+def deployment_names(settings: Settings, *, embedded: bool | None = None) -> dict[str, str]:
+    """The ``scrape-job`` deployments jobs start, by priority: ``{"high": "scrape-job/high", ...}``.
+
+    Without ``SHOAL_WORK_POOL`` (or with ``embedded=True``) the embedded worker's set
+    (``scrape-job/embedded-<priority>``, served by ``python -m deployments.serve``); with it the
+    pool deployments of ``prefect.yaml`` (``scrape-job/<priority>``). The two sets never share a
+    name, so an embedded stack and pool workers can use one Prefect server. The API starts jobs
+    on these names, and its health check looks for them."""
+    if embedded is None:
+        embedded = settings.work_pool is None
+    stem = "embedded-" if embedded else ""
+    return {p: f"{settings.deployment_prefix}/{stem}{p}" for p in PRIORITIES}
+
+
+#: the embedded worker's maintenance deployment (prefect.yaml's is ``maintenance/scheduled``)
+EMBEDDED_MAINTENANCE = "maintenance/embedded"
 
 
 @lru_cache

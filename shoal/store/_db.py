@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -10,14 +11,42 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from ._tables import Base
+from shoal.settings import STORE_HINT, redact_url
+
+from ._tables import Base, JobRow
+
+
+class StoreNotFound(LookupError):
+    """A flow run found no job store where its settings point (see ``get_engine``)."""
+
+
+def _in_flow_run() -> bool:
+    # Prefect sets it in every flow-run process it starts, by a worker or a served flow
+    return bool(os.environ.get("PREFECT__FLOW_RUN_ID"))
+
+
+def _not_found(url: str, what: str) -> StoreNotFound:
+    return StoreNotFound(
+        f"no job store at {redact_url(url)} ({what}); a flow run looks its job up and never "
+        f"creates a store: {STORE_HINT}"
+    )
 
 
 @lru_cache
 def get_engine(url: str) -> Engine:
-    """One engine per URL and process; creates the tables on first use."""
+    """One engine per URL and process; creates the store and its tables on first use.
+
+    Except in a flow run: its job was written by the API before the run was started, so a
+    missing store means the worker points somewhere else (a process worker started with only
+    ``PREFECT_API_URL`` looks in ``.shoal/`` of its working directory). There a missing SQLite
+    file or a database without Shoal's tables raises ``StoreNotFound``, naming the store and
+    what to set, and nothing is created."""
+    lookup_only = _in_flow_run()
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.removeprefix("sqlite:///"))
+        if lookup_only and not path.exists():
+            raise _not_found(url, "the file does not exist")
+        path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
@@ -30,6 +59,9 @@ def get_engine(url: str) -> Engine:
             cur.close()
     else:
         engine = create_engine(url, pool_pre_ping=True)
+    if lookup_only and not inspect(engine).has_table(JobRow.__tablename__):
+        engine.dispose()
+        raise _not_found(url, "it has no jobs table")
     Base.metadata.create_all(engine)
     _add_missing_columns(engine)
     return engine

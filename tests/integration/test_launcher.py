@@ -17,7 +17,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments import launch as launcher
 from shoal import jobs
-from shoal.settings import Settings, get_settings
+from shoal.settings import Settings, deployment_names, get_settings
 from shoal.store import JobRow
 
 PREFIX = "launch-test"
@@ -65,7 +65,8 @@ async def proxy() -> AsyncIterator[BusyProxy]:
     upstream = PREFECT_API_URL.value()
     async with get_client() as client:  # a deployment without a work pool: runs stay Scheduled
         flow_id = await client.create_flow_from_name(PREFIX)
-        await client.create_deployment(flow_id=flow_id, name="normal")
+        name = deployment_names(_settings())["normal"].split("/", 1)[1]  # embedded-normal
+        await client.create_deployment(flow_id=flow_id, name=name)
     busy = BusyProxy(upstream.rstrip("/"), httpx.AsyncClient())
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", busy.handle)
