@@ -27,13 +27,14 @@ def grants(url: str, host: str, cap: int, rounds: int, seed: int) -> None:
     leases = HostLeases(url)
     rng = random.Random(seed)
     holder = f"proc-{os.getpid()}"
-    held = 0
+    held = granted = 0
     for _ in range(rounds):
         roll = rng.random()
         if roll < 0.6:
             held = leases.sync(holder, cap=cap, lease_s=30, claim={host: rng.randint(1, cap)})[
                 host
             ].slots
+            granted += held > 0
         elif roll < 0.8 and held:
             held = rng.randint(0, held)
             leases.sync(holder, cap=cap, lease_s=30, keep={host: (held, 0)})
@@ -41,6 +42,7 @@ def grants(url: str, host: str, cap: int, rounds: int, seed: int) -> None:
             leases.sync(holder, cap=cap, lease_s=30, release=[host])
             held = 0
     leases.release_all(holder)
+    print(granted, flush=True)  # how many claims got slots
 
 
 async def _fetch(url: str, prefix: str, n: int, concurrency: int) -> None:

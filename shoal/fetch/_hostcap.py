@@ -7,18 +7,19 @@ background task per engine talks to the store, one transaction at a time, each c
 everything due (so requests to many new hosts share a transaction):
 
 - a gate whose requests want more than it has *claims* ``min(job's host cap, 2 x demand)``,
-  retrying with back-off (0.1 s doubling up to half the renewal interval) while the host is
-  full;
-- every ``lease_s / 5`` it *renews* all its leases at once and learns which hosts others are
-  waiting for; on those it shrinks to ``min(fair share, what it used since the last renewal)``
-  (slots in use are given back as their requests end); a host unused for a whole interval is
-  *released*;
-- if renewals fail until the leases may have expired (the database is down or this loop was
-  stalled), the gates close until a renewal succeeds: others may have been granted the slots.
+  retrying with back-off (0.1 s doubling up to half the check interval) while the host is full;
+- every ``check_s`` (``min(1 s, lease_s / 5)``) it *checks*: one statement renews the leases
+  that have used a fifth of their life (so a row is rewritten every ``lease_s / 5``, not every
+  check), one query tells which of its hosts others are waiting for; on those it shrinks to
+  ``min(fair share, what it used since the last check)`` (slots in use are given back as their
+  requests end), so a newcomer gets its share within about a second; a host unused for
+  ``lease_s / 5`` is *released*;
+- if checks fail until the leases may have expired (the database is down or this loop was
+  stalled), the gates close until a check succeeds: others may have been granted the slots.
 
 The engine stays alone on its fast path when nobody else wants its hosts: one claim per new
-host (two while its demand ramps up) and one renewal every few seconds, whatever the number of
-requests. ``bench/host_cap.py`` measures it.
+host (two while its demand ramps up) and one check a second, whatever the number of requests.
+``bench/host_cap.py`` measures it.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class HostLeaseBackend(Protocol):
         keep: Mapping[str, tuple[int, int]] | None = None,
         release: Collection[str] = (),
         renew: bool = False,
+        min_left_s: float | None = None,
     ) -> Mapping[str, HostGrantLike]: ...
 
     def release_all(self, holder: str) -> None: ...
@@ -68,14 +70,25 @@ class HostLeaseBackend(Protocol):
 class _Gate:
     """One host's local semaphore, sized to the slots this engine holds (``limit``)."""
 
-    __slots__ = ("limit", "held", "in_use", "waiters", "peak", "wanted", "retry_at", "backoff")
+    __slots__ = (
+        "limit",
+        "held",
+        "in_use",
+        "waiters",
+        "peak",
+        "idle",
+        "wanted",
+        "retry_at",
+        "backoff",
+    )
 
     def __init__(self) -> None:
         self.limit = 0  # requests may use this many slots now (at most ``held``)
         self.held = 0  # slots of the lease in the store (above ``limit`` while shrinking)
         self.in_use = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
-        self.peak = 0  # most requests in use or waiting since the last renewal
+        self.peak = 0  # most requests in use or waiting since the last check
+        self.idle = 0  # checks in a row that found it unused
         self.wanted = 0  # unmet demand as the store knows it
         self.retry_at = 0.0  # loop time before which the next claim is not made
         self.backoff = 0.0
@@ -102,9 +115,11 @@ class SharedHostCap:
         self.cap = max(1, cap)
         self.local_cap = max(1, min(local_cap, self.cap))
         self.lease_s = lease_s
-        self.renew_s = lease_s / 5
-        # a full host frees slots at the holders' renewals: look twice per interval
-        self.retry_max_s = self.renew_s / 2
+        self.refresh_s = lease_s / 5  # a lease is rewritten when it has lived this long
+        self.check_s = min(1.0, self.refresh_s)
+        # a full host frees slots at the holders' checks: look twice per interval
+        self.retry_max_s = self.check_s / 2
+        self._idle_checks = max(1, round(self.refresh_s / self.check_s))
         self.holder = holder or (
             f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
         )
@@ -117,7 +132,7 @@ class SharedHostCap:
         self._valid_until = -math.inf  # loop time until which every lease surely lives
         self._expiry: asyncio.TimerHandle | None = None
         self._suspended = False
-        self._next_renew = -math.inf  # due at once: the first transaction renews
+        self._next_check = -math.inf  # due at once: the first transaction checks
         self._synced = False
 
     # ------------------------------------------------------------------ the request path
@@ -203,7 +218,7 @@ class SharedHostCap:
             except Exception:  # never let the book-keeping die: requests would wait forever
                 log.exception("host slots: unexpected error")
                 await asyncio.sleep(self.retry_max_s)
-            wait = self._next_renew - loop.time() if self.gates else math.inf
+            wait = self._next_check - loop.time() if self.gates else math.inf
             now = loop.time()
             for host in self._dirty:
                 g = self.gates.get(host)
@@ -219,7 +234,7 @@ class SharedHostCap:
 
     async def _step(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
-        renew = bool(self.gates) and now >= self._next_renew
+        renew = bool(self.gates) and now >= self._next_check
         claim, keep, release = self._plan(now, renew)
         if not (claim or keep or release or renew):
             return
@@ -238,6 +253,7 @@ class SharedHostCap:
                 keep=keep,
                 release=release,
                 renew=renew,
+                min_left_s=self.lease_s - self.refresh_s,
             )
         except Exception:
             self.failures += 1
@@ -249,7 +265,7 @@ class SharedHostCap:
                 if g is not None:
                     g.retry_at = retry
             if renew:
-                self._next_renew = retry
+                self._next_check = retry
             return
         self._apply(answer, claim, keep, renew, sent, loop)
 
@@ -268,7 +284,7 @@ class SharedHostCap:
             demand = g.in_use + len(g.waiters)
             if self._suspended:  # nothing but the renewal until it gets through
                 if demand:
-                    g.retry_at = max(g.retry_at, self._next_renew)
+                    g.retry_at = max(g.retry_at, self._next_check)
                     self._dirty.add(host)
                 continue
             if g.held > g.limit:  # shrinking: give back what is no longer in use
@@ -280,8 +296,8 @@ class SharedHostCap:
                     claim[host] = min(self.local_cap, 2 * demand)
                 else:
                     self._dirty.add(host)
-            elif renew and demand == 0 and g.peak == 0:  # idle a whole interval: let go
-                release.append(host)
+            elif renew and demand == 0 and g.peak == 0 and g.idle >= self._idle_checks:
+                release.append(host)  # unused for ``refresh_s``: let go
                 del self.gates[host]
             elif renew and g.wanted and demand <= g.limit:
                 keep[host] = (g.held, 0)  # satisfied now: others need not shrink for us
@@ -318,8 +334,9 @@ class SharedHostCap:
                 self._dirty.add(host)
         if not renew:
             return
-        self._next_renew = sent + self.renew_s
-        self._set_valid_until(sent + self.lease_s, loop)
+        self._next_check = sent + self.check_s
+        # every lease has at least this much life left on the store's side
+        self._set_valid_until(sent + self.lease_s - self.refresh_s, loop)
         resumed, self._suspended = self._suspended, False
         for host, g in self.gates.items():
             grant = answer.get(host)
@@ -338,6 +355,7 @@ class SharedHostCap:
                 if target < g.limit:
                     g.limit = target
                     self._dirty.add(host)
+            g.idle = g.idle + 1 if g.peak == 0 else 0
             g.peak = g.in_use + len(g.waiters)
             self._hand_off(g)
 
@@ -356,6 +374,6 @@ class SharedHostCap:
         self._suspended = True
         for g in self.gates.values():
             g.limit = 0
-        self._next_renew = min(self._next_renew, asyncio.get_running_loop().time())
+        self._next_check = min(self._next_check, asyncio.get_running_loop().time())
         if self._wake is not None:
             self._wake.set()

@@ -47,6 +47,9 @@ _T: Table = HostSlotRow.__table__  # type: ignore[assignment]
 _PURGE_AFTER_S = 60.0
 _ATTEMPTS = 3  # a deadlock or a busy SQLite is retried this often within one call
 _MAX_KEY = 255
+#: the database's clock in epoch seconds: every worker reads the same one
+_NOW_PG = "extract(epoch from clock_timestamp())"
+_NOW_SQLITE = "((julianday('now') - 2440587.5) * 86400.0)"
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,10 @@ class HostLeases:
     def _transaction(self) -> Iterator[tuple[Connection, float]]:
         """A write transaction and the database's clock (epoch seconds) read inside it."""
         with self._engine.connect() as conn:
-            if self._pg:
-                now = conn.execute(text("SELECT extract(epoch from clock_timestamp())")).scalar()
-            else:
+            if not self._pg:
                 # the write lock first: reads under it never see a stale snapshot
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-                now = conn.execute(text("SELECT (julianday('now') - 2440587.5) * 86400.0")).scalar()
+            now = conn.execute(text(f"SELECT {_NOW_PG if self._pg else _NOW_SQLITE}")).scalar()
             try:
                 yield conn, float(now or 0.0)
                 conn.commit()
@@ -118,17 +119,20 @@ class HostLeases:
         keep: Mapping[str, tuple[int, int]] | None = None,
         release: Collection[str] = (),
         renew: bool = False,
+        min_left_s: float | None = None,
     ) -> dict[str, HostGrant]:
         """Everything a holder has to say, in one transaction; its leases afterwards.
 
         ``release``: hosts given back. ``keep``: host -> (slots, wanted) for leases that
         shrink (slots are only ever lowered here) or whose unmet demand changed. ``claim``:
         host -> slots wanted in all; grows (or starts) the lease under the host's lock.
-        ``renew``: extend every lease of the holder by ``lease_s`` and answer for all of them
-        (a host missing from the answer was lost: its lease expired and was taken back).
-        Without ``renew`` the answer covers the claimed hosts."""
+        ``renew``: extend the holder's leases to ``lease_s`` from now (those with less than
+        ``min_left_s`` left, default all: a holder checking often rewrites a row only now and
+        then) and answer for all of them (a host missing from the answer was lost: its lease
+        expired and was taken back). Without ``renew`` the answer covers the claimed hosts."""
+        left = lease_s if min_left_s is None else min_left_s
         return self._retrying(
-            self._sync, holder, cap, lease_s, claim or {}, keep or {}, release, renew
+            self._sync, holder, cap, lease_s, claim or {}, keep or {}, release, renew, left
         )
 
     def release_all(self, holder: str) -> None:
@@ -141,11 +145,14 @@ class HostLeases:
         self._retrying(run)
 
     def leases(self, host: str) -> dict[str, tuple[int, int]]:
-        """The live leases of ``host``: holder -> (slots, wanted) (operators, tests)."""
-        with self._transaction() as (conn, now):
+        """The live leases of ``host``: holder -> (slots, wanted) (operators, tests).
+
+        One read, no lock: what some committed state of the store held."""
+        now = _NOW_PG if self._pg else _NOW_SQLITE
+        with self._engine.connect() as conn:
             rows = conn.execute(
                 select(_T.c.holder, _T.c.slots, _T.c.wanted).where(
-                    _T.c.host == host_key(host), _T.c.expires_at > now
+                    _T.c.host == host_key(host), _T.c.expires_at > text(now)
                 )
             ).all()
         return {r.holder: (r.slots, r.wanted) for r in rows}
@@ -168,6 +175,7 @@ class HostLeases:
         keep: Mapping[str, tuple[int, int]],
         release: Collection[str],
         renew: bool,
+        min_left_s: float,
     ) -> dict[str, HostGrant]:
         out: dict[str, HostGrant] = {}
         with self._transaction() as (conn, now):
@@ -183,7 +191,9 @@ class HostLeases:
                 out[host] = self._claim(conn, holder, key, claim[host], cap, lease_s, now)
             if renew:
                 conn.execute(
-                    update(_T).where(_T.c.holder == holder).values(expires_at=now + lease_s)
+                    update(_T)
+                    .where(_T.c.holder == holder, _T.c.expires_at < now + min_left_s)
+                    .values(expires_at=now + lease_s)
                 )
                 conn.execute(delete(_T).where(_T.c.expires_at < now - _PURGE_AFTER_S))
                 held = self._held(conn, holder, cap, now)
