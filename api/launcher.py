@@ -1,15 +1,23 @@
-"""The API's side of Prefect: a warm client at start-up. Jobs' flow runs are started by
-``deployments.launch.start_flow_run``; the API never imports flow code."""
+"""The API's side of Prefect: a warm client at start-up, and what a failure to start a job's
+flow run tells the caller. Jobs' flow runs are started by ``deployments.launch.start_flow_run``;
+the API never imports flow code."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+from functools import wraps
 
+import httpx
 from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import get_current_settings
 
-from shoal.settings import Settings
+from shoal.errors import Unavailable
+from shoal.settings import Settings, deployment_names
+from shoal.store import JobRow
+from shoal.submit import StartFlowRun
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +29,7 @@ async def warm_up(settings: Settings, attempts: int = 60, pause_s: float = 1.0) 
     Skipped without ``PREFECT_API_URL``: a client would start a throwaway local server."""
     if not os.environ.get("PREFECT_API_URL"):
         return
-    name = f"{settings.deployment_prefix}/normal"
+    name = deployment_names(settings)["normal"]
     for _ in range(attempts):
         try:
             async with get_client() as client:
@@ -30,3 +38,32 @@ async def warm_up(settings: Settings, attempts: int = 60, pause_s: float = 1.0) 
         except Exception:  # not registered yet, server still starting: try again
             await asyncio.sleep(pause_s)
     log.warning("Prefect deployment %s not found at start-up; the first job may be slow", name)
+
+
+def deployment_missing(names: list[str]) -> str:
+    """Why no job can start on ``names``: Prefect has no such deployment (yet)."""
+    if len(names) == 1:
+        return f"deployment {names[0]} not found: is a worker serving it?"
+    return f"deployments {', '.join(names)} not found: is a worker serving them?"
+
+
+def prefect_unreachable(url: str, exc: BaseException) -> str:
+    return f"the scheduler (Prefect) at {url} is unreachable ({type(exc).__name__}: {exc})"
+
+
+def scheduler_errors(start: StartFlowRun) -> StartFlowRun:
+    """``start`` whose failures say their real cause (``Unavailable``): a deployment Prefect
+    does not have, or a Prefect that cannot be reached. Others pass as they are."""
+
+    @wraps(start)
+    async def _start(job: JobRow, settings: Settings) -> str:
+        try:
+            return await start(job, settings)
+        except ObjectNotFound as exc:
+            name = deployment_names(settings)[job.priority]
+            raise Unavailable(deployment_missing([name])) from exc
+        except (httpx.TransportError, OSError) as exc:
+            url = get_current_settings().api.url or "(PREFECT_API_URL not set)"
+            raise Unavailable(prefect_unreachable(url, exc)) from exc
+
+    return _start

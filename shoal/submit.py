@@ -183,12 +183,14 @@ async def _launch(
         return await _replay(store, key, held.body_hash, held.job_id)
     try:
         row.flow_run_id = await start(row, settings)
-    except Exception as exc:  # Prefect unreachable: the job can't run; say so, keep nothing running
+    except Exception as exc:  # the job can't run; say why, keep nothing running
         log.exception("could not start the flow run of %s", row.id)
         await asyncio.to_thread(fail_job, row.id, settings, f"could not start the flow run: {exc}")
         if key is not None:  # let the caller's retry with the same key create a job that runs
             await asyncio.to_thread(store.release_idempotency, row.account_id, key.key, row.id)
-        raise Unavailable("the scheduler (Prefect) is unreachable") from exc
+        if isinstance(exc, Unavailable):  # the starter named the cause (api.launcher)
+            raise
+        raise Unavailable(f"the scheduler (Prefect) could not start the job ({exc})") from exc
     await asyncio.to_thread(store.update_job, row.id, flow_run_id=row.flow_run_id)
     return Submitted(row)
 

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep, own_job
 from api.errors import answers
+from api.launcher import scheduler_errors
 from deployments.launch import start_flow_run
 from shoal import jobs, output, submit
 from shoal.contract import (
@@ -84,7 +85,7 @@ async def create_job(
         settings=settings,
         store=store,
         storage=storage,
-        start=start_flow_run,
+        start=scheduler_errors(start_flow_run),
         idempotency_key=idempotency_key,
     )
     return JSONResponse(_created(done.job), status_code=200 if done.replayed else 202)
@@ -110,7 +111,12 @@ async def retry_job(
     """A new job of exactly the original's errored URLs, with their per-URL overrides and
     ``meta``, and its defaults, output, concurrency and priority; ``parent_job_id`` is set."""
     row = await submit.retry(
-        job_id, account, settings=settings, store=store, storage=storage, start=start_flow_run
+        job_id,
+        account,
+        settings=settings,
+        store=store,
+        storage=storage,
+        start=scheduler_errors(start_flow_run),
     )
     retried = {**_created(row), "parent_job_id": row.parent_job_id}
     return JSONResponse(JobRetried.model_validate(retried).model_dump(mode="json"), 202)
