@@ -1,11 +1,15 @@
-"""The ``shoal`` command: ``shoal up`` starts the embedded stack; ``shoal keys create`` makes keys.
+"""The ``shoal`` command: ``shoal up`` runs the embedded stack; ``shoal api``, ``shoal worker``,
+``shoal services`` and ``shoal pool setup`` run its roles apart; ``shoal keys create`` makes keys.
 
-``shoal up`` writes the process ids of itself and its children to ``<data-dir>/pids.json``.
+``shoal up`` supervises four children (``shoal/supervisor.py``): the Prefect server (SQLite), the
+embedded worker (``python -m deployments.serve``), the services (``python -m
+deployments.services``: resume, webhooks) and the API (uvicorn). A child that dies is restarted;
+``<data-dir>/pids.json`` holds the process ids of ``shoal up`` and its live children. All state
+lives under one data folder; a second ``shoal up`` on the same folder finds its jobs again, and
+the services resume any job the last run left behind.
 
-``shoal up`` runs three child processes, each in its own process group so a stop reaches the
-flow runs they started: the Prefect server (SQLite), the worker (``python -m deployments.serve``)
-and the API (uvicorn). All state lives under one data folder; a second ``shoal up`` on the same
-folder finds its jobs again, and the worker's reaper resumes any job the last run left behind.
+The roles apart import nothing of ``api/``, ``flows/`` or ``deployments/``: each becomes (exec)
+its process, started by module name, as ``shoal up`` starts it.
 """
 
 from __future__ import annotations
@@ -15,13 +19,10 @@ import fcntl
 import json
 import os
 import secrets
-import signal
-import subprocess
 import sys
-import threading
-import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import httpx
 import typer
@@ -29,6 +30,7 @@ import typer
 from shoal.plans import plan_for
 from shoal.settings import Settings
 from shoal.store import get_store
+from shoal.supervisor import Stopped, Supervisor
 
 app = typer.Typer(help="Shoal: bulk web scraping on Prefect.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -109,45 +111,67 @@ def _local_key(data_dir: Path, settings: Settings) -> str:
     return key
 
 
-class _Stopped(Exception):
-    """A stop was asked (SIGINT/SIGTERM) while the stack was starting."""
+PY = sys.executable
+EMBEDDED_WORKER = [PY, "-m", "deployments.serve"]
+SERVICES = [PY, "-m", "deployments.services"]
+
+#: what a role started on its own needs to share with the others (``shoal up`` sets them all)
+_SHARED = {
+    "PREFECT_API_URL": "the Prefect server's API, e.g. http://prefect:4200/api",
+    "SHOAL_DATABASE_URL": (
+        "the job store every role shares, e.g. postgresql+psycopg://shoal@db/shoal "
+        "(without it a role makes its own SQLite store in ./.shoal)"
+    ),
+    "SHOAL_RESULTS_URL": "where inputs and results live for every role, e.g. s3://bucket/shoal",
+    "SHOAL_SIGNING_SECRET": "the key of download links, the same in every role",
+    "SHOAL_PUBLIC_URL": "the API's base URL as clients reach it (in download links)",
+    "SHOAL_CODE_DIR": "the checkout of Shoal on this machine (flow runs start in it)",
+}
+
+#: what every role needs
+_ROLE = [n for n in _SHARED if n != "SHOAL_CODE_DIR"]
 
 
-# Signals only set this event: an exception raised from a signal handler can land inside
-# ``Popen.poll()`` and leak its wait lock, after which ``Popen.wait()`` blocks forever.
-_stop_asked = threading.Event()
+def _api_argv(host: str, port: int) -> list[str]:
+    factory = ["--factory", "api.app:create_app", "--no-access-log"]
+    return [PY, "-m", "uvicorn", *factory, "--host", host, "--port", str(port)]
 
 
-def _wait_http(url: str, procs: dict[str, subprocess.Popen[bytes]], deadline_s: float) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if _stop_asked.is_set():
-            raise _Stopped
-        for p in procs.values():
-            if p.poll() is not None:
-                raise RuntimeError(f"{p.args!r} exited with {p.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        time.sleep(0.25)
-    raise RuntimeError(f"{url} did not answer within {deadline_s:.0f} s")
+def _http_ok(url: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url, timeout=2).status_code == 200
+    return False
 
 
-def _stop(procs: dict[str, subprocess.Popen[bytes]], grace_s: float = 15) -> None:
-    """Stop the children last-started first, each before the next: the worker's shutdown still
-    talks to the Prefect server, so the server goes last. SIGKILL after ``grace_s`` each; says
-    how each one ended."""
-    for name, p in reversed(procs.items()):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
+class _Health:
+    """``GET /v1/health`` until it answers ``200``; says each new reason it is not ready yet."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.said = ""
+
+    def __call__(self) -> bool:
         try:
-            p.wait(grace_s)
-            typer.echo(f"{name} stopped (exit {p.returncode})")
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-            typer.echo(f"{name} killed: it did not stop within {grace_s:.0f} s", err=True)
+            r = httpx.get(self.url, timeout=5)
+        except httpx.HTTPError:
+            return False  # the API is not listening yet
+        if r.status_code == 200:
+            return True
+        with contextlib.suppress(ValueError):
+            reason = str(r.json().get("detail", r.status_code)).removeprefix("not ready: ")
+            if reason != self.said:
+                typer.echo(f"not ready yet: {reason}")
+                self.said = reason
+        return False
+
+
+def _write_pids(path: Path) -> Callable[[dict[str, int]], None]:
+    def write(pids: dict[str, int]) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"up": os.getpid(), **pids}))
+        tmp.replace(path)  # readers never see half a file
+
+    return write
 
 
 @app.command()
@@ -157,7 +181,8 @@ def up(
     prefect_port: Annotated[int, typer.Option(help="Prefect server port.")] = 4200,
     data_dir: DataDir = Path(".shoal"),
 ) -> None:
-    """Start Prefect server (SQLite), a worker and the API in the foreground; Ctrl-C stops all."""
+    """Start and supervise Prefect server (SQLite), a worker, the services and the API in the
+    foreground; a child that dies is restarted; Ctrl-C stops all."""
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = open(data_dir / ".lock", "w")  # noqa: SIM115 - held for the life of the stack
@@ -167,7 +192,6 @@ def up(
         typer.echo(f"another `shoal up` is using {data_dir}", err=True)
         raise typer.Exit(1) from None
     logs = data_dir / "logs"
-    logs.mkdir(exist_ok=True)
     prefect_home = data_dir / "prefect"
     prefect_home.mkdir(exist_ok=True)
     api_url = f"http://{host}:{port}"
@@ -187,75 +211,109 @@ def up(
         "PREFECT_UI_API_URL": prefect_api,
         "PYTHONUNBUFFERED": "1",
     }
-    settings = Settings(data_dir=data_dir)
-    key = _local_key(data_dir, settings)
-    py = sys.executable
-    specs = [
-        (
-            "prefect",
-            [
-                py,
-                "-m",
-                "prefect",
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(prefect_port),
-            ],
-        ),
-        ("worker", [py, "-m", "deployments.serve"]),
-        (
-            "api",
-            [
-                py,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "api.app:create_app",
-                "--host",
-                host,
-                "--port",
-                str(port),
-                "--no-access-log",
-            ],
-        ),
-    ]
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def _on_signal(signum: int, _frame: object) -> None:
-        _stop_asked.set()
-
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    try:
-        for name, cmd in specs:
-            out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-            procs[name] = subprocess.Popen(
-                cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-            pids = {"up": os.getpid(), **{n: q.pid for n, q in procs.items()}}
-            (data_dir / "pids.json").write_text(json.dumps(pids))
-            if name == "prefect":
-                _wait_http(f"{prefect_api}/health", procs, 120)
-        _wait_http(f"{api_url}/v1/health", procs, 60)
-        _wait_http(f"{prefect_api}/deployments/name/scrape-job/normal", procs, 90)
-        typer.echo(_banner(api_url, prefect_port, data_dir, key))
-        while not _stop_asked.wait(0.5):
-            dead = next((n for n, p in procs.items() if p.poll() is not None), None)
-            if dead is not None:
-                code = procs[dead].returncode
-                typer.echo(f"{dead} exited with {code}; see {logs}", err=True)
-                raise typer.Exit(1)
+    key = _local_key(data_dir, Settings(data_dir=data_dir))
+    prefect_cmd = [PY, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+    supervisor = Supervisor(
+        env=env, logs=logs, echo=typer.echo, on_change=_write_pids(data_dir / "pids.json")
+    )
+    supervisor.install_signals()
+    with supervisor:
+        try:
+            supervisor.start("prefect", [*prefect_cmd, "--port", str(prefect_port)])
+            supervisor.wait(lambda: _http_ok(f"{prefect_api}/health"))
+            # stopped in the reverse order: API, worker, services, then Prefect
+            supervisor.start("services", SERVICES)
+            supervisor.start("worker", EMBEDDED_WORKER)
+            supervisor.start("api", _api_argv(host, port))
+            supervisor.wait(_Health(f"{api_url}/v1/health"))
+            typer.echo(_banner(api_url, prefect_port, data_dir, key))
+            supervisor.run()
+        except Stopped:
+            pass
         typer.echo("stopping...")
-    except _Stopped:
-        typer.echo("stopping...")
-    except RuntimeError as exc:
-        typer.echo(f"shoal up failed: {exc}; logs in {logs}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        _stop(procs)
+
+
+# --- roles apart: each against an existing Prefect server, store and results location --------
+
+
+def _require(role: str, names: Iterable[str]) -> None:
+    """Exit 2 naming every setting ``names`` lists that the environment lacks."""
+    missing = [n for n in names if not os.environ.get(n, "").strip()]
+    if missing:
+        lines = "\n".join(f"  {n}: {_SHARED[n]}" for n in missing)
+        typer.echo(f"shoal {role}: missing settings (environment variables):\n{lines}", err=True)
+        raise typer.Exit(2)
+
+
+def _exec(argv: list[str]) -> NoReturn:
+    """Become ``argv``: signals and the exit code are the role's own."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(argv[0], argv)
+
+
+@app.command("api")
+def api_role(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the API (uvicorn) against an existing Prefect server, store and results location."""
+    _require("api", _ROLE)
+    _exec(_api_argv(host, port))
+
+
+def _checkout() -> Path | None:
+    """The checkout this Shoal runs from (an editable install), if it has the flows."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "flows" / "scrape_job.py").is_file() else None
+
+
+@app.command("worker")
+def worker_role(
+    pool: Annotated[
+        str, typer.Option(envvar="SHOAL_WORK_POOL", help="The Prefect work pool to serve.")
+    ] = "shoal",
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Flow runs at once (default SHOAL_WORKER_MAX_JOBS)."),
+    ] = None,
+) -> None:
+    """Run a Prefect process worker on a work pool (``shoal pool setup`` creates it).
+
+    Its flow runs inherit its environment, so it needs what the API has (exit 2 names what is
+    missing). ``SHOAL_CODE_DIR`` (the checkout the pool deployments' pull step enters) defaults
+    to the checkout this command runs from; flow runs send heartbeats every
+    ``SHOAL_HEARTBEAT_S`` so a dead machine's runs are found."""
+    checkout = _checkout()
+    if checkout is not None:
+        os.environ.setdefault("SHOAL_CODE_DIR", str(checkout))
+    _require("worker", [*_ROLE, "SHOAL_CODE_DIR"])
+    settings = Settings()
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(settings.heartbeat_s))
+    jobs_at_once = str(limit or settings.worker_max_jobs)
+    _exec(
+        [PY, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+        + ["--limit", jobs_at_once]
+    )
+
+
+@app.command("services")
+def services_role() -> None:
+    """Run the services: resume of jobs whose runs died, webhook delivery (any number of copies,
+    on any machine)."""
+    _require("services", _ROLE)
+    _exec(SERVICES)
+
+
+pool_app = typer.Typer(help="The Prefect work pool of workers started with `shoal worker`.")
+app.add_typer(pool_app, name="pool")
+
+
+@pool_app.command("setup")
+def pool_setup() -> None:
+    """Create the work pool, its queues and deployments (``python -m deployments.pool``)."""
+    _require("pool setup", ["PREFECT_API_URL"])
+    _exec([PY, "-m", "deployments.pool"])
 
 
 def _banner(api_url: str, prefect_port: int, data_dir: Path, key: str) -> str:

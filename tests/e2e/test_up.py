@@ -1,4 +1,5 @@
-"""``shoal up`` itself: a SIGTERM (or Ctrl-C) stops every child cleanly, none left to SIGKILL."""
+"""``shoal up`` itself: the banner only once the API is ready; a child that dies is restarted and
+jobs still run; a SIGTERM (or Ctrl-C) stops every child cleanly, none left to SIGKILL."""
 
 from __future__ import annotations
 
@@ -33,8 +34,10 @@ def test_stop_signal_stops_every_child_without_sigkill(tmp_path, site: Site, sig
     finally:
         if stack.proc is not None and stack.proc.poll() is None:
             stack.kill9()
-    for name in ("api", "worker", "prefect"):
-        assert f"{name} stopped (exit" in out, out
+    for name in ("api", "worker", "services", "prefect"):
+        assert f"{name} stopped (" in out, out  # exit 0, or the SIGTERM it was sent
+    assert out.index("api stopped") < out.index("worker stopped") < out.index("services stopped")
+    assert out.index("services stopped") < out.index("prefect stopped")
     assert "killed" not in out, out
     assert [n for n, pid in pids.items() if process_running(pid)] == []
     assert [p for p in under_worker if process_running(p)] == []
@@ -61,3 +64,46 @@ def test_maintenance_runs_on_its_schedule(tmp_path) -> None:  # type: ignore[no-
     finally:
         stack.stop()
     assert "bulk DML" not in (stack.data_dir / "logs" / "prefect.log").read_text()
+
+
+def test_banner_once_ready_and_a_killed_worker_is_restarted(tmp_path, site: Site) -> None:  # type: ignore[no-untyped-def]
+    stack = Stack(tmp_path / "data").start()
+    try:
+        # the banner comes once a job posted now would start
+        assert httpx.get(f"{stack.base}/v1/health").status_code == 200
+        assert "Shoal is up." in stack.banner
+        pids_file = stack.data_dir / "pids.json"
+        pids = json.loads(pids_file.read_text())
+        assert set(pids) == {"up", "prefect", "services", "worker", "api"}
+        with stack.client() as c:  # the worker has forked flow runs before it dies
+            jid = c.post("/v1/jobs", json={"input": {"url": site.url("/p/1")}}).json()["id"]
+            stack.wait_job(c, jid, {"completed"}, timeout=60)
+        under_worker = descendants(pids["worker"])
+        assert under_worker
+
+        os.kill(pids["worker"], signal.SIGKILL)
+        killed = time.monotonic()
+        deadline = killed + 30
+        while json.loads(pids_file.read_text()).get("worker", pids["worker"]) == pids["worker"]:
+            assert time.monotonic() < deadline, "the worker was not restarted within 30 s"
+            time.sleep(0.05)
+        back_s = time.monotonic() - killed
+        print(f"worker restarted {back_s:.2f} s after SIGKILL")
+        assert [p for p in under_worker if process_running(p)] == []  # nothing it left runs
+        log = stack.data_dir / "logs" / "worker.log"
+        while "[shoal up] worker restarted (pid " not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        assert "[shoal up] worker exited (signal SIGKILL)" in log.read_text()
+        assert stack.proc is not None and stack.proc.poll() is None  # the rest stayed up
+        again = json.loads(pids_file.read_text())
+        assert {n: again[n] for n in ("api", "prefect", "services")} == {
+            n: pids[n] for n in ("api", "prefect", "services")
+        }
+
+        with stack.client() as c:  # the new worker runs jobs
+            jid = c.post("/v1/jobs", json={"input": {"url": site.url("/p/2")}}).json()["id"]
+            stack.wait_job(c, jid, {"completed"}, timeout=60)
+        print(f"a job completed {time.monotonic() - killed:.2f} s after the SIGKILL")
+    finally:
+        stack.stop()
