@@ -150,6 +150,11 @@ def main() -> None:
     for what, outcome in done.items():
         print(f"{what}: {outcome}")
     print(_describe(settings))
+    if pool_name(settings) != DEFAULT_WORK_POOL:
+        print(
+            f"note: prefect.yaml deploys to the work pool {DEFAULT_WORK_POOL!r}; change its "
+            f"work_pool names to {pool_name(settings)!r} before prefect deploy --all"
+        )
 
 
 if __name__ == "__main__":

@@ -163,7 +163,11 @@ class Settings(BaseSettings):
     )
 
     # Prefect
-    deployment_prefix: str = "scrape-job"
+    deployment_prefix: str = Field(
+        "scrape-job",
+        description="The flow part of the deployment names jobs start (deployment_names); the "
+        "worker and prefect.yaml register `scrape-job`: only tests change it.",
+    )
     worker_poll_s: float = Field(0.5, description="How often the worker asks for new runs.")
     worker_max_jobs: int = Field(4, description="Flow runs (jobs) one worker runs at once.")
     work_pool: str | None = Field(
