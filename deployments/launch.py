@@ -43,11 +43,14 @@ async def _raise_when_busy(response: httpx.Response) -> None:
         raise PrefectBusy(response.status_code)
 
 
-async def start_flow_run(job: JobRow, settings: Settings, *, resume: int = 0) -> str:
+async def start_flow_run(
+    job: JobRow, settings: Settings, *, resume: int = 0, previous: str | None = None
+) -> str:
     """Create the job's flow run on its priority's deployment; its id.
 
     Named after the job (``<job id>-resume-<n>`` for the reaper's ``resume``-th new run of a job
-    whose run crashed), tagged with account, priority and ``shoal`` (and ``resumed``).
+    whose run crashed; `` · <job name>`` follows when the job has one), tagged with account,
+    priority and ``shoal`` (and ``resumed``).
 
     Prefect's server on SQLite now and then answers ``503`` to creating a flow run: it reads the
     deployment and then inserts in one deferred transaction, and SQLite refuses that write at
@@ -56,7 +59,11 @@ async def start_flow_run(job: JobRow, settings: Settings, *, resume: int = 0) ->
     7 s). Here such an answer raises at once (``PrefectBusy``) and this function tries again
     after 50 ms, doubling to at most 1 s, for up to ``RETRY_BUDGET_S``. The job id is the flow
     run's idempotency key (with the resume number), so a request sent again never makes a second
-    flow run. Other errors (no such deployment, server unreachable) raise at once."""
+    flow run. Other errors (no such deployment, server unreachable) raise at once.
+
+    A resumed run gets ``resume`` and the ``previous`` flow run's id as parameters: the flow
+    claims the job as that attempt (a later attempt always wins) and says on its own run page
+    which run it took over from."""
     run_name = f"{job.id}-resume-{resume}" if resume else job.id
     tags = [f"account:{job.account_id}", f"priority:{job.priority}", "shoal"]
     if resume:
@@ -69,9 +76,14 @@ async def start_flow_run(job: JobRow, settings: Settings, *, resume: int = 0) ->
                 flow_run = await arun_deployment(
                     name=deployment_names(settings)[job.priority],
                     client=client,
-                    parameters={"job_id": job.id},
+                    parameters=(
+                        {"job_id": job.id, "resume": resume, "previous_flow_run": previous}
+                        if resume
+                        else {"job_id": job.id}
+                    ),
                     timeout=0,
-                    flow_run_name=run_name,
+                    # the job's own name beside its id, as an operator reads the runs list
+                    flow_run_name=f"{run_name} · {job.name}" if job.name else run_name,
                     tags=tags,
                     idempotency_key=run_name,
                     as_subflow=False,

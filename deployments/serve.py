@@ -1,6 +1,6 @@
 """The embedded worker: serves the ``scrape-job/embedded-<priority>`` deployments and
-``maintenance/embedded`` (every ``SHOAL_MAINTENANCE_INTERVAL_S``), and runs the reaper and the
-webhook dispatcher (``deployments/webhooks.py``).
+``maintenance/embedded`` (every ``SHOAL_MAINTENANCE_INTERVAL_S``). The resume and webhook
+services run apart (``python -m deployments.services``), so they also serve pool workers.
 
 ``python -m deployments.serve`` (``shoal up`` starts it). It polls the Prefect server every
 ``SHOAL_WORKER_POLL_S`` (default 0.5 s), and each flow run is a fork of a warm process
@@ -17,8 +17,7 @@ import signal
 from prefect.runner import Runner
 
 from deployments import warm_start
-from deployments.reaper import reap_forever
-from deployments.webhooks import dispatch_forever
+from deployments.liveness import use_heartbeats
 from flows.maintenance import maintenance
 from flows.scrape_job import scrape_job
 from shoal.settings import EMBEDDED_MAINTENANCE, PRIORITIES, deployment_names, get_settings
@@ -39,6 +38,7 @@ async def _keep_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) ->
 
 async def main() -> None:
     settings = get_settings()
+    use_heartbeats(settings)  # before the warm process forks: its flow runs inherit it
     loop = asyncio.get_running_loop()
     await asyncio.to_thread(warm_start.install)  # flow runs fork from a warm process
     stop = asyncio.Event()
@@ -70,8 +70,6 @@ async def main() -> None:
     )
     tasks = [
         asyncio.create_task(runner.start()),
-        asyncio.create_task(reap_forever(settings)),
-        asyncio.create_task(dispatch_forever(settings)),  # webhook deliveries
         asyncio.create_task(_keep_signals(loop, stop)),
     ]
     stopping = asyncio.create_task(stop.wait())

@@ -16,6 +16,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
+    acreate_link_artifact,
     acreate_markdown_artifact,
     acreate_progress_artifact,
     aupdate_progress_artifact,
@@ -24,18 +25,27 @@ from prefect.client.schemas.objects import Flow, FlowRun
 from prefect.runtime import flow_run as current_run
 from prefect.states import Cancelled, Completed, Failed, State
 
-from shoal import chunkprocs
+from shoal import chunkprocs, downloads, output
 from shoal.contract import FINAL_STATUSES, JobSpec
 from shoal.errors import JobFailed
 from shoal.finalize import fail_job, finalize_job
 from shoal.jobs import input_url
+from shoal.report import run_report, summary_markdown
 from shoal.scrape import JobRuntime
-from shoal.settings import get_settings
+from shoal.settings import Settings, get_settings
 from shoal.storage import get_storage
 from shoal.store import JobRow, Store, aware, get_store, utcnow
-from tasks import build_output, plan_job, scrape_chunk
+from tasks import build_output, chunk_summary, plan_job, scrape_chunk
 
 log = logging.getLogger(__name__)
+
+
+#: how a run's stop reason starts when a later run of the job owns it
+SUPERSEDED = "superseded"
+
+
+def _lost(rt: JobRuntime) -> bool:
+    return bool(rt.stop_reason and rt.stop_reason.startswith(SUPERSEDED))
 
 
 def _state_for(row: JobRow) -> State[Any]:
@@ -49,24 +59,33 @@ def _state_for(row: JobRow) -> State[Any]:
     return Failed(message=row.error or "failed")
 
 
-async def _check_stop(rt: JobRuntime, row: JobRow) -> None:
-    """Stop the job on a cancel request or past its lifetime."""
+async def _check_stop(rt: JobRuntime, row: JobRow, attempt: int = 0) -> None:
+    """Stop the job on a cancel request, past its lifetime, or when a later run owns it."""
     started = aware(row.started_at) or utcnow()
     lifetime = rt.settings.job_lifetime_s
-    if await asyncio.to_thread(rt.store.cancel_requested, rt.job_id):
+    owner, owner_attempt = await asyncio.to_thread(rt.store.run_owner, rt.job_id)
+    if owner_attempt > attempt:
+        # this run was declared dead (its heartbeats did not arrive) and the job resumed
+        # elsewhere: stop at once and leave the job to its new run
+        rt.request_stop(f"{SUPERSEDED}: flow run {owner} (resume {owner_attempt}) owns the job")
+    elif await asyncio.to_thread(rt.store.cancel_requested, rt.job_id):
         rt.request_stop("cancel")
     elif (utcnow() - started).total_seconds() > lifetime:
         rt.request_stop(f"job lifetime of {lifetime} s reached; stopped with what finished")
 
 
-async def _monitor(rt: JobRuntime, store: Store, row: JobRow, total: int, artifact: Any) -> None:
+async def _monitor(
+    rt: JobRuntime, store: Store, row: JobRow, total: int, artifact: Any, attempt: int = 0
+) -> None:
     """Every ``progress_interval_s``: write live counters, look for a cancel or the deadline,
     and move the progress artifact."""
     last_pct = -1.0
     while True:
         await asyncio.sleep(rt.settings.progress_interval_s)
         await asyncio.to_thread(rt.flush_counters)
-        await _check_stop(rt, row)
+        await _check_stop(rt, row, attempt)
+        if _lost(rt):
+            return
         done = (await asyncio.to_thread(store.counters, rt.job_id)).done
         pct = round(100.0 * done / total, 1) if total else 100.0
         if pct != last_pct:
@@ -75,7 +94,12 @@ async def _monitor(rt: JobRuntime, store: Store, row: JobRow, total: int, artifa
 
 
 async def _run_chunks(
-    rt: JobRuntime, row: JobRow, in_url: str, chunks: list[dict[str, Any]], n_procs: int = 0
+    rt: JobRuntime,
+    row: JobRow,
+    in_url: str,
+    chunks: list[dict[str, Any]],
+    n_procs: int = 0,
+    attempt: int = 0,
 ) -> None:
     """Run the chunk tasks a few at a time, in order, until done or stopped.
 
@@ -90,12 +114,20 @@ async def _run_chunks(
         async with gate:
             if rt.stop.is_set():
                 return
-            summary = await scrape_chunk(rt.job_id, in_url, chunk)
+            state = await scrape_chunk(rt.job_id, in_url, chunk, return_state=True)
+            summary = await chunk_summary(state)
             if not summary["complete"] and not rt.stop.is_set():
                 # a worker process stopped the chunk (cancel, deadline) before our monitor saw it
-                await _check_stop(rt, row)
+                await _check_stop(rt, row, attempt)
 
-    await asyncio.gather(*(run(c) for c in chunks))
+    # a TaskGroup, not gather: a chunk that fails for good (retries spent) cancels its siblings
+    # at once, rather than leaving them fetching for a job that is about to fail
+    try:
+        async with asyncio.TaskGroup() as group:
+            for c in chunks:
+                group.create_task(run(c))
+    except* Exception as failed:
+        raise failed.exceptions[0] from None  # the first cause names the job's error
 
 
 def _on_cancellation(flow: Flow, flow_run: FlowRun, state: State[Any]) -> None:
@@ -104,13 +136,70 @@ def _on_cancellation(flow: Flow, flow_run: FlowRun, state: State[Any]) -> None:
     if procs is not None:  # when the hook runs in the flow process: no part written after this
         procs.kill()
     job_id = flow_run.parameters.get("job_id")
-    if job_id:
-        finalize_job(job_id, get_settings(), cancelled=True, error="cancelled from the Prefect UI")
+    if not job_id:
+        return
+    settings = get_settings()
+    owner, attempt = get_store(settings).run_owner(job_id)
+    mine = int(flow_run.parameters.get("resume") or 0)
+    if attempt > mine or owner not in (None, str(flow_run.id)):
+        return  # a run that had lost the job to a later one: cancelling it ends nothing
+    finalize_job(job_id, settings, cancelled=True, error="cancelled from the Prefect UI")
+
+
+async def _publish_run_page(row: JobRow, settings: Settings, store: Store) -> None:
+    """What an operator reads on the run's page: a summary (status, counts, errors by code, the
+    hosts that failed most, where the output is) and a link to the download. Never fails the
+    job: it has ended already."""
+    try:
+        storage = get_storage(settings)
+        report = await asyncio.to_thread(run_report, storage, output.part_urls(storage, row.id))
+        account = await asyncio.to_thread(store.get_account, row.account_id)
+        outputs = row.outputs or []
+        location = ", ".join(o["url"] for o in outputs) or None
+        key = f"job-{row.id.lower().replace('_', '-')}"
+        await acreate_markdown_artifact(
+            key=key,
+            markdown=summary_markdown(
+                row,
+                report,
+                account_name=account.name if account else None,
+                output_location=location,
+            ),
+            description=f"Summary of Shoal job {row.id}",
+        )
+        expires = aware(row.output_expires_at)
+        if outputs and expires is not None:
+            link = downloads.sign(settings, row.id, outputs[0]["name"], expires)
+            await acreate_link_artifact(
+                key=f"{key}-download",
+                link=link,
+                link_text=f"{outputs[0]['name']} ({outputs[0]['rows']} rows)",
+                description=f"Download of Shoal job {row.id}, valid until {expires:%F %H:%M} UTC",
+            )
+    except Exception:
+        log.exception("job %s: could not publish its run page", row.id)
+
+
+def _superseded(row: JobRow, me: str | None, attempt: int) -> State[Any] | None:
+    """The state to end in when a later run of the job owns it, else None."""
+    if (row.resume_count or 0) > attempt or (me and row.flow_run_id and row.flow_run_id != me):
+        return Cancelled(
+            name="Superseded",
+            message=f"{SUPERSEDED}: flow run {row.flow_run_id} (resume {row.resume_count}) "
+            "owns the job; this run stopped without touching it",
+        )
+    return None
 
 
 @flow(name="scrape-job", on_cancellation=[_on_cancellation], log_prints=True)
-async def scrape_job(job_id: str) -> State[Any]:
-    """Run one Shoal job end to end (see the module docstring)."""
+async def scrape_job(
+    job_id: str, resume: int = 0, previous_flow_run: str | None = None
+) -> State[Any]:
+    """Run one Shoal job end to end (see the module docstring).
+
+    ``resume`` and ``previous_flow_run`` are set by the resume service on a run that takes over
+    a job whose run died: this run then owns the job as attempt ``resume`` (a later attempt
+    always wins, so a run declared dead that still lives stops by itself)."""
     logger = get_run_logger()
     settings = get_settings()
     store = get_store(settings)
@@ -122,7 +211,20 @@ async def scrape_job(job_id: str) -> State[Any]:
         return Failed(message=missing_job_message(settings, job_id))
     if row.status in FINAL_STATUSES:
         return _state_for(row)
-    row = await asyncio.to_thread(store.mark_running, job_id, current_run.get_id())
+    me = current_run.get_id()
+    row = await asyncio.to_thread(store.mark_running, job_id, me, resume)
+    if (lost := _superseded(row, me, resume)) is not None:
+        logger.warning(lost.message)
+        return lost
+    if resume:
+        logger.warning(
+            "job %s: resume %d of %d, taking over from flow run %s; finished chunks and the "
+            "rows they kept are not fetched again",
+            job_id,
+            resume,
+            settings.max_resumes,
+            previous_flow_run,
+        )
     rt = None
     try:
         spec = JobSpec.model_validate(row.spec)
@@ -148,38 +250,40 @@ async def scrape_job(job_id: str) -> State[Any]:
         if procs is not None and shares:
             procs.start_job(job_id, shares)
             logger.info("job %s: chunks in %d processes, caps %s", job_id, len(shares), shares)
-        monitor = asyncio.create_task(_monitor(rt, store, row, total, artifact))
+        monitor = asyncio.create_task(_monitor(rt, store, row, total, artifact, resume))
         try:
             in_url = input_url(get_storage(settings), job_id)
-            await _run_chunks(rt, row, in_url, chunks, len(shares))
+            await _run_chunks(rt, row, in_url, chunks, len(shares), resume)
         finally:
             monitor.cancel()
+            if procs is not None and _lost(rt):
+                procs.kill()  # their rows in flight are the new run's to fetch
             if procs is not None:
                 if shares:
                     await asyncio.to_thread(procs.end_job, job_id)
                 await asyncio.to_thread(chunkprocs.shutdown_if_idle)
             await asyncio.to_thread(rt.flush_counters)
+        if _lost(rt):
+            logger.warning("job %s: %s", job_id, rt.stop_reason)
+            return Cancelled(name="Superseded", message=rt.stop_reason)
         stopped = rt.stop.is_set()
         reason = None if rt.stop_reason == "cancel" else rt.stop_reason
         row = await build_output(job_id, cancelled=stopped, error=reason)
-        await aupdate_progress_artifact(artifact, progress=100.0)
+        # the true fraction: a job cancelled at 65 of 300 reads 21.7, not 100
+        pct = round(100.0 * row.urls_done / row.urls_total, 1) if row.urls_total else 100.0
+        await aupdate_progress_artifact(artifact, progress=pct)
     except Exception as exc:
         logger.exception("job %s failed", job_id)
         # JobFailed says why for the caller (unreadable input...); anything else is ours
         why = str(exc) if isinstance(exc, JobFailed) else f"internal error: {exc}"
+        owner = await asyncio.to_thread(store.get_job, job_id)
+        if owner is not None and _superseded(owner, me, resume) is not None:
+            return Failed(message=f"{why} (the job belongs to a later run now)")
         failed = await asyncio.to_thread(fail_job, job_id, settings, why)
         return Failed(message=(failed.error if failed else None) or str(exc))
     finally:
         if rt is not None:
             await rt.close()
         await asyncio.to_thread(chunkprocs.shutdown_if_idle)  # also when planning failed
-    await acreate_markdown_artifact(
-        key=f"job-{job_id.lower().replace('_', '-')}",
-        markdown=(
-            f"# Shoal job `{job_id}`\n\n| | |\n|---|---|\n| status | **{row.status}** |\n"
-            f"| URLs | {row.urls_done} of {row.urls_total} |\n| errored | {row.urls_errored} |\n"
-            f"| credits | {row.credits_used} |\n| error | {row.error or ''} |\n"
-        ),
-        description=f"Summary of Shoal job {job_id}",
-    )
+    await _publish_run_page(row, settings, store)
     return _state_for(row)

@@ -12,6 +12,7 @@ from typing import Any
 
 from prefect import task
 from prefect.context import TaskRunContext
+from prefect.states import Cancelled, State
 
 from shoal import chunkprocs
 from shoal.contract import JobSpec
@@ -35,19 +36,39 @@ def _chunk_key(_ctx: TaskRunContext, params: dict[str, Any]) -> str:
     cache_key_fn=_chunk_key,
     persist_result=True,
 )
-async def scrape_chunk(job_id: str, input_url: str, chunk: dict[str, Any]) -> dict[str, Any]:
+async def scrape_chunk(
+    job_id: str, input_url: str, chunk: dict[str, Any]
+) -> dict[str, Any] | State[Any]:
     """Fetch and extract the chunk's URLs and write its part file; returns its counts.
 
     When the job's flow gave it worker processes (``SHOAL_CHUNK_PROCESSES``), the chunk runs in
-    one of them; a chunk whose process died raises ``BrokenProcessPool`` and is retried."""
+    one of them; a chunk whose process died raises ``BrokenProcessPool`` and is retried.
+
+    A chunk stopped before its last URL (a cancel, the lifetime deadline, a later run taking the
+    job) ends ``Cancelled`` with its counts as the state's data: the run page shows what
+    happened, and only a ``Completed`` chunk is cached, so a resumed run finishes a stopped one
+    instead of skipping it."""
     procs = chunkprocs.current()
     if procs is not None and procs.uses(job_id):
-        return await procs.run(job_id, input_url, chunk)
-    rt = JobRuntime.get(job_id)
-    if rt is None:  # a task run outside the job's flow process
-        settings = get_settings()
-        row = get_store(settings).get_job(job_id)
-        assert row is not None, job_id
-        rt = JobRuntime.open(job_id, JobSpec.model_validate(row.spec), settings)
-    summary = await _scrape_chunk(rt, input_url, Chunk(**chunk))
-    return asdict(summary)
+        summary = await procs.run(job_id, input_url, chunk)
+    else:
+        rt = JobRuntime.get(job_id)
+        if rt is None:  # a task run outside the job's flow process
+            settings = get_settings()
+            row = get_store(settings).get_job(job_id)
+            assert row is not None, job_id
+            rt = JobRuntime.open(job_id, JobSpec.model_validate(row.spec), settings)
+        summary = asdict(await _scrape_chunk(rt, input_url, Chunk(**chunk)))
+    if not summary["complete"]:
+        return Cancelled(
+            message=f"stopped after {summary['rows']} of {chunk['count']} URLs", data=summary
+        )
+    return summary
+
+
+async def chunk_summary(state: State[Any]) -> dict[str, Any]:
+    """The counts of a finished ``scrape_chunk`` run (``return_state=True``); raises what the
+    chunk raised when it failed."""
+    if state.is_cancelled():
+        return state.data if isinstance(state.data, dict) else {"complete": False}
+    return await state.result()  # type: ignore[no-any-return]

@@ -105,7 +105,7 @@ async def test_busy_answers_are_tried_again_and_make_one_flow_run(
     assert len(retried) == 2 and all("503" in r.getMessage() for r in retried)
     async with get_client() as client:
         run = await client.read_flow_run(run_id)
-    assert run.name == job.id and run.idempotency_key == job.id
+    assert run.name == f"{job.id} · launch" and run.idempotency_key == job.id
     assert run.parameters == {"job_id": job.id}
     assert {"shoal", "priority:normal", f"account:{job.account_id}"} <= set(run.tags)
 
@@ -122,7 +122,8 @@ async def test_a_resumed_run_is_named_and_keyed_by_its_resume_number(proxy: Busy
     assert await launcher.start_flow_run(job, _settings(), resume=1) == resumed  # once only
     async with get_client() as client:
         run = await client.read_flow_run(resumed)
-    assert run.name == run.idempotency_key == f"{job.id}-resume-1"
+    assert run.idempotency_key == f"{job.id}-resume-1"
+    assert run.name == f"{job.id}-resume-1 · launch"
     assert {"shoal", "resumed", "priority:normal"} <= set(run.tags)
 
 
