@@ -94,6 +94,19 @@ async def fetch_pages(
     }
 
 
+def _keep_best(best: dict[str, dict[str, float]], name: str, run: dict[str, float]) -> None:
+    """The fastest run of ``name``, with the lowest CPU per request seen in any of its runs
+    (the least disturbed by the rest of the machine)."""
+    cpu = run["cpu"] / run["pages"]
+    kept = best.get(name)
+    if kept is None:
+        best[name] = {**run, "cpu_min": cpu}
+        return
+    if run["wall"] < kept["wall"]:
+        best[name] = {**run, "cpu_min": kept["cpu_min"]}
+    best[name]["cpu_min"] = min(best[name]["cpu_min"], cpu)
+
+
 def _settings(cap: int) -> Settings:
     return Settings(allow_private_networks=True, max_per_host=cap)  # type: ignore[call-arg]
 
@@ -109,8 +122,7 @@ def alone(
             r = asyncio.run(fetch_pages(urls, c, _settings(c), db, c))
             if r["chars"] != expected:
                 raise SystemExit(f"alone/{name}: read {r['chars']} chars, expected {expected}")
-            if name not in best or r["wall"] < best[name]["wall"]:
-                best[name] = r
+            _keep_best(best, name, r)
     return best
 
 
@@ -163,8 +175,7 @@ def shared(
                 "tx": sum(r["tx"] for r in results),
                 "share": min(r["wall"] for r in results) / max(r["wall"] for r in results),
             }
-            if name not in best or merged["wall"] < best[name]["wall"]:
-                best[name] = merged
+            _keep_best(best, name, merged)
     return best
 
 
@@ -215,9 +226,12 @@ def child(spec_path: str) -> None:
 def _report(title: str, res: dict[str, dict[str, float]]) -> None:
     wo, w = res["without"], res["with"]
     rate_wo, rate_w = wo["pages"] / wo["wall"], w["pages"] / w["wall"]
-    us_wo, us_w = wo["cpu"] / wo["pages"] * 1e6, w["cpu"] / w["pages"] * 1e6
+    us_wo, us_w = wo["cpu_min"] * 1e6, w["cpu_min"] * 1e6
     print(f"\n{title}")
-    print("| cross-job cap | pages/s | CPU µs/request | store transactions / 1,000 requests |")
+    print(
+        "| cross-job cap | pages/s (best) | CPU µs/request (lowest) "
+        "| store transactions / 1,000 requests |"
+    )
     print("|---|---|---|---|")
     print(f"| without | {rate_wo:,.0f} | {us_wo:.1f} | 0 |")
     print(f"| with | {rate_w:,.0f} | {us_w:.1f} | {w['tx'] / w['pages'] * 1000:.2f} |")
@@ -237,7 +251,7 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=20_000)
     ap.add_argument("--kb", type=int, default=44, help="pad pages to this size (0: ~3 KB)")
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--repeat", type=int, default=3, help="runs per case; the best is kept")
+    ap.add_argument("--repeat", type=int, default=5, help="runs per case; the best is kept")
     ap.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     ap.add_argument("--skip-shared", action="store_true", help="only the process alone")
     args = ap.parse_args()
