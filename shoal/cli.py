@@ -165,6 +165,28 @@ class _Health:
         return False
 
 
+class _GaveUp(Exception):
+    """A child kept dying before the stack was ever ready."""
+
+
+class _Starting:
+    """``ready()`` while the stack starts, giving up once a child died ``MAX`` times: before the
+    first ready answer a crash loop is a mistake to report (a port in use, a bad setting), not a
+    blip to ride out."""
+
+    MAX = 5
+
+    def __init__(self, supervisor: Supervisor, ready: Callable[[], bool]) -> None:
+        self.supervisor = supervisor
+        self.ready = ready
+
+    def __call__(self) -> bool:
+        for child in self.supervisor.children.values():
+            if child.restarts >= self.MAX:
+                raise _GaveUp(f"{child.name} exited {child.restarts} times; see {child.log}")
+        return self.ready()
+
+
 def _write_pids(path: Path) -> Callable[[dict[str, int]], None]:
     def write(pids: dict[str, int]) -> None:
         tmp = path.with_suffix(".tmp")
@@ -217,20 +239,25 @@ def up(
         env=env, logs=logs, echo=typer.echo, on_change=_write_pids(data_dir / "pids.json")
     )
     supervisor.install_signals()
+    prefect_up = _Starting(supervisor, lambda: _http_ok(f"{prefect_api}/health"))
     with supervisor:
         try:
             supervisor.start("prefect", [*prefect_cmd, "--port", str(prefect_port)])
-            supervisor.wait(lambda: _http_ok(f"{prefect_api}/health"))
+            supervisor.wait(prefect_up)
             # stopped in the reverse order: API, worker, services, then Prefect
             supervisor.start("services", SERVICES)
             supervisor.start("worker", EMBEDDED_WORKER)
             supervisor.start("api", _api_argv(host, port))
-            supervisor.wait(_Health(f"{api_url}/v1/health"))
+            supervisor.wait(_Starting(supervisor, _Health(f"{api_url}/v1/health")))
             typer.echo(_banner(api_url, prefect_port, data_dir, key))
             supervisor.run()
         except Stopped:
             pass
-        typer.echo("stopping...")
+        except _GaveUp as exc:
+            typer.echo(f"shoal up failed: {exc}", err=True)
+            raise typer.Exit(1) from None
+        finally:
+            typer.echo("stopping...")
 
 
 # --- roles apart: each against an existing Prefect server, store and results location --------
