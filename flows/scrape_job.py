@@ -31,7 +31,7 @@ from shoal.errors import JobFailed
 from shoal.finalize import fail_job, finalize_job
 from shoal.jobs import input_url
 from shoal.report import run_report, summary_markdown
-from shoal.scrape import JobRuntime
+from shoal.scrape import JobRuntime, persist_all
 from shoal.settings import Settings, get_settings
 from shoal.storage import get_storage
 from shoal.store import JobRow, Store, aware, get_store, utcnow
@@ -131,10 +131,16 @@ async def _run_chunks(
 
 
 def _on_cancellation(flow: Flow, flow_run: FlowRun, state: State[Any]) -> None:
-    """A cancel from the Prefect UI: keep what finished, end the job ``cancelled``."""
+    """A cancel from the Prefect UI: keep what finished, end the job ``cancelled``.
+
+    Where the hook runs in the flow process, the chunks (here and in chunk processes) first
+    write their finished rows (bounded, ~1.5 s), then nothing is written after this; where it
+    runs in the runner, the flow process has written them as it exited. The output is built from
+    every piece, so the job ends as a ``DELETE`` does: every persisted row, their credits."""
+    persist_all(seal=True)
     procs = chunkprocs.current()
-    if procs is not None:  # when the hook runs in the flow process: no part written after this
-        procs.kill()
+    if procs is not None:
+        procs.persist_then_kill()
     job_id = flow_run.parameters.get("job_id")
     if not job_id:
         return

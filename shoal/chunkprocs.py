@@ -18,6 +18,12 @@ changes), so a SIGTERM or ``kill -9`` of the flow process leaves no worker behin
 A chunk whose process died fails with ``BrokenProcessPool`` (the task retries it); the dead
 process is replaced on the next dispatch. Plain Python: no Prefect import.
 
+Rows. A chunk persists its finished rows as it goes (``shoal.output.ChunkWriter``), in the
+process that runs it. What is finished but not yet in a piece is written before a process goes
+whenever it can be: a chunk cancelled by ``stop`` writes it as it unwinds; a process whose flow
+process died writes it (at most ``_LAST_PERSIST_S``) before it exits; and the cancel hook asks
+every process to write it (``persist_then_kill``) before it kills them.
+
 Starting a process. A spawned one imports the engine, DuckDB and SQLAlchemy again (~0.75 CPU s
 each, per job). A flow-run process forked from the worker's warm forkserver
 (``deployments/warm_start.py``) calls ``prefork`` first, while it still has one thread: its
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -54,6 +61,9 @@ log = logging.getLogger(__name__)
 MIN_PER_PROC = 8
 #: chunks one worker process runs at once (measured: 2 keeps both cores busy over chunk tails)
 PER_PROC = 2
+#: longest a chunk process whose flow process died spends writing its finished rows (a piece
+#: of a few hundred rows takes ~10-50 ms; the bound is for a storage that does not answer)
+_LAST_PERSIST_S = 2.0
 
 
 def resolve_processes(settings: Settings) -> int:
@@ -127,14 +137,14 @@ async def _serve(conn: Connection, parent_pid: int, settings: Settings) -> None:
             try:
                 msg = conn.recv()
             except (EOFError, OSError):
-                os._exit(1)  # the flow process is gone: so are we
+                _parent_gone()  # the flow process is gone: so are we
             loop.call_soon_threadsafe(inbox.put_nowait, msg)
 
     def orphan_check() -> None:
         while True:
             threading.Event().wait(0.5)
             if os.getppid() != parent_pid:
-                os._exit(1)
+                _parent_gone()
 
     inbox: asyncio.Queue[Any] = asyncio.Queue()
     threading.Thread(target=reader, daemon=True, name="chunkproc-reader").start()
@@ -169,6 +179,11 @@ async def _serve(conn: Connection, parent_pid: int, settings: Settings) -> None:
             running = tasks.get(msg[1])
             if running is not None:
                 running.cancel()
+        elif msg[0] == "persist":  # the job is being cancelled: write what finished, now
+            from shoal.output import persist_all
+
+            rows = await asyncio.to_thread(persist_all, seal=True)
+            conn.send(("ok", msg[1], {"rows": rows}))
         elif msg[0] == "end_job":
             await _end_job(JobRuntime, msg[1], watchers)
         elif msg[0] == "stop":
@@ -177,6 +192,24 @@ async def _serve(conn: Connection, parent_pid: int, settings: Settings) -> None:
             for job_id in list(watchers):
                 await _end_job(JobRuntime, job_id, watchers)
             return
+
+
+_exiting = threading.Lock()
+
+
+def _parent_gone() -> None:
+    """Write the running chunks' finished rows (at most ``_LAST_PERSIST_S``), then exit."""
+    if not _exiting.acquire(blocking=False):  # the other watcher thread is on it
+        threading.Event().wait()
+    timer = threading.Timer(_LAST_PERSIST_S, os._exit, args=(1,))
+    timer.daemon = True
+    timer.start()
+    try:
+        from shoal.output import persist_all
+
+        persist_all(seal=True)
+    finally:
+        os._exit(1)
 
 
 def _forget(tasks: dict[int, asyncio.Task[None]], req: int, _task: asyncio.Task[None]) -> None:
@@ -439,6 +472,21 @@ class ChunkProcs:
             if p is not None:
                 p.stop(timeout)
 
+    def persist_then_kill(self, timeout: float = 1.5) -> None:
+        """Have every process write its chunks' finished rows (waiting at most ``timeout``),
+        then kill them all: the job is being cancelled and its output built from the files."""
+        futures = []
+        for p in self._procs:
+            if p is not None and p.alive:
+                with self._lock:
+                    self._req += 1
+                    req = self._req
+                with contextlib.suppress(BrokenProcessPool, OSError):
+                    futures.append(p.send(req, ("persist", req)))
+        if futures:
+            concurrent.futures.wait(futures, timeout=timeout)
+        self.kill()
+
     def kill(self) -> None:
         """Kill every process at once (the flow process is being terminated)."""
         for p in self._procs:
@@ -527,7 +575,13 @@ def shutdown_if_idle() -> None:
 @atexit.register
 def shutdown_all() -> None:
     """Stop this process's chunk processes, adopted or spare. At interpreter exit, and before
-    a multiprocessing child's own exit joins its children (a spare waits for a job forever)."""
+    a multiprocessing child's own exit joins its children (a spare waits for a job forever).
+
+    Chunks running in this process itself (a flow process ending on SIGTERM) write their
+    finished rows first; their processes' chunks do as ``stop`` cancels them."""
+    pieces = sys.modules.get("shoal.output._pieces")
+    if pieces is not None:
+        pieces.persist_all(seal=True)
     if _pool is not None:
         _pool.shutdown(timeout=1.0)
     _stop_spares()

@@ -1,5 +1,10 @@
 """Ending a job: build its output from the parts and write the final status once.
 
+The output is built from every part file of the job, pieces of chunks that never finished
+included (a UI cancel, a kill), each row once; ``urls_done``, ``urls_errored`` and
+``credits_used`` are then those of the output's rows — not the live counters, which may lag the
+files by a piece, and not credits of rows no file kept.
+
 Used by the flow at its end, by the flow's cancellation hook (a cancel from the Prefect UI) and
 by the reaper; all three go through ``finalize_job`` so a job ends the same way whatever ended it.
 The transaction that writes the final status also records the job's webhook event
@@ -25,7 +30,7 @@ log = logging.getLogger(__name__)
 def finalize_job(
     job_id: str, settings: Settings, *, cancelled: bool = False, error: str | None = None
 ) -> JobRow:
-    """Build the output from whatever parts exist and set the final status.
+    """Build the output from whatever parts (and pieces) exist and set the final status.
 
     ``cancelled``: the job was stopped (cancel or lifetime); ``error`` says why when not a plain
     cancel. Without ``cancelled`` the status is ``completed`` or ``partial`` from the rows.
@@ -48,8 +53,8 @@ def finalize_job(
         fields=spec.fields,
         max_part_bytes=settings.max_part_bytes,
     )
-    rows, errored = output.count_rows(storage, parts)
-    credits = store.counters(job_id).credits
+    kept = output.count_kept(storage, parts)
+    rows, errored, credits = kept.rows, kept.errored, kept.credits
     if cancelled and (row.urls_total is None or rows < row.urls_total):
         status = "cancelled"
     elif row.urls_total is not None and rows < row.urls_total:

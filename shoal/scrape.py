@@ -1,14 +1,20 @@
-"""Scraping one chunk: fetch and extract each URL, then write the chunk's part file.
+"""Scraping one chunk: fetch and extract each URL, persisting the rows as it goes.
 
 A ``JobRuntime`` holds what every chunk of a job shares inside one process: the fetch engine
 (one client, and the job's ``concurrency`` as a true cap on requests in flight), the cancel /
-stop flag, and the live counters that a monitor writes to the store every second or so.
+stop flag, and the chunk counters not yet written to the store.
 A failed URL is data (a row with ``status: error``), never an exception out of the chunk.
+
+A chunk writes its rows in pieces while it runs and one compacted part at its end
+(``shoal.output.ChunkWriter``), and a new attempt at it fetches only what earlier ones did not
+persist. Its counters are those of the rows persisted, recorded after each piece: they never
+go back and, at the end, equal the rows of the output.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import heapq
 import itertools
@@ -16,6 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, ClassVar
 
 from shoal import output
@@ -79,6 +86,8 @@ class OrderedGate:
 
 @dataclass
 class LiveCounters:
+    """A chunk's persisted counts that ``record_chunk`` has not taken yet (a store hiccup)."""
+
     done: int = 0
     errored: int = 0
     credits: int = 0
@@ -184,13 +193,27 @@ class JobRuntime:
         for index, c in list(self.live.items()):
             if c.dirty:
                 c.dirty = False
-                self.store.record_chunk(
-                    self.job_id,
-                    index,
-                    Counters(c.done, c.errored, c.credits),
-                    finished=False,
-                    exact=False,
-                )
+                try:
+                    self.store.record_chunk(
+                        self.job_id,
+                        index,
+                        Counters(c.done, c.errored, c.credits),
+                        finished=False,
+                        exact=False,
+                    )
+                except Exception:
+                    c.dirty = True
+                    raise
+
+    def record_persisted(self, index: int, kept: output.Kept) -> None:
+        """A chunk's counts as persisted so far, to the store now (from the writing thread).
+
+        Raise-only, like every live update: each attempt reports what it found persisted plus
+        what it wrote, never more than the files hold, so the largest report is the truest."""
+        c = self.live.setdefault(index, LiveCounters())
+        c.done, c.errored, c.credits = kept.rows, kept.errored, kept.credits
+        c.dirty = True
+        self.flush_counters()
 
 
 _second: tuple[int, str] = (-1, "")
@@ -304,21 +327,64 @@ async def _scrape_one(rt: JobRuntime, item: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSummary:
-    """Scrape one chunk and write its part file atomically (a re-run replaces it)."""
-    items = await asyncio.to_thread(read_chunk, rt.storage, input_url, chunk)
-    live = rt.live.setdefault(chunk.index, LiveCounters())
-    live.done = live.errored = live.credits = 0
+async def _persist_every(
+    writer: output.ChunkWriter, wake: asyncio.Event, end: asyncio.Event, interval: float
+) -> None:
+    """Write a piece when ``wake`` is set (enough rows pending) or every ``interval`` s, until
+    ``end`` is set. Ended by a flag, not by cancelling it: on Python 3.11 ``wait_for`` loses a
+    cancel that lands as the event it waits for is set (the chunk then waited forever, 2 runs
+    in 5 here); ``asyncio.timeout`` does not."""
+    while not end.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await wake.wait()
+        wake.clear()
+        if end.is_set():
+            return
+        if writer.pending:
+            try:
+                await asyncio.to_thread(writer.persist)
+            except Exception:  # storage hiccup: the rows stay pending, tried again next time
+                log.exception(
+                    "job %s chunk %d: could not write a piece", writer.job_id, writer.index
+                )
 
-    results: list[dict[str, Any] | None] = [None] * len(items)
-    todo = iter(enumerate(items))
+
+async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSummary:
+    """Scrape what earlier attempts at the chunk did not persist, persisting as it goes.
+
+    Returns the chunk's counts (kept rows: earlier attempts' and this one's). Cancelled (task
+    timeout, a chunk process told to stop, the flow process unwinding on SIGTERM), it writes
+    its finished rows before it goes; a kill loses at most one piece's worth."""
+    items = await asyncio.to_thread(read_chunk, rt.storage, input_url, chunk)
+    writer = await asyncio.to_thread(
+        output.ChunkWriter.open,
+        rt.storage,
+        rt.job_id,
+        chunk.index,
+        partial(rt.record_persisted, chunk.index),
+    )
+    if writer.kept_indices:
+        log.info(
+            "job %s chunk %d: %d of %d rows kept by earlier attempts",
+            rt.job_id,
+            chunk.index,
+            len(writer.kept_indices),
+            len(items),
+        )
+        items_todo = [it for it in items if it["i"] not in writer.kept_indices]
+    else:
+        items_todo = items
+    todo = iter(items_todo)
+    persist_rows = max(1, rt.settings.persist_rows)
+    full = asyncio.Event()
 
     async def worker() -> None:
         # a few workers pulling from the list, not a task per URL queued on the job's gate:
         # thousands of waiting tasks cost event-loop time on every wake-up
         held = False
         try:
-            for n, item in todo:
+            for item in todo:
                 if held and rt.admit.should_yield(item["i"]):
                     rt.admit.release()
                     held = False
@@ -328,31 +394,48 @@ async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSum
                 if rt.stop.is_set():  # stopped: the URLs not started are skipped
                     continue
                 row = await _scrape_one(rt, item)
-                results[n] = row
-                live.done += 1
-                live.errored += row["status"] == "error"
-                live.credits += row["credits"]
-                live.dirty = True
+                if writer.add(row) >= persist_rows:
+                    full.set()
         finally:
             if held:
                 rt.admit.release()
 
-    # no more workers than slots: a worker holding an item while it waits for a slot would
-    # outrank the running ones and make every URL a hand-off
-    await asyncio.gather(*(worker() for _ in range(min(len(items), rt.admit.slots))))
-    rows = [r for r in results if r is not None]
-    await asyncio.to_thread(
-        output.write_part, rt.storage, output.part_url(rt.storage, rt.job_id, chunk.index), rows
+    end = asyncio.Event()
+    persister = asyncio.create_task(
+        _persist_every(writer, full, end, rt.settings.persist_interval_s)
     )
-    # the live counters were kept row by row: they are this chunk's exact totals now
-    complete = len(rows) == len(items)
+    try:
+        # no more workers than slots: a worker holding an item while it waits for a slot would
+        # outrank the running ones and make every URL a hand-off
+        await asyncio.gather(*(worker() for _ in range(min(len(items_todo), rt.admit.slots))))
+    except BaseException:
+        # cancelled or killed: keep what finished (blocking, a piece's worth, on purpose: the
+        # loop may not run again)
+        end.set()
+        persister.cancel()
+        try:
+            writer.persist()
+        finally:
+            writer.close()
+        raise
+    end.set()
+    full.set()
+    await persister  # a piece being written is written; then the rest goes into the part
+    kept = await asyncio.to_thread(writer.finish)
+    complete = kept.rows == len(items)
     await asyncio.to_thread(
         rt.store.record_chunk,
         rt.job_id,
         chunk.index,
-        Counters(live.done, live.errored, live.credits),
+        Counters(kept.rows, kept.errored, kept.credits),
         finished=complete,
-        exact=True,
+        exact=False,
     )
     rt.live.pop(chunk.index, None)
-    return ChunkSummary(chunk.index, live.done, live.errored, live.credits, complete)
+    return ChunkSummary(chunk.index, kept.rows, kept.errored, kept.credits, complete)
+
+
+def persist_all(*, seal: bool = False) -> int:
+    """Write every running chunk's finished rows in this process now (see
+    ``shoal.output.persist_all``); the rows written."""
+    return output.persist_all(seal=seal)

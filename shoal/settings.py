@@ -157,6 +157,12 @@ class Settings(BaseSettings):
         60, ge=45, description="A run silent this long after a heartbeat is set Crashed."
     )
     progress_interval_s: float = Field(1.0, description="How often live counters are written.")
+    persist_rows: int = Field(
+        500, ge=1, description="A running chunk writes its finished rows every this many rows..."
+    )
+    persist_interval_s: float = Field(
+        2.0, gt=0, description="...or this often, so a kill loses little more than in flight."
+    )
     chunk_processes: int = Field(
         -1,
         description="Processes running a job's chunks; -1: one per core; 0 or 1: in the flow.",

@@ -1,17 +1,39 @@
-"""Part files: one Parquet file per chunk, a fixed flat schema, and reading them back.
+"""Part files: a chunk's rows in Parquet files of a fixed flat schema, and reading them back.
 
-A part holds the chunk's rows in input order. Nested values (``meta``, ``data``, ``links``,
-``metadata``) are stored as JSON text so the schema never depends on what a page yielded; the
-output builder embeds that text as-is (NDJSON) or extracts typed columns from it (CSV/Parquet).
+A chunk persists its rows as it goes (``shoal.output._pieces``), so a kill loses only what was in
+flight. Its files, under ``jobs/<id>/parts/``, are named by chunk, attempt ("run") and piece:
+
+- ``<chunk:06d>-<run>-<seq:06d>.parquet``: a *piece*, the rows one attempt finished since its
+  previous piece, in input order;
+- ``<chunk:06d>-<run>.parquet``: a *compacted part*, every row the attempt kept (its pieces and
+  what earlier attempts had persisted), in input order, written when the chunk ends;
+- ``<chunk:06d>.parquet``: a whole chunk part as older versions wrote it (still read).
+
+``<run>`` is unique per attempt (start time in ms, hex, then random), so no two attempts ever
+write the same name and a rename never replaces another attempt's rows; a file is removed only
+by an attempt that has written its rows into a newer file. A row may therefore be in several
+files of its chunk (a stale attempt that had not noticed it was replaced, a compaction that died
+before removing its inputs): readers group a chunk's files and keep each ``input_index`` once —
+the first in the order compacted/whole parts, then pieces, each by run and sequence. A chunk of
+one file (every finished chunk) is read as before, footers only where they suffice.
+
+Nested values (``meta``, ``data``, ``links``, ``metadata``) are stored as JSON text so the schema
+never depends on what a page yielded; the output builder embeds that text as-is (NDJSON) or
+extracts typed columns from it (CSV/Parquet).
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import logging
+import posixpath
+import secrets
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -19,6 +41,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shoal.storage import Storage
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 PART_SCHEMA = pa.schema(
     [
@@ -47,18 +72,109 @@ PART_COLUMNS: tuple[str, ...] = tuple(PART_SCHEMA.names)
 # result fields copied as they are, in contract order
 RESULT_COLUMNS: tuple[str, ...] = PART_COLUMNS[:10]
 _ERRORED_KEY = b"shoal.errored"
+_CREDITS_KEY = b"shoal.credits"
 # small row groups let read_results skip to a deep offset and keep html-heavy parts readable
 _ROW_GROUP_ROWS = 1024
+# a piece may vanish between a listing and its read (its chunk was compacted): list again
+_RELIST_TRIES = 5
+
+
+class PartName(NamedTuple):
+    """What a part file's name says. ``kind`` 0: a whole or compacted part, 1: a piece."""
+
+    chunk: int
+    kind: int
+    run: str
+    seq: int
+
+
+def parse_part_name(url: str) -> PartName | None:
+    """The chunk, kind, run and sequence of a part file; None for anything else (temp files)."""
+    name = posixpath.basename(url)
+    if not name.endswith(".parquet"):
+        return None
+    fields = name[: -len(".parquet")].split("-")
+    if not fields[0].isdigit() or len(fields) > 3:
+        return None
+    if len(fields) == 1:
+        return PartName(int(fields[0]), 0, "", 0)
+    if not fields[1].isalnum():
+        return None
+    if len(fields) == 2:
+        return PartName(int(fields[0]), 0, fields[1], 0)
+    if not fields[2].isdigit():
+        return None
+    return PartName(int(fields[0]), 1, fields[1], int(fields[2]))
+
+
+def new_run() -> str:
+    """A token unique to one attempt at a chunk, ordered by start time (ms, hex) first."""
+    return f"{time.time_ns() // 1_000_000:011x}{secrets.token_hex(3)}"
 
 
 def part_url(storage: Storage, job_id: str, index: int) -> str:
-    """Where chunk ``index`` of a job writes its part file."""
+    """A whole part of chunk ``index`` (the name older versions wrote; still read)."""
     return storage.url("jobs", job_id, "parts", f"{index:06d}.parquet")
 
 
+def compacted_url(storage: Storage, job_id: str, index: int, run: str) -> str:
+    """Where attempt ``run`` of chunk ``index`` writes its compacted part."""
+    return storage.url("jobs", job_id, "parts", f"{index:06d}-{run}.parquet")
+
+
+def piece_url(storage: Storage, job_id: str, index: int, run: str, seq: int) -> str:
+    """Where attempt ``run`` of chunk ``index`` writes its piece number ``seq``."""
+    return storage.url("jobs", job_id, "parts", f"{index:06d}-{run}-{seq:06d}.parquet")
+
+
+def _sorted_parts(urls: list[str]) -> list[str]:
+    named = [(n, u) for u in urls if (n := parse_part_name(u)) is not None]
+    return [u for _, u in sorted(named)]
+
+
 def part_urls(storage: Storage, job_id: str) -> list[str]:
-    """The job's part files in chunk (= input) order."""
-    return sorted(storage.list(storage.url("jobs", job_id, "parts")))
+    """The job's part files, pieces included, in chunk (= input) order; in a chunk, in the
+    order readers prefer a row (see the module docstring). Temp files are left out."""
+    return _sorted_parts(storage.list(storage.url("jobs", job_id, "parts")))
+
+
+def chunk_part_urls(storage: Storage, job_id: str, index: int) -> list[str]:
+    """The files of chunk ``index`` of a job, in preference order."""
+    return [u for u in part_urls(storage, job_id) if _chunk_of(u) == index]
+
+
+def _chunk_of(url: str) -> int | None:
+    name = parse_part_name(url)
+    return None if name is None else name.chunk
+
+
+def _groups(urls: list[str]) -> list[list[str]]:
+    """``urls`` grouped by chunk, groups in order of first appearance, each in preference order.
+    A URL whose name is not a part name is a group of its own."""
+    groups: dict[Any, list[str]] = {}
+    for n, url in enumerate(urls):
+        chunk = _chunk_of(url)
+        groups.setdefault(("?", n) if chunk is None else chunk, []).append(url)
+    return [g if len(g) == 1 else _sorted_parts(g) for g in groups.values()]
+
+
+def _relist(storage: Storage, group: list[str]) -> list[str]:
+    """The chunk's files now (after one of ``group`` vanished: it was compacted meanwhile)."""
+    chunk = _chunk_of(group[0])
+    if chunk is None:
+        raise FileNotFoundError(group[0])
+    folder = group[0].rsplit("/", 1)[0]
+    return [u for u in _sorted_parts(storage.list(folder)) if _chunk_of(u) == chunk]
+
+
+def _with_relist(storage: Storage, group: list[str], read: Callable[[list[str]], _T]) -> _T:
+    """``read(group)``, listing the chunk's files again when one has vanished under it."""
+    for _ in range(_RELIST_TRIES - 1):
+        try:
+            return read(group)
+        except FileNotFoundError:
+            group = _relist(storage, group)
+    return read(group)
 
 
 def _json_text(value: Any) -> str | None:
@@ -78,14 +194,9 @@ def _rfc3339(value: Any) -> str | None:
     return str(value)
 
 
-def write_part(storage: Storage, url: str, rows: list[dict[str, Any]]) -> int:
-    """Write one chunk's rows (PageResult-shaped dicts, in the order given) atomically.
-
-    Returns the bytes written. Rewriting the same ``url`` replaces the part whole, so a retried
-    chunk never duplicates rows.
-    """
+def rows_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """PageResult-shaped dicts (or models), in the order given, as a table of ``PART_SCHEMA``."""
     cols: dict[str, list[Any]] = {name: [] for name in PART_COLUMNS}
-    errored = 0
     for row in rows:
         if not isinstance(row, dict):  # a PageResult model
             row = row.model_dump()
@@ -103,19 +214,49 @@ def write_part(storage: Storage, url: str, rows: list[dict[str, Any]]) -> int:
             err = err.model_dump()
         cols["error_code"].append(err.get("code") if err else None)
         cols["error_message"].append(err.get("message") if err else None)
-        if row.get("status") == "error":
-            errored += 1
         for name in ("html", "markdown", "text"):
             cols[name].append(row.get(name))
         cols["links_json"].append(_json_text(row.get("links")))
         cols["metadata_json"].append(_json_text(row.get("metadata")))
-    schema = PART_SCHEMA.with_metadata({_ERRORED_KEY: str(errored).encode()})
-    table = pa.Table.from_pydict(cols, schema=schema)
+    return pa.Table.from_pydict(cols, schema=PART_SCHEMA)
+
+
+class Kept(NamedTuple):
+    """Rows, errored rows and their credits: what a set of part files holds, or a chunk kept."""
+
+    rows: int
+    errored: int
+    credits: int
+
+
+def table_counts(table: pa.Table) -> Kept:
+    """The ``Kept`` of a table of part rows (each ``input_index`` once)."""
+    if table.num_rows == 0:
+        return Kept(0, 0, 0)
+    errored = pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0
+    credits = pc.sum(table.column("credits")).as_py() or 0
+    return Kept(table.num_rows, int(errored), int(credits))
+
+
+def write_table(storage: Storage, url: str, table: pa.Table) -> int:
+    """Write a table of part rows atomically (write a temp name, rename); the bytes written.
+    Its errored rows and credits go into the footer, so counting needs no column read."""
+    counts = table_counts(table)
+    table = table.replace_schema_metadata(
+        {_ERRORED_KEY: str(counts.errored).encode(), _CREDITS_KEY: str(counts.credits).encode()}
+    )
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd", row_group_size=_ROW_GROUP_ROWS)
     data = buf.getvalue()
     storage.write_bytes_atomic(url, data)
     return len(data)
+
+
+def write_part(storage: Storage, url: str, rows: list[dict[str, Any]]) -> int:
+    """Write rows (PageResult-shaped dicts, in the order given) as one part file, atomically.
+
+    Returns the bytes written. Rewriting the same ``url`` replaces the part whole."""
+    return write_table(storage, url, rows_table(rows))
 
 
 @contextmanager
@@ -133,16 +274,95 @@ def open_part(storage: Storage, url: str) -> Iterator[pq.ParquetFile]:
         yield pq.ParquetFile(fh)
 
 
+def _read_table(storage: Storage, url: str, columns: list[str] | None = None) -> pa.Table:
+    """One part file as a table of ``columns`` (default all), conformed to ``PART_SCHEMA``."""
+    want = list(PART_COLUMNS) if columns is None else columns
+    with open_part(storage, url) as pf:
+        present = set(pf.schema_arrow.names)
+        table = pf.read(columns=[c for c in want if c in present])
+    table = table.replace_schema_metadata(None)
+    if table.schema.names == want:
+        return table
+    return pa.Table.from_batches(
+        [_conform(b, want) for b in table.to_batches()],
+        schema=pa.schema([PART_SCHEMA.field(c) for c in want]),
+    )
+
+
+def dedupe(table: pa.Table) -> pa.Table:
+    """Each ``input_index`` once — the first occurrence wins — in input order."""
+    if table.num_rows == 0:
+        return table
+    order = pc.sort_indices(table, sort_keys=[("input_index", "ascending")])  # stable
+    idx = pc.take(table.column("input_index"), order).combine_chunks()
+    first = pa.concat_arrays(
+        [pa.array([True]), pc.not_equal(idx.slice(1), idx.slice(0, len(idx) - 1))]
+    )
+    return table.take(pc.filter(order, first))
+
+
+def read_chunk_files(
+    storage: Storage, urls: list[str], columns: list[str] | None = None
+) -> pa.Table:
+    """The rows of one chunk's files (given in preference order), each ``input_index`` once,
+    in input order. ``FileNotFoundError`` when one has vanished (the caller lists again)."""
+    want = list(PART_COLUMNS) if columns is None else list(columns)
+    cols = want if "input_index" in want else [*want, "input_index"]
+    tables = [_read_table(storage, u, cols) for u in urls]
+    if not tables:
+        return pa.schema([PART_SCHEMA.field(c) for c in want]).empty_table()
+    table = dedupe(pa.concat_tables(tables)) if len(tables) > 1 else tables[0]
+    return table.select(want)
+
+
+def read_kept(storage: Storage, job_id: str, index: int) -> tuple[pa.Table, list[str]]:
+    """What earlier attempts at chunk ``index`` persisted (each row once, in input order), and
+    the files it came from."""
+    urls = chunk_part_urls(storage, job_id, index)
+    if not urls:
+        return PART_SCHEMA.empty_table(), []
+    for _ in range(_RELIST_TRIES - 1):
+        try:
+            return read_chunk_files(storage, urls), urls
+        except FileNotFoundError:
+            urls = chunk_part_urls(storage, job_id, index)
+    return read_chunk_files(storage, urls), urls
+
+
 def iter_part_batches(
     storage: Storage, part_urls: list[str], columns: list[str], batch_rows: int = 8192
 ) -> Iterator[pa.RecordBatch]:
-    """Every row of every part, part after part, in order, as batches of ``columns``."""
-    for url in part_urls:
-        with open_part(storage, url) as pf:
-            present = set(pf.schema_arrow.names)
-            want = [c for c in columns if c in present]
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=want):
-                yield _conform(batch, columns)
+    """Every row of the parts, chunk after chunk, in input order, each ``input_index`` once,
+    as batches of ``columns``. A chunk of one file is streamed; one of several (pieces) is
+    read whole (at most a chunk's rows) to merge them."""
+    for group in _groups(part_urls):
+        yield from _group_batches(storage, group, columns, batch_rows)
+
+
+def _group_batches(
+    storage: Storage, group: list[str], columns: list[str], batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    for _ in range(_RELIST_TRIES):
+        started = False
+        try:
+            if len(group) == 1:
+                with open_part(storage, group[0]) as pf:
+                    present = set(pf.schema_arrow.names)
+                    want = [c for c in columns if c in present]
+                    for batch in pf.iter_batches(batch_size=batch_rows, columns=want):
+                        started = True
+                        yield _conform(batch, columns)
+                return
+            table = read_chunk_files(storage, group, columns)
+        except FileNotFoundError:
+            if started or _chunk_of(group[0]) is None:
+                raise
+            group = _relist(storage, group)
+            continue
+        for batch in table.to_batches(max_chunksize=batch_rows):
+            yield _conform(batch, columns)
+        return
+    raise FileNotFoundError(group[0])
 
 
 def _conform(batch: pa.RecordBatch, columns: list[str]) -> pa.RecordBatch:
@@ -191,7 +411,7 @@ def _pylist(col: pa.Array, n: int) -> list[Any]:
 
 
 def part_row_counts(storage: Storage, part_urls: list[str]) -> list[int]:
-    """Rows per part, from the Parquet footers only."""
+    """Rows per part file, from the Parquet footers only (a row in two pieces counts twice)."""
     counts = []
     for url in part_urls:
         with open_part(storage, url) as pf:
@@ -199,50 +419,90 @@ def part_row_counts(storage: Storage, part_urls: list[str]) -> list[int]:
     return counts
 
 
+def _chunk_rows(storage: Storage, group: list[str]) -> int:
+    """Rows a chunk's files hold, each ``input_index`` once (a footer when one file)."""
+
+    def read(g: list[str]) -> int:
+        if len(g) == 1:
+            with open_part(storage, g[0]) as pf:
+                return int(pf.metadata.num_rows)
+        return read_chunk_files(storage, g, ["input_index"]).num_rows
+
+    return _with_relist(storage, group, read)
+
+
 def read_results(
     storage: Storage, part_urls: list[str], *, limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:
-    """One page of results in input order, and the total row count.
+    """One page of results in input order, and the total row count (each row once).
 
-    Only footers are read for parts (and row groups) before ``offset``, so a page deep into a
-    million rows costs about as much as the first.
-    """
+    Only footers are read for chunks of one file (and row groups) before ``offset``, so a page
+    deep into a million rows of a finished job costs about as much as the first; a chunk still
+    in pieces costs a read of its ``input_index`` columns."""
     rows: list[dict[str, Any]] = []
     total = 0
-    for url in part_urls:
-        with open_part(storage, url) as pf:
-            n = pf.metadata.num_rows
-            start, total = total, total + n
-            if len(rows) >= limit or offset >= total:
-                continue
-            want = offset + len(rows) - start  # first wanted row inside this part
-            columns = [c for c in PART_COLUMNS if c in set(pf.schema_arrow.names)]
-            first = 0
-            for rg in range(pf.metadata.num_row_groups):
-                rg_rows = pf.metadata.row_group(rg).num_rows
-                if first + rg_rows <= want:
-                    first += rg_rows
-                    continue
-                table = pf.read_row_group(rg, columns=columns)
-                table = table.slice(max(0, want - first), limit - len(rows))
-                for batch in table.to_batches():
-                    rows.extend(rows_from_batch(_conform(batch, list(PART_COLUMNS))))
-                first += rg_rows
-                if len(rows) >= limit:
-                    break
+    for group in _groups(part_urls):
+        n = _chunk_rows(storage, group)
+        start, total = total, total + n
+        if len(rows) >= limit or offset >= total:
+            continue
+        page = partial(_page, storage, want=offset + len(rows) - start, n=limit - len(rows))
+        rows.extend(_with_relist(storage, group, page))
     return rows, total
 
 
+def _page(storage: Storage, group: list[str], *, want: int, n: int) -> list[dict[str, Any]]:
+    """Rows ``[want, want + n)`` of one chunk's files."""
+    out: list[dict[str, Any]] = []
+    if len(group) > 1:
+        table = read_chunk_files(storage, group).slice(want, n)
+        for batch in table.to_batches():
+            out.extend(rows_from_batch(_conform(batch, list(PART_COLUMNS))))
+        return out
+    with open_part(storage, group[0]) as pf:
+        columns = [c for c in PART_COLUMNS if c in set(pf.schema_arrow.names)]
+        first = 0
+        for rg in range(pf.metadata.num_row_groups):
+            rg_rows = pf.metadata.row_group(rg).num_rows
+            if first + rg_rows <= want:
+                first += rg_rows
+                continue
+            table = pf.read_row_group(rg, columns=columns)
+            table = table.slice(max(0, want - first), n - len(out))
+            for batch in table.to_batches():
+                out.extend(rows_from_batch(_conform(batch, list(PART_COLUMNS))))
+            first += rg_rows
+            if len(out) >= n:
+                break
+    return out
+
+
+def count_kept(storage: Storage, part_urls: list[str]) -> Kept:
+    """Rows, errored rows and credits over the parts, each ``input_index`` once: footers for a
+    chunk of one file (columns for older parts without the counts), columns for pieces."""
+    rows = errored = credits = 0
+    for group in _groups(part_urls):
+        c = _with_relist(storage, group, lambda g: _group_counts(storage, g))
+        rows, errored, credits = rows + c.rows, errored + c.errored, credits + c.credits
+    return Kept(rows, errored, credits)
+
+
+def _group_counts(storage: Storage, group: list[str]) -> Kept:
+    if len(group) > 1:
+        return table_counts(read_chunk_files(storage, group, ["input_index", "status", "credits"]))
+    with open_part(storage, group[0]) as pf:
+        meta = pf.schema_arrow.metadata or {}
+        n = int(pf.metadata.num_rows)
+        if _ERRORED_KEY in meta and _CREDITS_KEY in meta:
+            return Kept(n, int(meta[_ERRORED_KEY]), int(meta[_CREDITS_KEY]))
+        present = set(pf.schema_arrow.names)
+        table = pf.read(columns=[c for c in ("status", "credits") if c in present])
+    errored = int(pc.sum(pc.equal(table.column("status"), "error")).as_py() or 0)
+    credits = int(pc.sum(table.column("credits")).as_py() or 0) if "credits" in present else 0
+    return Kept(n, errored, credits)
+
+
 def count_rows(storage: Storage, part_urls: list[str]) -> tuple[int, int]:
-    """``(rows, errored)`` over the parts: footers, plus the status column of older parts."""
-    rows = errored = 0
-    for url in part_urls:
-        with open_part(storage, url) as pf:
-            rows += pf.metadata.num_rows
-            meta = pf.schema_arrow.metadata or {}
-            if _ERRORED_KEY in meta:
-                errored += int(meta[_ERRORED_KEY])
-            else:
-                status = pf.read(columns=["status"]).column("status")
-                errored += int(pc.sum(pc.equal(status, "error")).as_py() or 0)
-    return rows, errored
+    """``(rows, errored)`` over the parts, each ``input_index`` once (see ``count_kept``)."""
+    kept = count_kept(storage, part_urls)
+    return kept.rows, kept.errored

@@ -1,0 +1,295 @@
+"""A chunk persists its rows as it goes (issue 11): pieces appear while it runs, a cancelled
+chunk keeps what finished, a new attempt fetches only what no piece holds, and readers keep each
+``input_index`` once whatever pieces overlap."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from shoal import jobs, output
+from shoal.contract import JobCreate, JobSpec
+from shoal.finalize import finalize_job
+from shoal.output import (
+    build_output,
+    count_kept,
+    iter_part_batches,
+    part_urls,
+    piece_url,
+    read_results,
+    write_part,
+)
+from shoal.plan import Chunk, plan_chunks
+from shoal.scrape import JobRuntime, scrape_chunk
+from shoal.settings import Settings, get_settings
+from shoal.storage import Storage, get_storage
+from shoal.store import get_store
+from tests.sites.catalog import Site
+
+
+@pytest.fixture
+def site() -> Iterator[Site]:
+    s = Site().start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def env(settings, monkeypatch) -> Callable[..., Settings]:
+    """``env(**shoal_settings)``: the test's settings with these set (through the env)."""
+
+    def make(**kw: Any) -> Settings:
+        for k, v in kw.items():
+            monkeypatch.setenv(f"SHOAL_{k.upper()}", str(v))
+        get_settings.cache_clear()
+        return get_settings()
+
+    return make
+
+
+def _job(settings: Settings, urls: list[str], concurrency: int = 4) -> tuple[str, str, Chunk]:
+    """A job of one chunk over ``urls``, staged; its id, input URL and chunk."""
+    store = get_store(settings)
+    account, _ = store.get_or_create_account("persist")
+    req = JobCreate.model_validate({"urls": urls, "concurrency": concurrency})
+    spec, items = jobs.validate(req, settings, account)
+    row = jobs.new_job_row(req, spec, account, urls_total=len(items))
+    storage = get_storage(settings)
+    jobs.stage_inline(storage, row.id, items)
+    store.insert_job(row)
+    in_url = jobs.input_url(storage, row.id)
+    chunks, _ = plan_chunks(storage, in_url, settings, size=len(urls))
+    assert len(chunks) == 1
+    return row.id, in_url, chunks[0]
+
+
+def _runtime(settings: Settings, job_id: str) -> JobRuntime:
+    row = get_store(settings).get_job(job_id)
+    assert row is not None
+    return JobRuntime.open(job_id, JobSpec.model_validate(row.spec), settings)
+
+
+async def _poll(cond: Callable[[], Any], timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (got := cond()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+    return got
+
+
+def _slow_hits(site: Site) -> dict[int, int]:
+    return {int(p.split("/")[2]): n for p, n in site.stats.hits.items() if p.startswith("/slow/")}
+
+
+async def test_pieces_appear_while_the_chunk_runs_and_counters_follow_them(site, env) -> None:
+    settings = env(
+        allow_private_networks=1, parse_workers=0, persist_rows=5, persist_interval_s=0.2
+    )
+    n = 60
+    jid, in_url, chunk = _job(settings, [site.url(f"/slow/{i}?ms=60") for i in range(n)])
+    rt = _runtime(settings, jid)
+    storage, store = rt.storage, rt.store
+    task = asyncio.create_task(scrape_chunk(rt, in_url, chunk))
+    try:
+        # a piece is on disk long before the chunk ends (60 URLs x 60 ms / 4 in flight ~ 0.9 s)
+        pieces = await _poll(lambda: [u for u in part_urls(storage, jid) if u.count("-") >= 2])
+        assert not task.done()
+        assert 0 < count_kept(storage, pieces).rows < n
+        seen = []
+        while not task.done():  # counters are those of persisted rows, and never go back
+            done = store.counters(jid).done
+            assert done <= count_kept(storage, part_urls(storage, jid)).rows
+            seen.append(done)
+            await asyncio.sleep(0.03)
+        summary = await task
+    finally:
+        await rt.close()
+    assert seen == sorted(seen) and seen[-1] > 0
+    assert (summary.rows, summary.complete) == (n, True)
+    # at the end: one compacted part; its rows, in order; counters equal to them
+    [part] = part_urls(storage, jid)
+    assert output.parse_part_name(part).kind == 0
+    rows, total = read_results(storage, [part], limit=100, offset=0)
+    assert total == n and [r["input_index"] for r in rows] == list(range(n))
+    assert store.counters(jid).done == n and store.counters(jid).credits == n
+
+
+async def test_cancelled_chunk_keeps_what_finished_and_resume_fetches_only_the_rest(
+    site, env
+) -> None:
+    settings = env(allow_private_networks=1, parse_workers=0, persist_rows=1000)
+    settings_slow_persist = settings.persist_interval_s
+    assert settings_slow_persist >= 2.0  # nothing written by the timer before the cancel
+    n = 80
+    jid, in_url, chunk = _job(settings, [site.url(f"/slow/{i}?ms=50") for i in range(n)])
+    rt = _runtime(settings, jid)
+    storage = rt.storage
+    task = asyncio.create_task(scrape_chunk(rt, in_url, chunk))
+    await _poll(lambda: len(_slow_hits(site)) >= 30)
+    task.cancel()  # as a task timeout, a chunk process told to stop, a SIGTERM unwinding
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await rt.close()
+    first = _slow_hits(site)
+    kept = count_kept(storage, part_urls(storage, jid))
+    # every finished row was written as the chunk unwound; only the 4 in flight are lost
+    assert len(first) - 4 <= kept.rows <= len(first) < n
+    assert get_store(settings).counters(jid).done == kept.rows
+    kept_indices = {
+        r["input_index"]
+        for r in read_results(storage, part_urls(storage, jid), limit=1000, offset=0)[0]
+    }
+
+    rt = _runtime(settings, jid)  # a new attempt (a retried task, a resumed flow run)
+    try:
+        summary = await scrape_chunk(rt, in_url, chunk)
+    finally:
+        await rt.close()
+    assert (summary.rows, summary.complete) == (n, True)
+    hits = _slow_hits(site)
+    assert all(hits[i] == 1 for i in kept_indices)  # what was kept was not fetched again
+    assert all(hits[i] >= 1 for i in range(n))
+    assert sum(hits.values()) <= n + 4  # at most the requests cut off in flight twice
+    files = part_urls(storage, jid)
+    assert len(files) == 1  # compacted: the first attempt's pieces were replaced
+    rows, total = read_results(storage, files, limit=1000, offset=0)
+    assert total == n and [r["input_index"] for r in rows] == list(range(n))
+
+
+async def test_stop_flag_ends_the_chunk_with_what_finished(site, env) -> None:
+    """``DELETE`` (the cancel flag): the URLs not started are skipped, the rest is one part."""
+    settings = env(allow_private_networks=1, parse_workers=0, persist_rows=3)
+    n = 60
+    jid, in_url, chunk = _job(settings, [site.url(f"/slow/{i}?ms=40") for i in range(n)])
+    rt = _runtime(settings, jid)
+    task = asyncio.create_task(scrape_chunk(rt, in_url, chunk))
+    await _poll(lambda: len(_slow_hits(site)) >= 12)
+    rt.request_stop("cancel")
+    summary = await task
+    await rt.close()
+    assert not summary.complete and 12 <= summary.rows < n
+    assert summary.rows == len(_slow_hits(site))  # requests in flight finished and were kept
+    job = finalize_job(jid, settings, cancelled=True)
+    assert (job.status, job.urls_done, job.credits_used) == (
+        "cancelled",
+        summary.rows,
+        summary.rows,
+    )
+
+
+def _row(i: int, tag: str, **kw: Any) -> dict[str, Any]:
+    row = {
+        "url": f"https://store.test/p/{i}",
+        "input_index": i,
+        "status": "ok",
+        "http_status": 200,
+        "final_url": f"https://store.test/p/{i}",
+        "fetched_at": "2026-12-05T05:00:00Z",
+        "elapsed_ms": 10,
+        "attempts": 1,
+        "credits": 1,
+        "content_hash": None,
+        "meta": {"tag": tag},
+        "data": {"name": f"Product {i}"},
+        "error": None,
+    }
+    row.update(kw)
+    return row
+
+
+def _overlapping(storage: Storage, job: str) -> None:
+    """Chunk 0 (rows 0..9) as two attempts left it, overlapping; chunk 1 (10..19) compacted
+    by one attempt, with a stale attempt's piece beside it."""
+    a, b = "0000000000aaaaaa", "0000000000bbbbbb"
+    write_part(storage, piece_url(storage, job, 0, a, 1), [_row(i, "a1") for i in (0, 2, 4, 6)])
+    write_part(storage, piece_url(storage, job, 0, a, 2), [_row(i, "a2") for i in (1, 3, 5)])
+    # the stale attempt b fetched 4..9 again: 4, 5, 6 are duplicates (errored there, 5 credits)
+    b_rows = [
+        _row(i, "b1", credits=5, status="error", error={"code": "timeout", "message": "x"})
+        for i in (4, 5, 6)
+    ]
+    write_part(
+        storage, piece_url(storage, job, 0, b, 1), [*b_rows, *(_row(i, "b1") for i in (7, 8, 9))]
+    )
+    write_part(
+        storage, output.compacted_url(storage, job, 1, a), [_row(i, "c") for i in range(10, 20)]
+    )
+    write_part(storage, piece_url(storage, job, 1, b, 1), [_row(i, "stale") for i in (11, 19)])
+    # a temp file of a write in progress is never read
+    storage.write_bytes_atomic(storage.url("jobs", job, "parts", "000001-x.parquet.tmp-123"), b"x")
+
+
+def test_overlapping_pieces_are_read_once_each_first_kept_wins(tmp_path) -> None:
+    storage = Storage(str(tmp_path / "results"))
+    _overlapping(storage, "j1")
+    parts = part_urls(storage, "j1")
+    assert len(parts) == 5
+    rows, total = read_results(storage, parts, limit=100, offset=0)
+    assert total == 20 and [r["input_index"] for r in rows] == list(range(20))
+    tags = [r["meta"]["tag"] for r in rows]
+    # earlier attempt's pieces before a later one's; a compacted part before any piece
+    assert tags == ["a1", "a2", "a1", "a2", "a1", "a2", "a1", "b1", "b1", "b1"] + ["c"] * 10
+    assert count_kept(storage, parts) == (20, 0, 20)  # credits of the rows kept, not of b's
+    for offset, limit in [(0, 3), (3, 5), (8, 4), (12, 8), (19, 5)]:
+        page, total = read_results(storage, parts, limit=limit, offset=offset)
+        assert [r["input_index"] for r in page] == list(range(offset, min(20, offset + limit)))
+    got = [
+        i
+        for b in iter_part_batches(storage, parts, ["input_index"], batch_rows=4)
+        for i in b.column(0).to_pylist()
+    ]
+    assert got == list(range(20))
+    for fmt in ("ndjson", "csv", "parquet"):
+        [f] = build_output(
+            storage, parts, storage.url("out", fmt), fmt=fmt, gzip=False, fields={"name": "string"}
+        )
+        assert f.rows == 20
+    lines = storage.open(storage.url("out", "ndjson", "result.ndjson")).read().splitlines()
+    assert [orjson.loads(x)["input_index"] for x in lines] == list(range(20))
+
+
+def test_reader_lists_again_when_a_piece_was_compacted_under_it(tmp_path) -> None:
+    storage = Storage(str(tmp_path / "results"))
+    _overlapping(storage, "j1")
+    stale = part_urls(storage, "j1")
+    # chunk 0 compacted meanwhile: its pieces are gone, one part holds them
+    rows = read_results(storage, [u for u in stale if "/000000" in u], limit=100, offset=0)[0]
+    for u in stale:
+        if "/000000" in u:
+            storage.rm(u)
+    write_part(storage, output.compacted_url(storage, "j1", 0, "0000000001cccccc"), rows)
+    page, total = read_results(storage, stale, limit=100, offset=0)
+    assert total == 20 and [r["input_index"] for r in page] == list(range(20))
+    assert count_kept(storage, stale).rows == 20
+
+
+def test_persist_failure_keeps_the_rows_pending(tmp_path, monkeypatch) -> None:
+    storage = Storage(str(tmp_path / "results"))
+    seen: list[output.Kept] = []
+    w = output.ChunkWriter(storage, "j1", 0, on_persist=seen.append)
+    for i in (2, 0, 1):
+        w.add(_row(i, "x"))
+    real = storage.write_bytes_atomic
+
+    def broken(url: str, data: bytes) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage, "write_bytes_atomic", broken)
+    with pytest.raises(OSError):
+        w.persist()
+    assert w.pending == 3 and not part_urls(storage, "j1")
+    monkeypatch.setattr(storage, "write_bytes_atomic", real)
+    assert w.persist() == 3 and seen[-1] == (3, 0, 3)
+    w.add(_row(3, "x"))
+    assert output.persist_all(seal=True) == 1  # the emergency path: then nothing more
+    w.add(_row(4, "x"))
+    assert w.persist() == 0 and w.finish() == (4, 0, 4)
+    rows, total = read_results(storage, part_urls(storage, "j1"), limit=10, offset=0)
+    assert total == 4 and [r["input_index"] for r in rows] == [0, 1, 2, 3]
