@@ -15,6 +15,8 @@ from tests.e2e.stack import Stack
 from tests.procs import cmdline, descendants, process_running
 from tests.sites.catalog import Site
 
+FINAL = {"completed", "partial", "failed", "cancelled"}
+
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_stop_signal_stops_every_child_without_sigkill(tmp_path, site: Site, sig) -> None:  # type: ignore[no-untyped-def]
@@ -78,6 +80,12 @@ def test_banner_once_ready_and_a_killed_worker_is_restarted(tmp_path, site: Site
         with stack.client() as c:  # the worker has forked flow runs before it dies
             jid = c.post("/v1/jobs", json={"input": {"url": site.url("/p/1")}}).json()["id"]
             stack.wait_job(c, jid, {"completed"}, timeout=60)
+            # a job in flight when the worker dies: its flow run is stopped with the worker,
+            # and the services resume the job on the restarted worker
+            urls = [site.url(f"/slow/{i}?ms=100") for i in range(400)]
+            body = {"input": {"urls": urls}, "concurrency": 4}
+            inflight = c.post("/v1/jobs", json=body).json()["id"]
+            stack.wait_job(c, inflight, {"running"}, until=lambda j: j["urls_done"] >= 20)
         under_worker = descendants(pids["worker"])
         assert under_worker
 
@@ -104,6 +112,9 @@ def test_banner_once_ready_and_a_killed_worker_is_restarted(tmp_path, site: Site
         with stack.client() as c:  # the new worker runs jobs
             jid = c.post("/v1/jobs", json={"input": {"url": site.url("/p/2")}}).json()["id"]
             stack.wait_job(c, jid, {"completed"}, timeout=60)
-        print(f"a job completed {time.monotonic() - killed:.2f} s after the SIGKILL")
+            print(f"a new job completed {time.monotonic() - killed:.2f} s after the SIGKILL")
+            job = stack.wait_job(c, inflight, FINAL, timeout=180)
+            assert job["status"] == "completed" and job["urls_done"] == len(urls), job
+            print(f"the job in flight completed {time.monotonic() - killed:.2f} s after it")
     finally:
         stack.stop()
