@@ -75,7 +75,6 @@ def test_a_child_that_exits_is_restarted_with_growing_pauses(tmp_path: Path) -> 
     # pauses 0.2, 0.4, 0.8, 0.8 (capped), plus the time a Python takes to start and exit
     for gap, pause in zip(gaps, [0.2, 0.4, 0.8, 0.8], strict=True):
         assert pause <= gap < pause + 1.5, gaps
-    assert gaps[2] > gaps[0] + 0.3, gaps
     assert "flaky exited (exit 3)" in said[0] and "restarting in 0 s" in said[0], said
     assert any(line.startswith("flaky restarted (pid ") for line in said)
     log = (tmp_path / "logs" / "flaky.log").read_text()
