@@ -203,8 +203,10 @@ def up(
     prefect_port: Annotated[int, typer.Option(help="Prefect server port.")] = 4200,
     data_dir: DataDir = Path(".shoal"),
 ) -> None:
-    """Start and supervise Prefect server (SQLite), a worker, the services and the API in the
-    foreground; a child that dies is restarted; Ctrl-C stops all."""
+    """Run the whole stack in the foreground, supervised; Ctrl-C stops all.
+
+    Prefect server (SQLite), the embedded worker, the services and the API; a process that dies
+    is restarted. The banner comes once ``GET /v1/health`` answers ``200``."""
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = open(data_dir / ".lock", "w")  # noqa: SIM115 - held for the life of the stack
@@ -326,8 +328,9 @@ def worker_role(
 
 @app.command("services")
 def services_role() -> None:
-    """Run the services: resume of jobs whose runs died, webhook delivery (any number of copies,
-    on any machine)."""
+    """Run the services: resume of jobs whose runs died, webhook delivery.
+
+    Any number of copies, on any machine."""
     _require("services", _ROLE)
     _exec(SERVICES)
 
