@@ -28,7 +28,10 @@ cores shared with other work, so wall-clock ratios swung +-20 % from run to run,
   other, in both directions (noise);
 - one process alone: 0.23-0.35 store transactions per 1,000 requests (SQLite or PostgreSQL);
 - two processes sharing a host: 0.75-1.1 per 1,000; pages/s 0.80-1.23 of two processes capped
-  at C/2 each: the first to claim holds every slot until its next check (up to a second).
+  at C/2 each: the first to claim holds every slot until its next check (up to a second);
+- 1,000 hosts in a shuffled list (each host claimed once, claims batched): ~10 transactions per
+  1,000 requests, about 30 us of CPU a request in the store's thread (SQLAlchemy statements),
+  against ~450 us a request for the fetch itself (new connections to each host).
 """
 
 from __future__ import annotations

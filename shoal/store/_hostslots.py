@@ -31,8 +31,20 @@ import logging
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, Table, and_, case, delete, select, text, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
@@ -66,6 +78,12 @@ def host_key(host: str) -> str:
     if len(host) <= _MAX_KEY:
         return host
     return host[:200] + "#" + hashlib.sha256(host.encode()).hexdigest()[:32]
+
+
+def _parts(keys: list[str], size: int = 500) -> Iterator[list[str]]:
+    """``keys`` in slices small enough for one statement's parameters."""
+    for i in range(0, len(keys), size):
+        yield keys[i : i + size]
 
 
 def _lock_id(host: str) -> int:
@@ -179,16 +197,15 @@ class HostLeases:
     ) -> dict[str, HostGrant]:
         out: dict[str, HostGrant] = {}
         with self._transaction() as (conn, now):
-            keys = {self._key(h): h for h in (*release, *keep, *claim)}
             gone = [self._key(h) for h in release]
-            if gone:
-                conn.execute(delete(_T).where(_T.c.holder == holder, _T.c.host.in_(gone)))
-            for host, (slots, wanted) in keep.items():
-                self._keep(conn, holder, self._key(host), slots, wanted)
-            # sorted: two holders claiming the same hosts lock them in one order (no deadlock)
-            for key in sorted(self._key(h) for h in claim):
-                host = keys[key]
-                out[host] = self._claim(conn, holder, key, claim[host], cap, lease_s, now)
+            for part in _parts(gone):
+                conn.execute(delete(_T).where(_T.c.holder == holder, _T.c.host.in_(part)))
+            if keep:
+                self._keep(conn, holder, {self._key(h): v for h, v in keep.items()})
+            wants = {self._key(h): w for h, w in claim.items()}
+            for part in _parts(sorted(wants)):
+                grants = self._claim(conn, holder, {k: wants[k] for k in part}, cap, lease_s, now)
+                out.update((self._long.get(k, k), g) for k, g in grants.items())
             if renew:
                 conn.execute(
                     update(_T)
@@ -200,50 +217,100 @@ class HostLeases:
                 out = {self._long.get(k, k): g for k, g in held.items()}
         return out
 
-    def _keep(self, conn: Connection, holder: str, key: str, slots: int, wanted: int) -> None:
-        mine = and_(_T.c.host == key, _T.c.holder == holder)
-        if slots <= 0 and wanted <= 0:
-            conn.execute(delete(_T).where(mine))
-            return
-        lowered = case((_T.c.slots < slots, _T.c.slots), else_=slots)  # never raised here
-        conn.execute(update(_T).where(mine).values(slots=lowered, wanted=max(0, wanted)))
+    @staticmethod
+    def _keep(conn: Connection, holder: str, keep: Mapping[str, tuple[int, int]]) -> None:
+        """Lower leases (never raised here) and set their unmet demand; 0 and 0 removes one."""
+        gone = [k for k, (slots, wanted) in keep.items() if slots <= 0 and wanted <= 0]
+        for part in _parts(gone):
+            conn.execute(delete(_T).where(_T.c.holder == holder, _T.c.host.in_(part)))
+        rows = [
+            {"k": k, "s": max(0, slots), "w": max(0, wanted)}
+            for k, (slots, wanted) in keep.items()
+            if k not in gone
+        ]
+        if rows:
+            s_new = bindparam("s", type_=Integer)
+            conn.execute(
+                update(_T)
+                .where(_T.c.host == bindparam("k"), _T.c.holder == holder)
+                .values(
+                    slots=case((_T.c.slots < s_new, _T.c.slots), else_=s_new),
+                    wanted=bindparam("w", type_=Integer),
+                ),
+                rows,
+            )
 
     def _claim(
         self,
         conn: Connection,
         holder: str,
-        key: str,
-        want: int,
+        wants: Mapping[str, int],
         cap: int,
         lease_s: float,
         now: float,
-    ) -> HostGrant:
+    ) -> dict[str, HostGrant]:
+        """Grant ``wants`` (stored key -> slots wanted in all) under the hosts' locks."""
+        keys = sorted(wants)
         if self._pg:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_id(key)})
-        # dead holders' slots come back here, under the lock
-        conn.execute(delete(_T).where(_T.c.host == key, _T.c.expires_at <= now))
-        rows = conn.execute(
-            select(_T.c.holder, _T.c.slots, _T.c.wanted).where(_T.c.host == key)
-        ).all()
-        mine = next((r.slots for r in rows if r.holder == holder), 0)
-        others = [r for r in rows if r.holder != holder]
-        taken = sum(r.slots for r in others)
-        others_want = sum(r.wanted for r in others)
-        fair = max(1, cap // (1 + sum(1 for r in others if r.slots > 0 or r.wanted > 0)))
-        grant = max(0, min(want, cap - taken))
-        if others_want > 0:  # others wait: grow no further than the fair share
-            grant = min(grant, max(fair, mine))
-        wanted = max(0, want - grant)
-        values = {"slots": grant, "wanted": wanted, "expires_at": now + lease_s}
-        if grant == 0 and wanted == 0:
-            conn.execute(delete(_T).where(_T.c.host == key, _T.c.holder == holder))
-        else:
-            dialect = postgresql if self._pg else sqlite
-            stmt = dialect.insert(_T).values(host=key, holder=holder, **values)
+            # in one order, whoever asks: two holders claiming the same hosts cannot deadlock
             conn.execute(
-                stmt.on_conflict_do_update(index_elements=[_T.c.host, _T.c.holder], set_=values)
+                text(
+                    "SELECT pg_advisory_xact_lock(k) "
+                    "FROM unnest(CAST(:ks AS bigint[])) AS k ORDER BY k"
+                ),
+                {"ks": sorted({_lock_id(k) for k in keys})},
             )
-        return HostGrant(grant, fair, others_want)
+        # dead holders' slots come back here, under the lock
+        conn.execute(delete(_T).where(_T.c.host.in_(keys), _T.c.expires_at <= now))
+        rows = conn.execute(
+            select(_T.c.host, _T.c.holder, _T.c.slots, _T.c.wanted).where(_T.c.host.in_(keys))
+        ).all()
+        by_host: dict[str, list[Any]] = {k: [] for k in keys}
+        for r in rows:
+            by_host[r.host].append(r)
+        out: dict[str, HostGrant] = {}
+        upserts: list[dict[str, Any]] = []
+        empty: list[str] = []
+        for key in keys:
+            want = wants[key]
+            mine = next((r.slots for r in by_host[key] if r.holder == holder), 0)
+            others = [r for r in by_host[key] if r.holder != holder]
+            taken = sum(r.slots for r in others)
+            others_want = sum(r.wanted for r in others)
+            fair = max(1, cap // (1 + sum(1 for r in others if r.slots > 0 or r.wanted > 0)))
+            grant = max(0, min(want, cap - taken))
+            if others_want > 0:  # others wait: grow no further than the fair share
+                grant = min(grant, max(fair, mine))
+            wanted = max(0, want - grant)
+            if grant == 0 and wanted == 0:
+                empty.append(key)
+            else:
+                upserts.append(
+                    {
+                        "host": key,
+                        "holder": holder,
+                        "slots": grant,
+                        "wanted": wanted,
+                        "expires_at": now + lease_s,
+                    }  # fmt: skip
+                )
+            out[key] = HostGrant(grant, fair, others_want)
+        if empty:
+            conn.execute(delete(_T).where(_T.c.holder == holder, _T.c.host.in_(empty)))
+        if upserts:
+            stmt = (postgresql if self._pg else sqlite).insert(_T)
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[_T.c.host, _T.c.holder],
+                    set_={
+                        "slots": stmt.excluded.slots,
+                        "wanted": stmt.excluded.wanted,
+                        "expires_at": stmt.excluded.expires_at,
+                    },
+                ),
+                upserts,
+            )
+        return out
 
     @staticmethod
     def _held(conn: Connection, holder: str, cap: int, now: float) -> dict[str, HostGrant]:

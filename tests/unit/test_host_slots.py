@@ -98,6 +98,24 @@ def test_keep_only_lowers_and_release_gives_back(leases: HostLeases) -> None:
     assert leases.leases("h2") == {}
 
 
+def test_one_call_claims_shrinks_and_releases_many_hosts(leases: HostLeases) -> None:
+    hosts = [f"h{i}.example" for i in range(600)]  # more than one statement's slice
+    got = leases.sync("a", cap=8, lease_s=30, claim=dict.fromkeys(hosts, 3))
+    assert len(got) == 600 and {g.slots for g in got.values()} == {3}
+    assert _claim(leases, "b", 8, host="h5.example").slots == 5
+    leases.sync(
+        "a",
+        cap=8,
+        lease_s=30,
+        keep={"h5.example": (1, 0), "h6.example": (0, 0), "h8.example": (2, 4)},
+        release=["h7.example"],
+    )
+    answer = leases.sync("a", cap=8, lease_s=30, renew=True)
+    assert len(answer) == 598 and "h6.example" not in answer and "h7.example" not in answer
+    assert answer["h5.example"] == HostGrant(1, 4, 3)  # b holds 5 and wants 3 more
+    assert leases.leases("h8.example") == {"a": (2, 4)}
+
+
 def test_a_very_long_host_name_is_stored_under_a_key(leases: HostLeases) -> None:
     host = "a" * 300 + ".example"
     assert _claim(leases, "a", 3, host=host).slots == 3
