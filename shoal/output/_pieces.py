@@ -14,8 +14,16 @@ only the input indices not kept. When it ends it writes one *compacted part* —
 kept plus its own rows, in input order — and only then removes the files those rows came from,
 so at every moment each persisted row is in at least one file. Its own rows are kept in memory
 as Arrow tables meanwhile (a chunk's rows were held in memory before too), so compacting costs
-one concatenation, a sort and a Parquet write, not a re-read; measured in ``bench/RESULTS.md``
-(issue 11). A finished job therefore has one file per chunk, read by footers as before.
+one concatenation, a sort and a Parquet write, not a re-read. A finished job therefore has one
+file per chunk, read by footers as before.
+
+Cost, measured on the rows of a 20,000-URL job in 4 chunks of 5,000 (catalog rows with two
+extract fields, local disk, CPU time, best of 5, 2026-12-05 on a loaded 2-core machine): one
+part per chunk at its end (before) 0.0041 ms per row; pieces of 500 rows only 0.0077; pieces
+then compacted 0.0092-0.0095. Pieces are the price of not losing rows (+0.004 ms per row);
+compacting adds 0.002 more, ~0.5 % of the chunk path's 0.30-0.60 CPU ms per page
+(``bench/chunk_path.py``), and keeps reads of a finished job at one file per chunk (footers
+for counts and deep result pages, no merge): kept.
 
 Thread safety: rows are added from the chunk's event loop; pieces are written from a worker
 thread, or from any thread in an emergency (``persist_all``: the cancel hook, a chunk process
