@@ -293,3 +293,36 @@ def test_persist_failure_keeps_the_rows_pending(tmp_path, monkeypatch) -> None:
     assert w.persist() == 0 and w.finish() == (4, 0, 4)
     rows, total = read_results(storage, part_urls(storage, "j1"), limit=10, offset=0)
     assert total == 4 and [r["input_index"] for r in rows] == [0, 1, 2, 3]
+
+
+def test_retry_takes_the_errored_urls_of_the_rows_kept(tmp_path) -> None:
+    """``POST /v1/jobs/{id}/retry`` reads the parts through the same dedupe: index 4-6 errored
+    only in the stale attempt's duplicate (the kept row is ok), so only real errors retry."""
+    from shoal.submit import errored_input
+
+    storage = Storage(str(tmp_path / "results"))
+    _overlapping(storage, "j1")
+    write_part(
+        storage,
+        piece_url(storage, "j1", 2, "0000000000aaaaaa", 1),
+        [_row(20, "e", status="error", error={"code": "dns", "message": "x"}), _row(21, "ok")],
+    )
+    lines = [orjson.dumps({"url": f"https://store.test/p/{i}", "i": i}) + b"\n" for i in range(22)]
+    storage.write_bytes_atomic(jobs.input_url(storage, "j1"), b"".join(lines))
+    assert errored_input(storage, "j1") == [lines[20]]
+
+
+def test_retention_removes_pieces_with_the_job(settings, store, alice, make_job) -> None:
+    from datetime import timedelta
+
+    from shoal.retention import remove_expired
+    from shoal.store import utcnow
+
+    storage = get_storage(settings)
+    job = make_job(alice.account, status="cancelled", urls_total=20)
+    _overlapping(storage, job.id)
+    store.update_job(job.id, completed_at=utcnow() - timedelta(days=40), output_expires_at=utcnow())
+    assert part_urls(storage, job.id)
+    report = remove_expired(settings, now=utcnow() + timedelta(seconds=1))
+    assert job.id in report.jobs_removed
+    assert storage.list(storage.url("jobs", job.id, "parts")) == []
