@@ -326,3 +326,38 @@ def test_retention_removes_pieces_with_the_job(settings, store, alice, make_job)
     report = remove_expired(settings, now=utcnow() + timedelta(seconds=1))
     assert job.id in report.jobs_removed
     assert storage.list(storage.url("jobs", job.id, "parts")) == []
+
+
+def test_two_attempts_at_one_chunk_at_once_lose_nothing_and_duplicate_nothing(tmp_path) -> None:
+    """A stale attempt (A) that has not noticed it was replaced goes on beside the new one (B):
+    both write pieces, both compact, in the worst order. Every row either wrote is read once."""
+    storage = Storage(str(tmp_path / "results"))
+    a = output.ChunkWriter.open(storage, "j1", 0)
+    for i in range(0, 10):
+        a.add(_row(i, "a"))
+    a.persist()  # A: 0-9 persisted
+    b = output.ChunkWriter.open(storage, "j1", 0)  # B starts: sees 0-9 kept
+    assert b.kept_indices == set(range(10))
+    for i in range(10, 20):
+        a.add(_row(i, "a"))  # A goes on: 10-19 ...
+        b.add(_row(i, "b"))  # ... which B fetches too
+    a.persist()
+    b.persist()
+    for i in range(20, 25):
+        a.add(_row(i, "a"))  # rows only A has, never persisted by a piece before A's end
+    for i in range(25, 30):
+        b.add(_row(i, "b"))
+    assert b.finish() == (25, 0, 25)  # 0-9 (A's first piece, removed now), 10-19, 25-29
+    assert a.finish().rows == 25  # A compacts from memory: its removed piece costs it nothing
+    files = part_urls(storage, "j1")
+    assert len(files) == 2 and all(output.parse_part_name(u).kind == 0 for u in files)
+    rows, total = read_results(storage, files, limit=100, offset=0)
+    assert total == 30 and [r["input_index"] for r in rows] == list(range(30))
+    # the earlier attempt's compacted part comes first: its rows win the duplicates 10-19
+    assert {r["meta"]["tag"] for r in rows if 10 <= r["input_index"] < 20} == {"a"}
+    assert count_kept(storage, files) == (30, 0, 30)
+    # a third attempt finds every row kept, fetches nothing, and leaves one part
+    c = output.ChunkWriter.open(storage, "j1", 0)
+    assert c.kept_indices == set(range(30))
+    assert c.finish() == (30, 0, 30)
+    assert len(part_urls(storage, "j1")) == 1
