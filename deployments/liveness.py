@@ -86,9 +86,12 @@ def zombie_automation(settings: Settings) -> AutomationCore:
 
 
 async def ensure_zombie_automation(settings: Settings) -> None:
-    """Create the automation, or bring the one of that name up to date (at each service start,
-    so a changed ``SHOAL_ZOMBIE_AFTER_S`` takes effect). Two services starting at once may both
-    create one; both then keep the same one (the lowest id) and delete the other."""
+    """Create the automation, or bring the one of that name up to date (a changed
+    ``SHOAL_ZOMBIE_AFTER_S``). An unchanged one is left alone: Prefect keeps each watched run's
+    window (its "bucket") under the trigger's id, so replacing the trigger at every service
+    start would forget every run it was watching — a worker that died while the services
+    restarted would never be noticed. Two services starting at once may both create one; both
+    then keep the same one (the lowest id) and delete the other."""
     want = zombie_automation(settings)
     async with get_client() as client:
         have = sorted(await client.read_automations_by_name(ZOMBIE_AUTOMATION), key=_id)
@@ -96,12 +99,22 @@ async def ensure_zombie_automation(settings: Settings) -> None:
             await client.create_automation(want)
             log.info("created the automation %r", ZOMBIE_AUTOMATION)
             have = sorted(await client.read_automations_by_name(ZOMBIE_AUTOMATION), key=_id)
-        else:
+        elif _differs(have[0], want):  # its watched windows start again from the next beats
             with _gone_is_fine():
                 await client.update_automation(have[0].id, want)
+            log.info("updated the automation %r", ZOMBIE_AUTOMATION)
         for extra in have[1:]:
             with _gone_is_fine():  # another service deleted it first
                 await client.delete_automation(extra.id)
+
+
+def _differs(have: Any, want: AutomationCore) -> bool:
+    fields = {"posture", "within", "threshold", "after", "expect", "match", "match_related"}
+    return (
+        not have.enabled
+        or have.trigger.model_dump(include=fields) != want.trigger.model_dump(include=fields)
+        or [a.model_dump() for a in have.actions] != [a.model_dump() for a in want.actions]
+    )
 
 
 @contextlib.contextmanager

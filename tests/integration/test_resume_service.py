@@ -122,15 +122,43 @@ async def test_a_job_that_crashed_too_often_fails(settings: Settings) -> None:
     assert "gave up after 1 resumes" in (job.error or "")
 
 
+async def _as_stored(automation_id: UUID) -> dict[str, Any]:
+    """The automation as the server keeps it (the client's model leaves out its trigger's id,
+    which keys the windows it watches)."""
+    async with get_client() as client:
+        answer = await client._client.get(f"/automations/{automation_id}")
+    answer.raise_for_status()
+    return answer.json()  # type: ignore[no-any-return]
+
+
 async def test_the_automation_is_kept_once(settings: Settings) -> None:
     await asyncio.gather(*(liveness.ensure_zombie_automation(settings) for _ in range(3)))
-    await liveness.ensure_zombie_automation(settings)
     async with get_client() as client:
         found = await client.read_automations_by_name(liveness.ZOMBIE_AUTOMATION)
     assert len(found) == 1
-    trigger = found[0].trigger
-    assert trigger.posture == "Proactive"
-    assert trigger.within.total_seconds() == settings.zombie_after_s
+    first = found[0]
+    assert first.trigger.posture == "Proactive"
+    assert first.trigger.within.total_seconds() == settings.zombie_after_s
+    # a service started again leaves it alone: replacing the trigger would forget the runs
+    # it watches (Prefect keys their windows by the trigger's id)
+    before = await _as_stored(first.id)
+    await liveness.ensure_zombie_automation(settings)
+    async with get_client() as client:
+        again = await client.read_automations_by_name(liveness.ZOMBIE_AUTOMATION)
+    assert [a.id for a in again] == [first.id]
+    after = await _as_stored(first.id)
+    assert (after["updated"], after["trigger"]["id"]) == (
+        before["updated"],
+        before["trigger"]["id"],
+    )
+    # a changed window is applied
+    longer = settings.model_copy(update={"zombie_after_s": settings.zombie_after_s + 30})
+    await liveness.ensure_zombie_automation(longer)
+    async with get_client() as client:
+        (changed,) = await client.read_automations_by_name(liveness.ZOMBIE_AUTOMATION)
+    assert changed.trigger.within.total_seconds() == longer.zombie_after_s
+    assert changed.id == first.id
+    await liveness.ensure_zombie_automation(settings)
 
 
 async def _heartbeat(run_id: str, tags: list[str]) -> None:
