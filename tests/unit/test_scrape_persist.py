@@ -361,3 +361,62 @@ def test_two_attempts_at_one_chunk_at_once_lose_nothing_and_duplicate_nothing(tm
     assert c.kept_indices == set(range(30))
     assert c.finish() == (30, 0, 30)
     assert len(part_urls(storage, "j1")) == 1
+
+
+_FLOW_PROCESS = """
+import asyncio, json, sys
+from shoal import chunkprocs
+from shoal.settings import get_settings
+job_id, in_url, chunk = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+procs = chunkprocs.ChunkProcs(2, get_settings())
+procs.start_job(job_id, [(4, 4), (4, 4)])
+print(" ".join(str(p.process.pid) for p in procs._procs if p), flush=True)
+asyncio.run(procs.run(job_id, in_url, chunk))
+"""
+
+
+def test_chunk_process_writes_its_finished_rows_when_the_flow_process_is_killed(site, env) -> None:
+    """SIGKILL of the flow process (an OOM, the runner's kill after its grace): its chunk
+    process notices, cancels its chunk and writes what finished before it exits — with pieces
+    due only every 1,000 rows or 30 s, nothing else would have written them."""
+    import dataclasses
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.procs import process_running
+
+    settings = env(
+        allow_private_networks=1, parse_workers=0, persist_rows=1000, persist_interval_s=30
+    )
+    n = 200
+    jid, in_url, chunk = _job(settings, [site.url(f"/slow/{i}?ms=100") for i in range(n)])
+    root = Path(__file__).resolve().parents[2]
+    flow = subprocess.Popen(
+        [sys.executable, "-c", _FLOW_PROCESS, jid, in_url, orjson.dumps(dataclasses.asdict(chunk))],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    try:
+        assert flow.stdout is not None
+        pids = [int(p) for p in flow.stdout.readline().split()]
+        deadline = time.monotonic() + 30
+        while len(_slow_hits(site)) < 40:
+            assert time.monotonic() < deadline and flow.poll() is None
+            time.sleep(0.02)
+        assert not part_urls(get_storage(settings), jid)  # nothing written yet
+        os.kill(flow.pid, signal.SIGKILL)
+        flow.wait(10)
+        deadline = time.monotonic() + 10
+        while any(process_running(p) for p in pids):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        flow.kill()
+    hits = len(_slow_hits(site))
+    kept = count_kept(get_storage(settings), part_urls(get_storage(settings), jid)).rows
+    assert hits - 4 <= kept <= hits < n  # only the 4 requests in flight are lost
