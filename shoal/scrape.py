@@ -44,10 +44,11 @@ class OrderedGate:
     """The job's cap on URLs in flight, admitting the lowest ``order`` (input index) first.
 
     A chunk's workers each hold a slot from one URL to the next and give it up only to a waiter
-    of a lower input index, so the earliest running chunk is finished first: its part exists
-    early (what a kill leaves behind, what results show while the job runs) instead of every
-    running chunk being half done. A slot is held while a page is parsed; parsing in the
-    process is synchronous, so that takes no request slot from anyone."""
+    of a lower input index, so the earliest running chunk is finished first: its compacted part
+    exists early (what results page through by footers while the job runs; a kill keeps the
+    pieces of the others too) instead of every running chunk being half done. A slot is held
+    while a page is parsed; parsing in the process is synchronous, so that takes no request
+    slot from anyone."""
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
