@@ -163,7 +163,12 @@ class SharedHostCap:
             gate.peak = demand
         if gate.in_use < gate.limit:
             self._hand_off(gate)  # a slot is free: the first waiter gets it
-        if not fut.done():
+        if (
+            not fut.done()
+            and host not in self._dirty  # else the store is asked already (or after a back-off)
+            and gate.limit < self.local_cap  # else more cannot be asked for
+            and gate.held <= gate.limit  # else shrinking: asked again once drained
+        ):
             self._kick(host)
         try:
             await fut
@@ -329,6 +334,8 @@ class SharedHostCap:
             g = self.gates.get(host)
             if g is not None:
                 g.held, g.wanted = min(g.held, slots), wanted
+                if g.in_use + len(g.waiters) > g.limit:
+                    self._dirty.add(host)  # shrunk with requests waiting: ask again later
         for host, want in claim.items():
             g = self.gates.get(host)
             if g is None:
