@@ -207,6 +207,8 @@ def _parent_gone(loop: asyncio.AbstractEventLoop, tasks: dict[int, asyncio.Task[
     at C=16 in ``tests/integration/test_ui_cancel.py``), now at most those in flight."""
     if not _exiting.acquire(blocking=False):  # the other watcher thread is on it
         threading.Event().wait()
+    if not tasks:  # no chunk running: nothing to write, exit at once
+        os._exit(1)
     timer = threading.Timer(_LAST_PERSIST_S, os._exit, args=(1,))
     timer.daemon = True
     timer.start()
