@@ -20,18 +20,20 @@ everything due (so requests to many new hosts share a transaction):
 The engine stays alone on its fast path when nobody else wants its hosts: one claim per new
 host (two while its demand ramps up) and one check a second, whatever the number of requests.
 Measured with ``bench/host_cap.py`` (20,000 pages of 44 KB from nginx on 127.0.0.1, C=64, two
-cores shared with other work, so wall-clock ratios swung +-20 % from run to run, both ways):
+cores shared with other work, so wall-clock ratios swung +-20 % from run to run, both ways;
+SQLite and PostgreSQL stores alike):
 
-- the gate itself costs 0.36-0.58 us a request (a request through ``Engine._in_shared_slot``
-  with the rest stubbed out, against the stub alone), against ~130-170 us of CPU a request;
-  end to end, the lowest CPU per request with and without the cap stayed within 13 us of each
-  other, in both directions (noise);
-- one process alone: 0.23-0.35 store transactions per 1,000 requests (SQLite or PostgreSQL);
-- two processes sharing a host: 0.75-1.1 per 1,000; pages/s 0.80-1.23 of two processes capped
-  at C/2 each: the first to claim holds every slot until its next check (up to a second);
-- 1,000 hosts in a shuffled list (each host claimed once, claims batched): ~10 transactions per
-  1,000 requests, about 30 us of CPU a request in the store's thread (SQLAlchemy statements),
-  against ~450 us a request for the fetch itself (new connections to each host).
+- the gate itself costs 0.4-0.8 us a request (a request through ``Engine._in_shared_slot``
+  with the rest stubbed out, against the stub alone), against 130-200 us of CPU a request;
+- one process alone: 0.30 store transactions per 1,000 requests; the lowest CPU per request
+  with and without the cap within -8..+25 us of each other across runs (noise, both ways);
+  pages/s 0.95-1.00 in the last runs;
+- two processes sharing a host: 1.0 transactions per 1,000 requests, +5 us of CPU a request;
+  pages/s 0.78-0.94 of two processes capped at C/2 each: the first to claim holds every slot
+  until its next check (up to a second), and one process alone uses one core;
+- 1,000 hosts in a shuffled list (each host claimed once, claims batched): 9-11 transactions
+  per 1,000 requests and +40..66 us of CPU a request (the store thread's SQLAlchemy work),
+  against ~450-550 us a request for the fetch itself (a new connection to each host).
 """
 
 from __future__ import annotations

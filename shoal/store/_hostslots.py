@@ -22,6 +22,12 @@ is above 0) nobody grows past the fair share, ``cap // holders that hold or want
 (at least 1), and at its next renewal a holder above it shrinks to
 ``min(fair share, what it used since the last renewal)``. So two jobs on one host end up with
 about half each, and one alone gets all of it.
+
+Limits: a host is a name (two names of one address are two hosts, as in the engine); every
+worker should have the same ``SHOAL_MAX_PER_HOST`` (each grants with its own); with more
+holders wanting one host than its cap, the fair share is 1 and those without a slot wait until
+a holder ends or idles (no rotation); a holder stalled past its lease may still have requests
+in flight when its slots are granted again.
 """
 
 from __future__ import annotations
