@@ -57,9 +57,12 @@ _RETRY_FIRST_S = 0.1
 
 
 class HostGrantLike(Protocol):
-    slots: int
-    fair: int
-    others_want: int
+    @property
+    def slots(self) -> int: ...
+    @property
+    def fair(self) -> int: ...
+    @property
+    def others_want(self) -> int: ...
 
 
 class HostLeaseBackend(Protocol):
