@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors, launcher
+from api import errors, prefect_access
 from api.routers import account, downloads, health, jobs, uploads, webhooks
 from shoal import __version__
 from shoal.settings import get_settings
@@ -23,7 +23,7 @@ the choices this service made where the contract is silent.
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    warm = asyncio.create_task(launcher.warm_up(get_settings()))
+    warm = asyncio.create_task(prefect_access.warm_up(get_settings()))
     try:
         yield
     finally:

@@ -5,7 +5,7 @@ API starts jobs on (``shoal.settings.deployment_names``) exists and is not pause
 worker pauses its deployments when it stops). Each check has a short timeout
 and a ready answer is kept for ``KEEP_S``, so load balancers and ``shoal up`` may ask often.
 Whatever fails is named in the ``503`` (``NotReady``), with the same words ``POST /v1/jobs`` uses
-when starting a flow run fails for that reason (``launcher.scheduler_error``).
+when starting a flow run fails for that reason (``prefect_access.scheduler_errors``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
 
 from api.deps import SettingsDep
-from api.launcher import deployment_missing, prefect_unreachable
+from api.prefect_access import deployment_missing, prefect_unreachable
 from shoal.errors import NotReady
 from shoal.settings import Settings, deployment_names
 from shoal.store import get_store

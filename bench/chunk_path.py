@@ -44,9 +44,9 @@ def _loop(urls: list[str], c: int) -> tuple[float, float, int]:
 
 
 async def _shoal_run(urls: list[str], c: int, chunk_size: int, data: Path, run: int) -> int:
+    from shoal.chunking import plan_chunks
     from shoal.contract import JobSpec
     from shoal.jobs import input_url, stage_inline, stage_record
-    from shoal.plan import plan_chunks
     from shoal.scrape import JobRuntime, scrape_chunk
     from shoal.settings import Settings
 

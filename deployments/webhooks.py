@@ -18,7 +18,7 @@ from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary
 from shoal import webhooks
 from shoal.settings import Settings
 from shoal.store import WebhookEventRow, get_store
-from tasks.webhook import deliver_webhook
+from tasks import deliver_webhook
 
 log = logging.getLogger("shoal.webhooks")
 

@@ -27,7 +27,7 @@ from typing import Annotated, NoReturn
 import httpx
 import typer
 
-from shoal.plans import plan_for
+from shoal.account_plans import plan_for
 from shoal.settings import Settings
 from shoal.store import get_store
 from shoal.supervisor import Stopped, Supervisor

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from shoal import downloads
+from shoal.account_plans import plan_for
 from shoal.contract import (
     RESULT_STATUSES,
     WEBHOOK_EVENTS,
@@ -31,7 +32,6 @@ from shoal.contract import (
 )
 from shoal.errors import FieldError, Gone, InputError
 from shoal.fetch import AddressPolicy, BlockedAddress
-from shoal.plans import plan_for
 from shoal.settings import Settings, is_valid_header
 from shoal.storage import Storage
 from shoal.store import AccountRow, Counters, JobRow, Store, UploadRow, aware, new_id, utcnow

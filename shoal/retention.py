@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from shoal.plans import plan_for
+from shoal.account_plans import plan_for
 from shoal.settings import Settings
 from shoal.storage import get_storage
 from shoal.store import get_store, utcnow

@@ -17,10 +17,10 @@ from typing import IO, Any
 from fsspec.core import url_to_fs
 
 from shoal import inputs
+from shoal.account_plans import plan_for
 from shoal.contract import InputSource, JobSpec
 from shoal.errors import InputError, JobFailed, TooLarge
 from shoal.jobs import add_fields, input_url, missing_columns
-from shoal.plans import plan_for
 from shoal.settings import Settings
 from shoal.storage import Storage, get_storage
 from shoal.store import JobRow, Store, get_store

@@ -17,11 +17,11 @@ from datetime import datetime, timedelta
 import pyarrow.compute as pc
 
 from shoal import jobs, output
+from shoal.account_plans import plan_for
 from shoal.contract import FINAL_STATUSES, JobCreate
 from shoal.errors import Conflict, LimitExceeded, NotFound, Unavailable
 from shoal.finalize import fail_job
 from shoal.output import part_urls
-from shoal.plans import plan_for
 from shoal.settings import Settings
 from shoal.storage import Storage
 from shoal.store import AccountRow, JobRow, Store, utcnow
@@ -188,7 +188,7 @@ async def _launch(
         await asyncio.to_thread(fail_job, row.id, settings, f"could not start the flow run: {exc}")
         if key is not None:  # let the caller's retry with the same key create a job that runs
             await asyncio.to_thread(store.release_idempotency, row.account_id, key.key, row.id)
-        if isinstance(exc, Unavailable):  # the starter named the cause (api.launcher)
+        if isinstance(exc, Unavailable):  # the starter named the cause (api.prefect_access)
             raise
         raise Unavailable(f"the scheduler (Prefect) could not start the job ({exc})") from exc
     await asyncio.to_thread(store.update_job, row.id, flow_run_id=row.flow_run_id)

@@ -6,7 +6,7 @@ How an event travels:
    and ``submit`` when the flow run could not start) inserts its event through
    ``event_maker``: the body is built once, so every attempt sends the same bytes.
 2. The worker's dispatcher (``deployments/webhooks.py``) claims due events (``claim_due``) and
-   runs one ``deliver_webhook`` task per attempt (``tasks/webhook.py``), which calls
+   runs one ``deliver_webhook`` task per attempt (``tasks/deliver_webhook.py``), which calls
    ``deliver``: sign with the account's current secret, POST, record the attempt, and schedule
    the next one (``next_attempt``) or end the event ``delivered`` / ``gave_up``.
 

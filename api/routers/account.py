@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from api.deps import CurrentAccount, SettingsDep, StoreDep
-from shoal.plans import plan_for
+from shoal.account_plans import plan_for
 from shoal.settings import Settings
 from shoal.store import AccountRow
 

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep, own_job
 from api.errors import answers
-from api.launcher import scheduler_errors
+from api.prefect_access import scheduler_errors
 from deployments.launch import start_flow_run
 from shoal import jobs, output, submit
 from shoal.contract import (

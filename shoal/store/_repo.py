@@ -73,7 +73,7 @@ class Store(WebhookRecords):
             row = AccountRow(
                 id=new_id("acct"),
                 name=name,
-                plan={},  # the operator's defaults apply until set (shoal.plans)
+                plan={},  # the operator's defaults apply until set (shoal.account_plans)
                 webhook_secret="whsec_" + secrets.token_urlsafe(24),
             )
             s.add(row)
@@ -90,7 +90,7 @@ class Store(WebhookRecords):
             )
 
     def set_plan(self, account_id: str, plan: dict[str, int]) -> None:
-        """Replace the account's own plan values (``shoal.plans`` fills in the rest)."""
+        """Replace the account's own plan values (``shoal.account_plans`` fills in the rest)."""
         with session_scope(self.url) as s:
             s.execute(update(AccountRow).where(AccountRow.id == account_id).values(plan=plan))
 

@@ -557,15 +557,15 @@ def test_prefect_warm_up_needs_a_prefect_api_url(monkeypatch) -> None:
     a throwaway local server in the API process."""
     import asyncio
 
-    from api import launcher
+    from api import prefect_access
     from shoal.settings import Settings
 
     def no_client():  # type: ignore[no-untyped-def]
         raise AssertionError("a Prefect client was opened")
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.setattr(launcher, "get_client", no_client)
-    asyncio.run(launcher.warm_up(Settings(), attempts=1))
+    monkeypatch.setattr(prefect_access, "get_client", no_client)
+    asyncio.run(prefect_access.warm_up(Settings(), attempts=1))
 
     opened = []
 
@@ -574,8 +574,8 @@ def test_prefect_warm_up_needs_a_prefect_api_url(monkeypatch) -> None:
         raise OSError("connection refused")
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
-    monkeypatch.setattr(launcher, "get_client", failing_client)
-    asyncio.run(launcher.warm_up(Settings(), attempts=3, pause_s=0))  # never raises
+    monkeypatch.setattr(prefect_access, "get_client", failing_client)
+    asyncio.run(prefect_access.warm_up(Settings(), attempts=3, pause_s=0))  # never raises
     assert opened == [1, 1, 1]
 
 

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from shoal import jobs, output
+from shoal.chunking import Chunk, plan_chunks
 from shoal.contract import JobCreate, JobSpec
 from shoal.finalize import finalize_job
 from shoal.output import (
@@ -24,7 +25,6 @@ from shoal.output import (
     read_results,
     write_part,
 )
-from shoal.plan import Chunk, plan_chunks
 from shoal.scrape import JobRuntime, scrape_chunk
 from shoal.settings import Settings, get_settings
 from shoal.storage import Storage, get_storage

@@ -48,7 +48,7 @@ def test_get_or_create_account_is_idempotent(st):
     b, created_again = st.get_or_create_account("x")
     assert created and not created_again and a.id == b.id
     assert a.id.startswith("acct_") and a.webhook_secret.startswith("whsec_")
-    assert a.plan == {}  # the operator's defaults apply (shoal.plans)
+    assert a.plan == {}  # the operator's defaults apply (shoal.account_plans)
     assert st.count_accounts() == 1
     assert st.get_account(a.id).name == "x"
 

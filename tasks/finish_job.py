@@ -1,4 +1,4 @@
-"""Task: build the job's output file(s) and write its final status."""
+"""Task: finish a job: build its output file(s) and write its final status."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from shoal.settings import get_settings
 from shoal.store import JobRow
 
 
-@task(name="build_output", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
-async def build_output(job_id: str, cancelled: bool = False, error: str | None = None) -> JobRow:
+@task(name="finish_job", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+async def finish_job(job_id: str, cancelled: bool = False, error: str | None = None) -> JobRow:
     """Parts -> the asked format, in input order; the job row gets its final status."""
     return await asyncio.to_thread(
         finalize_job, job_id, get_settings(), cancelled=cancelled, error=error

@@ -1,12 +1,12 @@
-"""shoal.plan: chunks cover every staged line exactly once, in order."""
+"""shoal.chunking: chunks cover every staged line exactly once, in order."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-import shoal.plan
-from shoal.plan import Chunk, chunk_size, plan_chunks, read_chunk
+import shoal.chunking
+from shoal.chunking import Chunk, chunk_size, plan_chunks, read_chunk
 from shoal.settings import Settings
 from shoal.storage import Storage
 
@@ -109,7 +109,7 @@ def test_plan_chunk_size_is_capped_by_chunk_max(tmp_path):
 @pytest.mark.parametrize("max_chunks", [1, 3, 1_000])
 def test_plan_odd_sizes_and_tiny_blocks(tmp_path, monkeypatch, n, max_chunks):
     # a tiny read block puts newlines on every block boundary
-    monkeypatch.setattr(shoal.plan, "_BLOCK", 5)
+    monkeypatch.setattr(shoal.chunking, "_BLOCK", 5)
     storage, url = _stage(tmp_path, n)
     cfg = Settings(chunk_min_urls=7, chunk_max_urls=50, max_chunks_per_job=max_chunks)
     chunks, total = plan_chunks(storage, url, cfg)

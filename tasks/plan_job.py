@@ -11,9 +11,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 
 from shoal import chunkprocs
+from shoal.chunking import plan_chunks
 from shoal.errors import JobFailed
 from shoal.jobs import input_url
-from shoal.plan import plan_chunks
 from shoal.settings import get_settings
 from shoal.staging import stage_input
 from shoal.storage import get_storage

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from shoal.account_plans import plan_for
 from shoal.errors import LimitExceeded
 from shoal.jobs import job_row
-from shoal.plans import plan_for
 from shoal.store._db import session_scope
 from shoal.store._tables import AccountRow
 from tests.unit.test_api import assert_problem, post_job, urls

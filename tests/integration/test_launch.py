@@ -15,7 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from deployments import launch as launcher
+from deployments import launch
 from shoal import jobs
 from shoal.settings import Settings, deployment_names, get_settings
 from shoal.store import JobRow
@@ -98,9 +98,9 @@ async def test_busy_answers_are_tried_again_and_make_one_flow_run(
     proxy.busy = 2
     job = _job()
     with caplog.at_level(logging.WARNING, logger="deployments.launch"):
-        run_id = await launcher.start_flow_run(job, _settings())
+        run_id = await launch.start_flow_run(job, _settings())
     assert proxy.creates == [503, 503, 201]
-    # the launcher, not Prefect's client (which would wait 2 s, then 4 s), tried again
+    # start_flow_run, not Prefect's client (which would wait 2 s, then 4 s), tried again
     retried = [r for r in caplog.records if "trying again" in r.getMessage()]
     assert len(retried) == 2 and all("503" in r.getMessage() for r in retried)
     async with get_client() as client:
@@ -110,16 +110,16 @@ async def test_busy_answers_are_tried_again_and_make_one_flow_run(
     assert {"shoal", "priority:normal", f"account:{job.account_id}"} <= set(run.tags)
 
     # sent again (a lost answer), the same job gets the same flow run, not a second one
-    assert await launcher.start_flow_run(job, _settings()) == run_id
+    assert await launch.start_flow_run(job, _settings()) == run_id
     assert proxy.creates[-1] == 200
 
 
 async def test_a_resumed_run_is_named_and_keyed_by_its_resume_number(proxy: BusyProxy) -> None:
     job = _job()
-    first = await launcher.start_flow_run(job, _settings())
-    resumed = await launcher.start_flow_run(job, _settings(), resume=1)
+    first = await launch.start_flow_run(job, _settings())
+    resumed = await launch.start_flow_run(job, _settings(), resume=1)
     assert resumed != first
-    assert await launcher.start_flow_run(job, _settings(), resume=1) == resumed  # once only
+    assert await launch.start_flow_run(job, _settings(), resume=1) == resumed  # once only
     async with get_client() as client:
         run = await client.read_flow_run(resumed)
     assert run.idempotency_key == f"{job.id}-resume-1"
@@ -130,15 +130,15 @@ async def test_a_resumed_run_is_named_and_keyed_by_its_resume_number(proxy: Busy
 async def test_a_server_busy_past_the_budget_raises(
     proxy: BusyProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(launcher, "RETRY_BUDGET_S", 0.3)
+    monkeypatch.setattr(launch, "RETRY_BUDGET_S", 0.3)
     proxy.busy = 1_000
-    with pytest.raises(launcher.PrefectBusy):
-        await launcher.start_flow_run(_job(), _settings())
+    with pytest.raises(launch.PrefectBusy):
+        await launch.start_flow_run(_job(), _settings())
     assert len(proxy.creates) >= 2 and set(proxy.creates) == {503}
 
 
 async def test_an_unknown_deployment_raises_at_once(proxy: BusyProxy) -> None:
     settings = get_settings().model_copy(update={"deployment_prefix": "no-such-flow"})
     with pytest.raises(ObjectNotFound):
-        await launcher.start_flow_run(_job(), settings)
+        await launch.start_flow_run(_job(), settings)
     assert proxy.creates == []

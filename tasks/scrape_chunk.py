@@ -15,8 +15,8 @@ from prefect.context import TaskRunContext
 from prefect.states import Cancelled, State
 
 from shoal import chunkprocs
+from shoal.chunking import Chunk
 from shoal.contract import JobSpec
-from shoal.plan import Chunk
 from shoal.scrape import JobRuntime
 from shoal.scrape import scrape_chunk as _scrape_chunk
 from shoal.settings import get_settings
