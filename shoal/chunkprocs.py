@@ -102,6 +102,9 @@ def _worker_main(conn: Connection, parent_pid: int, settings: Settings) -> None:
     """Entry point of a spawned worker process: serve chunk requests until told to stop or
     orphaned."""
     logging.basicConfig(level=logging.WARNING)
+    from shoal.pages import parse_inline  # the parent needs none of it
+
+    parse_inline()  # one level of worker processes: this one is already a core's worth
     try:
         asyncio.run(_serve(conn, parent_pid, settings))
     finally:

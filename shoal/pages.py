@@ -6,6 +6,13 @@ runs inline: measured on 46 KB pages from nginx, 2,820 URLs/s inline against 1,6
 worker processes. The heavy formats (``markdown``, ``text``: html2text costs ~8 ms a page) go to a
 pool of processes beside the loop (``SHOAL_PARSE_WORKERS``; one per core by default, none on a
 one-core machine): 117 URLs/s inline, 210 with two workers.
+
+One level of worker processes: that pool serves a job whose chunks run in the flow process. A
+chunk process (``shoal.chunkprocs``, one per core already) parses every format inline
+(``parse_inline``); a pool inside each would make cores x cores processes for the same cores.
+Measured with ``formats: ["markdown"]`` on 3,000 44 KB pages, two chunk processes, a machine
+shared with other work: 65 pages/s inline against 63 with a two-process pool in each
+(best of two alternating runs: ``bench/parse_processes.py`` at ded4235).
 """
 
 from __future__ import annotations
@@ -97,6 +104,12 @@ class PageWorkers:
 
 
 _workers: PageWorkers | None = None
+
+
+def parse_inline() -> None:
+    """Make this process parse every page itself (a chunk process: see the module docstring)."""
+    global _workers
+    _workers = PageWorkers(0)  # a forked copy of the parent's pool is not ours to shut down
 
 
 def get_page_workers(settings: Settings) -> PageWorkers:

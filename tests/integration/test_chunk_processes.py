@@ -4,6 +4,7 @@ process, the job's ``concurrency`` still a true cap, a cancel still stops it, no
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
@@ -14,7 +15,7 @@ from shoal.settings import get_settings
 from shoal.storage import get_storage
 from shoal.store import get_store
 from tests.integration.test_scrape_job_flow import _create
-from tests.procs import process_running
+from tests.procs import children, process_running
 from tests.sites.catalog import Site
 
 
@@ -120,3 +121,35 @@ async def test_cancel_stops_the_worker_processes(
     # noticed within about a second (0.2 s ticks here): at most ~1 s of 16-in-flight 50 ms pages
     assert sum(site.stats.hits.values()) - hits < 16 * 20 + 32
     assert len(_output(jid).splitlines()) == row.urls_done
+
+
+async def test_one_level_of_worker_processes(site: Site, shoal_env) -> None:  # type: ignore[no-untyped-def]
+    """Markdown (a heavy format, parsed in a pool of processes when chunks run in the flow) in a
+    job whose chunks run in worker processes: each of those parses inline, so no process of the
+    job has a process pool under it (before: cores x cores processes)."""
+    shoal_env("SHOAL_CHUNK_PROCESSES", "2")
+    shoal_env("SHOAL_PARSE_WORKERS", "2")
+    jid = _create(
+        {
+            "urls": [site.url(f"/slow/{i}?ms=20") for i in range(400)],
+            "defaults": {"formats": ["markdown"]},
+            "concurrency": 16,
+        }
+    )
+    run = asyncio.create_task(scrape_job(jid, return_state=True))
+    seen: set[int] = set()
+    grandchildren: set[int] = set()
+    deadline = time.monotonic() + 120
+    while not run.done():
+        assert time.monotonic() < deadline, "the job did not end"
+        procs = chunkprocs.current()
+        for p in list(procs._procs) if procs is not None else []:
+            if p is not None and p.process.pid and process_running(p.process.pid):
+                seen.add(p.process.pid)
+                grandchildren.update(children(p.process.pid))
+        await asyncio.sleep(0.05)
+    state = await run
+    assert state.is_completed(), state
+    assert get_store(get_settings()).counters(jid).done == 400
+    assert len(seen) == 2  # the job did run in two chunk processes
+    assert grandchildren == set(), "a chunk process started processes of its own"
