@@ -35,7 +35,7 @@ from shoal.scrape import JobRuntime, persist_all
 from shoal.settings import Settings, get_settings
 from shoal.storage import get_storage
 from shoal.store import JobRow, Store, aware, get_store, utcnow
-from tasks import build_output, chunk_summary, plan_job, scrape_chunk
+from tasks import chunk_summary, finish_job, plan_job, scrape_chunk
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ async def scrape_job(
             return Cancelled(name="Superseded", message=rt.stop_reason)
         stopped = rt.stop.is_set()
         reason = None if rt.stop_reason == "cancel" else rt.stop_reason
-        row = await build_output(job_id, cancelled=stopped, error=reason)
+        row = await finish_job(job_id, cancelled=stopped, error=reason)
         # the true fraction: a job cancelled at 65 of 300 reads 21.7, not 100
         pct = round(100.0 * row.urls_done / row.urls_total, 1) if row.urls_total else 100.0
         await aupdate_progress_artifact(artifact, progress=pct)

@@ -164,7 +164,7 @@ async def _serve(conn: Connection, parent_pid: int, settings: Settings) -> None:
     ) -> None:
         try:
             rt = await _runtime(JobRuntime, job_id, settings, conc, host, sharers, watchers)
-            from shoal.plan import Chunk
+            from shoal.chunking import Chunk
             from shoal.scrape import scrape_chunk
 
             summary = await scrape_chunk(rt, input_url, Chunk(**chunk))

@@ -26,11 +26,11 @@ from functools import partial
 from typing import Any, ClassVar
 
 from shoal import output
+from shoal.chunking import Chunk, read_chunk
 from shoal.contract import JobSpec
 from shoal.errors import ExtractError, FetchError
 from shoal.fetch import Engine, FetchOptions, FetchResponse
 from shoal.pages import PageWorkers, get_page_workers
-from shoal.plan import Chunk, read_chunk
 from shoal.settings import Settings
 from shoal.storage import Storage, get_storage
 from shoal.store import Counters, Store, get_host_leases, get_store

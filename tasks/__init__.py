@@ -9,9 +9,6 @@ from tasks.plan_job import plan_job
 from tasks.remove_expired_results import remove_expired_results
 from tasks.scrape_chunk import chunk_summary, scrape_chunk
 
-# TEMPORARY (removed in the next commit, once flows/scrape_job.py imports finish_job)
-build_output = finish_job
-
 __all__ = [
     "chunk_summary",
     "deliver_webhook",
