@@ -11,8 +11,10 @@ says about that run; it never guesses from its own start or from which worker it
 - ``Cancelled`` whose hook did not finish the job (a cancel from the Prefect UI whose process
   was killed first): the job ends ``cancelled`` with every row kept.
 - ``Failed``/``Completed`` without a final job: the job fails, saying so.
-- ``Running``, ``Pending``, ``Scheduled``, ``Cancelling``: left alone. A healthy run on another
-  worker keeps sending heartbeats, so nothing here or in Prefect touches it.
+- ``Pending`` for over twice ``SHOAL_ZOMBIE_AFTER_S``: its worker took it and died before the
+  flow's engine started (no heartbeat will ever come): set ``Crashed`` and resumed as above.
+- ``Running``, ``Scheduled``, ``Cancelling``, a fresh ``Pending``: left alone. A healthy run on
+  another worker keeps sending heartbeats, so nothing here or in Prefect touches it.
 
 Exactly once, with any number of resumers: the new run's idempotency key is
 ``<job>-resume-<n>`` (Prefect makes one flow run per key, so two resumers that read the same
@@ -117,7 +119,15 @@ async def _check(client: Any, row: JobRow, settings: Settings) -> None:
         return
     state = fr.state
     kind = state.type if state else None
-    if kind == StateType.CRASHED:
+    if kind == StateType.PENDING and _older_than(state, _pending_limit(settings)):
+        # a worker took the run and died before its engine started: no heartbeat will ever
+        # come, so the automation cannot see it (Pending lasts 1-3 s on a live worker)
+        message = f"Pending for over {_pending_limit(settings):.0f} s: its worker never started it"
+        await client.set_flow_run_state(fr.id, Crashed(message=message), force=True)
+        why = f"its flow run {fr.name} was {message}"
+        await _close_task_runs(client, row.flow_run_id, message)
+        await _resume(row, settings, why)
+    elif kind == StateType.CRASHED:
         why = f"its flow run {fr.name} crashed: {state.message}"
         await _close_task_runs(client, row.flow_run_id, state.message or "crashed")
         await _resume(row, settings, why)
@@ -132,6 +142,15 @@ async def _check(client: Any, row: JobRow, settings: Settings) -> None:
             settings,
             f"the flow run ended {state.name} without finishing the job: {state.message}",
         )
+
+
+def _pending_limit(settings: Settings) -> float:
+    return 2.0 * settings.zombie_after_s
+
+
+def _older_than(state: Any, seconds: float) -> bool:
+    since = aware(state.timestamp) if state is not None else None
+    return since is not None and (utcnow() - since).total_seconds() > seconds
 
 
 async def reap_forever(settings: Settings) -> None:

@@ -21,7 +21,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events import emit_event
 from prefect.events.clients import get_events_client
-from prefect.states import Cancelled, Crashed, Running
+from prefect.states import Cancelled, Crashed, Pending, Running
 
 from deployments import liveness, reaper
 from deployments.launch import start_flow_run
@@ -204,3 +204,19 @@ async def test_the_automation_crashes_a_silent_run_and_only_it(settings: Setting
             assert (await client.read_flow_run(other)).state.type == StateType.RUNNING
     finally:
         await liveness.ensure_zombie_automation(settings)  # the shipped one again
+
+
+async def test_a_run_left_pending_by_a_dead_worker_is_resumed(settings: Settings) -> None:
+    """A worker that took a run and died before the flow's engine started leaves it ``Pending``
+    without a heartbeat, which the automation cannot see."""
+    row, first = await _running_job(settings)
+    await _set(first, Pending())
+    await reaper.reap(settings)  # just now: a live worker starts its runs within seconds
+    assert await _runs_named(f"{row.id}-resume-1") == []
+    stale = settings.model_copy(update={"zombie_after_s": 0})  # "over twice the window"
+    await reaper.reap(stale)
+    async with get_client() as client:
+        left = (await client.read_flow_run(first)).state
+    assert left is not None and left.type == StateType.CRASHED
+    assert "never started it" in (left.message or "")
+    assert len(await _runs_named(f"{row.id}-resume-1")) == 1
