@@ -1,0 +1,111 @@
+"""Issue 11's first two failures, tried again on the real stack (``shoal up``), with numbers.
+
+    .venv/bin/python bench/ui_cancel.py [--urls 300] [--cancel-at 34]
+
+1. A cancel from the Prefect UI: a job of ``--urls`` slow pages (150 ms, concurrency 4) is
+   cancelled the way the UI does it (its flow run set ``Cancelling`` through Prefect's API) once
+   it has ``--cancel-at`` URLs done. Prints the URLs done before the cancel against the rows in
+   the output, ``urls_done``, ``credits_used``, what the site served, and whether ``urls_done``
+   ever went back while polled every 50 ms.
+2. A second embedded worker (``python -m deployments.serve``) started while a job runs: prints
+   whether the job kept its flow run and how often the site served each URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.stack import Stack  # noqa: E402
+from tests.sites.catalog import Site  # noqa: E402
+
+FINAL = {"completed", "partial", "cancelled", "failed"}
+
+
+def ui_cancel(stack: Stack, site: Site, n: int, at: int) -> None:
+    with stack.client() as c:
+        urls = [site.url(f"/slow/{i}?ms=150") for i in range(n)]
+        jid = c.post("/v1/jobs", json={"input": {"urls": urls}, "concurrency": 4}).json()["id"]
+        job = stack.wait_job(
+            c, jid, {"running"}, timeout=60, until=lambda j: j["urls_done"] >= at, poll=0.05
+        )
+        before, run = job["urls_done"], job["flow_run_id"]
+        prefect = f"http://127.0.0.1:{stack.prefect_port}/api"
+        t0 = time.monotonic()
+        httpx.post(
+            f"{prefect}/flow_runs/{run}/set_state",
+            json={"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True},
+        ).raise_for_status()
+        seen = []
+        while (job := c.get(f"/v1/jobs/{jid}").json())["status"] not in FINAL:
+            seen.append(job["urls_done"])
+            time.sleep(0.05)
+        took = time.monotonic() - t0
+    rows = [orjson.loads(x) for x in httpx.get(job["download_url"]).content.splitlines()]
+    served = sum(v for k, v in site.stats.hits.items() if k.startswith("/slow/"))
+    state = httpx.get(f"{prefect}/flow_runs/{run}").json()["state_type"]
+    print(
+        f"1. UI cancel at {before} of {n} done: job {job['status']} {took:.1f} s later, flow run "
+        f"{state}; rows in the output {len(rows)} ({len({r['url'] for r in rows})} unique), "
+        f"urls_done {job['urls_done']}, credits_used {job['credits_used']}, served {served}; "
+        f"urls_done went back: {any(b < a for a, b in zip(seen, seen[1:], strict=False))}"
+    )
+
+
+def second_worker(stack: Stack, site: Site, n: int) -> None:
+    site.stats.reset()
+    with stack.client() as c:
+        urls = [site.url(f"/slow/{i}?ms=100") for i in range(n)]
+        jid = c.post("/v1/jobs", json={"input": {"urls": urls}, "concurrency": 4}).json()["id"]
+        job = stack.wait_job(c, jid, {"running"}, timeout=60, until=lambda j: j["urls_done"] > 9)
+        env = {
+            **stack.env,
+            "SHOAL_DATA_DIR": str(stack.data_dir),
+            "SHOAL_SIGNING_SECRET": (stack.data_dir / "signing-secret").read_text().strip(),
+            "PREFECT_API_URL": f"http://127.0.0.1:{stack.prefect_port}/api",
+        }
+        with open(stack.data_dir / "second-worker.log", "w") as log:
+            second = subprocess.Popen(
+                [sys.executable, "-m", "deployments.serve"], env=env, cwd=ROOT, stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            try:
+                done = stack.wait_job(c, jid, FINAL, timeout=300)
+            finally:
+                second.terminate()
+                second.wait(30)
+    hits = [site.stats.hits[f"/slow/{i}"] for i in range(n)]
+    print(
+        f"2. second worker: job {done['status']}, kept its flow run: "
+        f"{done['flow_run_id'] == job['flow_run_id']}; the site served {sum(hits)} pages for "
+        f"{n} URLs, at most {max(hits)} per URL"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--urls", type=int, default=300)
+    ap.add_argument("--cancel-at", type=int, default=34)
+    args = ap.parse_args()
+    site = Site().start()
+    stack = Stack(Path(tempfile.mkdtemp(prefix="shoal-ui-cancel-")) / "data").start()
+    try:
+        ui_cancel(stack, site, args.urls, args.cancel_at)
+        second_worker(stack, site, args.urls)
+    finally:
+        stack.stop()
+        site.stop()
+
+
+if __name__ == "__main__":
+    main()
