@@ -6,12 +6,11 @@ job under the new one."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 from flows.scrape_job import scrape_job
 from shoal.settings import get_settings
 from shoal.store import get_store
-from tests.integration.test_scrape_job_flow import _create
+from tests.integration.test_scrape_job_flow import _create, start_until
 from tests.sites.catalog import Site
 
 
@@ -31,11 +30,7 @@ async def test_a_running_run_stops_when_a_later_one_takes_the_job(site: Site) ->
     n = 400
     jid = _create({"urls": [site.url(f"/slow/{i}?ms=50") for i in range(n)], "concurrency": 4})
     store = get_store(get_settings())
-    run = asyncio.create_task(scrape_job(jid, return_state=True))
-    deadline = time.monotonic() + 60
-    while store.counters(jid).done < 20:
-        assert time.monotonic() < deadline and not run.done(), "the job never got going"
-        await asyncio.sleep(0.05)
+    run = await start_until(jid, 20)
     assert store.claim_resume(jid, 1, "the-resumed-run")
     state = await asyncio.wait_for(run, 60)
     assert state.is_cancelled() and state.name == "Superseded", state

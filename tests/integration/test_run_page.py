@@ -5,7 +5,6 @@ task runs that end in the state matching what happened to them."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from prefect.client.orchestration import get_client
@@ -21,7 +20,7 @@ from prefect.client.schemas.sorting import TaskRunSort
 from flows.scrape_job import scrape_job
 from shoal.settings import get_settings
 from shoal.store import get_store
-from tests.integration.test_scrape_job_flow import _create
+from tests.integration.test_scrape_job_flow import _create, start_until
 from tests.sites.catalog import Site
 
 
@@ -61,11 +60,7 @@ async def test_a_cancelled_job_reads_its_true_fraction_and_cancelled_chunks(site
     n = 300
     jid = _create({"urls": [site.url(f"/slow/{i}?ms=60") for i in range(n)], "concurrency": 2})
     store = get_store(get_settings())
-    run = asyncio.create_task(scrape_job(jid, return_state=True))
-    deadline = time.monotonic() + 60
-    while store.counters(jid).done < 10:
-        assert time.monotonic() < deadline and not run.done(), "the job never got going"
-        await asyncio.sleep(0.05)
+    run = await start_until(jid, 10)
     assert store.request_cancel(jid)  # what DELETE /v1/jobs/{id} does
     state = await asyncio.wait_for(run, 60)
     assert state.is_cancelled()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
 import orjson
 
 from flows.scrape_job import scrape_job
@@ -26,6 +30,18 @@ def _create(body: dict, account_name: str = "integration") -> str:
         jobs.stage_inline(get_storage(settings), row.id, items)
     store.insert_job(row)
     return row.id
+
+
+async def start_until(jid: str, done: int, timeout: float = 60) -> asyncio.Task[Any]:
+    """Start the job's flow as a task and return it once ``done`` URLs are counted (a poll with
+    a deadline: the job must get going, and must not end first)."""
+    run = asyncio.create_task(scrape_job(jid, return_state=True))
+    store = get_store(get_settings())
+    deadline = time.monotonic() + timeout
+    while store.counters(jid).done < done:
+        assert time.monotonic() < deadline and not run.done(), "the job never got going"
+        await asyncio.sleep(0.05)
+    return run
 
 
 async def test_flow_completes_and_state_matches(site: Site) -> None:
