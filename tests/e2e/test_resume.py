@@ -15,7 +15,9 @@ FINAL = {"completed", "partial", "cancelled", "failed"}
 
 def test_kill9_then_up_again_resumes(tmp_path, site: Site) -> None:  # type: ignore[no-untyped-def]
     data = tmp_path / "data"
-    env = {**E2E_ENV, "SHOAL_CHUNK_MAX_URLS": "250"}
+    # the least zombie window Shoal accepts (the default is 60 s): the dead run's heartbeats
+    # are what tells the new stack it is gone
+    env = {**E2E_ENV, "SHOAL_CHUNK_MAX_URLS": "250", "SHOAL_ZOMBIE_AFTER_S": "45"}
     first = Stack(data, **env).start()
     n = 1500  # six chunks of 250
     urls = [site.url(f"/slow/{i}?ms=40") for i in range(n)]
