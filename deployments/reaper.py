@@ -8,7 +8,8 @@ says about that run; it never guesses from its own start or from which worker it
   the same job. Finished chunks are cached by (job, chunk) and the rows a chunk persisted are
   kept, so only what was in flight is fetched again. Up to ``SHOAL_MAX_RESUMES`` times, then the
   job fails with a clear ``error``.
-- ``Cancelled`` whose hook did not finish the job (a cancel from the Prefect UI whose process
+- ``Crashed`` after ``Cancelling`` (a UI cancel whose killed process was recorded as crashed),
+  and ``Cancelled`` whose hook did not finish the job (a cancel from the Prefect UI whose process
   was killed first): the job ends ``cancelled`` with every row kept.
 - ``Failed``/``Completed`` without a final job: the job fails, saying so.
 - ``Pending`` for over twice ``SHOAL_ZOMBIE_AFTER_S``: its worker took it and died before the
@@ -127,6 +128,13 @@ async def _check(client: Any, row: JobRow, settings: Settings) -> None:
         why = f"its flow run {fr.name} was {message}"
         await _close_task_runs(client, row.flow_run_id, message)
         await _resume(row, settings, why)
+    elif kind == StateType.CRASHED and await _was_cancelling(client, fr.id):
+        # cancelled from the UI, and its process reported dead before the cancel landed
+        # (Prefect's runner may record the killed process as Crashed): a cancel, not a crash
+        await _close_task_runs(client, row.flow_run_id, "cancelled from the Prefect UI")
+        await asyncio.to_thread(
+            finalize_job, row.id, settings, cancelled=True, error="cancelled from the Prefect UI"
+        )
     elif kind == StateType.CRASHED:
         why = f"its flow run {fr.name} crashed: {state.message}"
         await _close_task_runs(client, row.flow_run_id, state.message or "crashed")
@@ -142,6 +150,12 @@ async def _check(client: Any, row: JobRow, settings: Settings) -> None:
             settings,
             f"the flow run ended {state.name} without finishing the job: {state.message}",
         )
+
+
+async def _was_cancelling(client: Any, flow_run_id: Any) -> bool:
+    """Whether the run was asked to cancel (``Cancelling``) before it ended."""
+    states = await client.read_flow_run_states(flow_run_id)
+    return any(s.type == StateType.CANCELLING for s in states)
 
 
 def _pending_limit(settings: Settings) -> float:

@@ -21,7 +21,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events import emit_event
 from prefect.events.clients import get_events_client
-from prefect.states import Cancelled, Crashed, Pending, Running
+from prefect.states import Cancelled, Cancelling, Crashed, Pending, Running
 
 from deployments import liveness, reaper
 from deployments.launch import start_flow_run
@@ -220,3 +220,17 @@ async def test_a_run_left_pending_by_a_dead_worker_is_resumed(settings: Settings
     assert left is not None and left.type == StateType.CRASHED
     assert "never started it" in (left.message or "")
     assert len(await _runs_named(f"{row.id}-resume-1")) == 1
+
+
+async def test_a_run_that_crashed_while_cancelling_ends_its_job_cancelled(
+    settings: Settings,
+) -> None:
+    """A UI cancel kills the run's process; Prefect may record that as Crashed. It is a cancel:
+    the job ends cancelled, and is not resumed."""
+    row, first = await _running_job(settings)
+    await _set(first, Cancelling())
+    await _set(first, Crashed(message="process exited with -15"))
+    await reaper.reap(settings)
+    job = get_store(settings).get_job(row.id)
+    assert job is not None and job.status == "cancelled"
+    assert await _runs_named(f"{row.id}-resume-1") == []
