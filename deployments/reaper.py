@@ -120,29 +120,24 @@ async def _check(client: Any, row: JobRow, settings: Settings) -> None:
         return
     state = fr.state
     kind = state.type if state else None
+    dead = None  # why its process is gone, when it is
     if kind == StateType.PENDING and _older_than(state, _pending_limit(settings)):
         # a worker took the run and died before its engine started: no heartbeat will ever
         # come, so the automation cannot see it (Pending lasts 1-3 s on a live worker)
-        message = f"Pending for over {_pending_limit(settings):.0f} s: its worker never started it"
-        await client.set_flow_run_state(fr.id, Crashed(message=message), force=True)
-        why = f"its flow run {fr.name} was {message}"
-        await _close_task_runs(client, row.flow_run_id, message)
-        await _resume(row, settings, why)
-    elif kind == StateType.CRASHED and await _was_cancelling(client, fr.id):
-        # cancelled from the UI, and its process reported dead before the cancel landed
-        # (Prefect's runner may record the killed process as Crashed): a cancel, not a crash
-        await _close_task_runs(client, row.flow_run_id, "cancelled from the Prefect UI")
-        await asyncio.to_thread(
-            finalize_job, row.id, settings, cancelled=True, error="cancelled from the Prefect UI"
-        )
+        dead = f"Pending for over {_pending_limit(settings):.0f} s: its worker never started it"
+        await client.set_flow_run_state(fr.id, Crashed(message=dead), force=True)
     elif kind == StateType.CRASHED:
-        why = f"its flow run {fr.name} crashed: {state.message}"
-        await _close_task_runs(client, row.flow_run_id, state.message or "crashed")
-        await _resume(row, settings, why)
+        dead = state.message or "crashed"
+    if dead is not None:
+        await _close_task_runs(client, row.flow_run_id, dead)
+        if await _was_cancelling(client, fr.id):
+            # cancelled from the UI, and its process reported dead before the cancel landed
+            # (Prefect's runner may record the killed process as Crashed): a cancel
+            await _end_cancelled(row, settings)
+        else:
+            await _resume(row, settings, f"its flow run {fr.name} died: {dead}")
     elif kind == StateType.CANCELLED:
-        await asyncio.to_thread(
-            finalize_job, row.id, settings, cancelled=True, error="cancelled from the Prefect UI"
-        )
+        await _end_cancelled(row, settings)
     elif kind in (StateType.FAILED, StateType.COMPLETED):
         await asyncio.to_thread(
             fail_job,
@@ -150,6 +145,12 @@ async def _check(client: Any, row: JobRow, settings: Settings) -> None:
             settings,
             f"the flow run ended {state.name} without finishing the job: {state.message}",
         )
+
+
+async def _end_cancelled(row: JobRow, settings: Settings) -> None:
+    await asyncio.to_thread(
+        finalize_job, row.id, settings, cancelled=True, error="cancelled from the Prefect UI"
+    )
 
 
 async def _was_cancelling(client: Any, flow_run_id: Any) -> bool:

@@ -31,7 +31,7 @@ from shoal.errors import JobFailed
 from shoal.finalize import fail_job, finalize_job
 from shoal.jobs import input_url
 from shoal.report import run_report, summary_markdown
-from shoal.scrape import JobRuntime, persist_all
+from shoal.scrape import JobRuntime
 from shoal.settings import Settings, get_settings
 from shoal.storage import get_storage
 from shoal.store import JobRow, Store, aware, get_store, utcnow
@@ -64,7 +64,7 @@ async def _check_stop(rt: JobRuntime, row: JobRow, attempt: int = 0) -> None:
     started = aware(row.started_at) or utcnow()
     lifetime = rt.settings.job_lifetime_s
     owner, owner_attempt = await asyncio.to_thread(rt.store.run_owner, rt.job_id)
-    if owner_attempt > attempt:
+    if _later_run_owns(owner, owner_attempt, None, attempt):  # by attempt: what a resume bumps
         # this run was declared dead (its heartbeats did not arrive) and the job resumed
         # elsewhere: stop at once and leave the job to its new run
         rt.request_stop(f"{SUPERSEDED}: flow run {owner} (resume {owner_attempt}) owns the job")
@@ -137,7 +137,7 @@ def _on_cancellation(flow: Flow, flow_run: FlowRun, state: State[Any]) -> None:
     write their finished rows (bounded, ~1.5 s), then nothing is written after this; where it
     runs in the runner, the flow process has written them as it exited. The output is built from
     every piece, so the job ends as a ``DELETE`` does: every persisted row, their credits."""
-    persist_all(seal=True)
+    output.persist_all(seal=True)
     procs = chunkprocs.current()
     if procs is not None:
         procs.persist_then_kill()
@@ -145,9 +145,9 @@ def _on_cancellation(flow: Flow, flow_run: FlowRun, state: State[Any]) -> None:
     if not job_id:
         return
     settings = get_settings()
-    owner, attempt = get_store(settings).run_owner(job_id)
+    owner, owner_attempt = get_store(settings).run_owner(job_id)
     mine = int(flow_run.parameters.get("resume") or 0)
-    if attempt > mine or owner not in (None, str(flow_run.id)):
+    if _later_run_owns(owner, owner_attempt, str(flow_run.id), mine):
         return  # a run that had lost the job to a later one: cancelling it ends nothing
     finalize_job(job_id, settings, cancelled=True, error="cancelled from the Prefect UI")
 
@@ -186,15 +186,20 @@ async def _publish_run_page(row: JobRow, settings: Settings, store: Store) -> No
         log.exception("job %s: could not publish its run page", row.id)
 
 
-def _superseded(row: JobRow, me: str | None, attempt: int) -> State[Any] | None:
-    """The state to end in when a later run of the job owns it, else None."""
-    if (row.resume_count or 0) > attempt or (me and row.flow_run_id and row.flow_run_id != me):
-        return Cancelled(
-            name="Superseded",
-            message=f"{SUPERSEDED}: flow run {row.flow_run_id} (resume {row.resume_count}) "
-            "owns the job; this run stopped without touching it",
-        )
-    return None
+def _later_run_owns(owner: str | None, owner_attempt: int, me: str | None, attempt: int) -> bool:
+    """Whether another run of the job owns it now, so this one (``me``, attempt ``attempt``)
+    must not touch it: a later attempt always wins (``Store.mark_running``); where ``me`` is
+    given, another run's id recorded for the job wins too."""
+    return owner_attempt > attempt or bool(me and owner and owner != me)
+
+
+def _superseded(owner: str | None, owner_attempt: int) -> State[Any]:
+    """The state a run ends in when another run of its job owns it."""
+    return Cancelled(
+        name="Superseded",
+        message=f"{SUPERSEDED}: flow run {owner} (resume {owner_attempt}) owns the job; this "
+        "run stopped without touching it",
+    )
 
 
 @flow(name="scrape-job", on_cancellation=[_on_cancellation], log_prints=True)
@@ -219,7 +224,8 @@ async def scrape_job(
         return _state_for(row)
     me = current_run.get_id()
     row = await asyncio.to_thread(store.mark_running, job_id, me, resume)
-    if (lost := _superseded(row, me, resume)) is not None:
+    if _later_run_owns(row.flow_run_id, row.resume_count or 0, me, resume):
+        lost = _superseded(row.flow_run_id, row.resume_count or 0)
         logger.warning(lost.message)
         return lost
     if resume:
@@ -282,8 +288,8 @@ async def scrape_job(
         logger.exception("job %s failed", job_id)
         # JobFailed says why for the caller (unreadable input...); anything else is ours
         why = str(exc) if isinstance(exc, JobFailed) else f"internal error: {exc}"
-        owner = await asyncio.to_thread(store.get_job, job_id)
-        if owner is not None and _superseded(owner, me, resume) is not None:
+        owner, owner_attempt = await asyncio.to_thread(store.run_owner, job_id)
+        if _later_run_owns(owner, owner_attempt, me, resume):
             return Failed(message=f"{why} (the job belongs to a later run now)")
         failed = await asyncio.to_thread(fail_job, job_id, settings, why)
         return Failed(message=(failed.error if failed else None) or str(exc))

@@ -1,9 +1,10 @@
 """A job's run report: what an operator reads on the flow run's page when the job has ended.
 
 Counts by error code and the hosts that failed most, read from the job's part files (only the
-``url``, ``input_index`` and ``error_code`` columns, so a million-row job costs a column scan,
-not a decode of its pages), and the markdown that shows them beside the job's status, counts,
-name, account and where its output is. Plain Python: the flow turns it into Prefect artifacts.
+``url`` and ``error_code`` columns, so a million-row job costs a column scan, not a decode of
+its pages; the reader keeps each row once), and the markdown that shows them beside the job's
+status, counts, name, account and where its output is. Plain Python: the flow turns it into
+Prefect artifacts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from shoal.output import iter_part_batches
 from shoal.storage import Storage
 from shoal.store import JobRow
 
-_COLUMNS = ["url", "input_index", "error_code"]
+_COLUMNS = ["url", "error_code"]
 
 
 @dataclass
@@ -30,24 +31,15 @@ class RunReport:
 
 
 def run_report(storage: Storage, part_urls: list[str]) -> RunReport:
-    """Count the errored rows of the parts by code and host; a row kept twice (two attempts at a
-    chunk wrote it) counts once."""
+    """Count the errored rows of the parts by code and host (``iter_part_batches`` yields a row
+    two attempts at a chunk wrote once)."""
     report = RunReport()
-    seen: set[int] = set()
     for batch in iter_part_batches(storage, part_urls, _COLUMNS):
-        errored = pc.is_valid(batch.column(2))
+        errored = pc.is_valid(batch.column(1))
         if not pc.any(errored).as_py():
             continue
         rows = batch.filter(errored)
-        for url, index, code in zip(
-            rows.column(0).to_pylist(),
-            rows.column(1).to_pylist(),
-            rows.column(2).to_pylist(),
-            strict=True,
-        ):
-            if index in seen:
-                continue
-            seen.add(index)
+        for url, code in zip(rows.column(0).to_pylist(), rows.column(1).to_pylist(), strict=True):
             report.by_code[code] += 1
             report.by_host[_host(url)] += 1
     return report

@@ -434,9 +434,3 @@ async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSum
     )
     rt.live.pop(chunk.index, None)
     return ChunkSummary(chunk.index, kept.rows, kept.errored, kept.credits, complete)
-
-
-def persist_all(*, seal: bool = False) -> int:
-    """Write every running chunk's finished rows in this process now (see
-    ``shoal.output.persist_all``); the rows written."""
-    return output.persist_all(seal=seal)

@@ -138,15 +138,47 @@ class Stack:
     ) -> dict[str, Any]:
         """Poll the job until its status is in ``statuses`` and ``until(job)`` holds;
         ``on_poll(job)`` sees every answer (benchmarks print progress with it)."""
-        deadline = time.monotonic() + timeout
-        job: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            job = client.get(f"/v1/jobs/{job_id}").json()
+
+        def get() -> dict[str, Any]:
+            job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
             if on_poll is not None:
                 on_poll(job)
-            if job.get("status") in statuses and (until is None or until(job)):
-                return job
+            return job
+
+        def alive() -> None:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"shoal up died while waiting for {job_id}\n{self._logs()}")
-            time.sleep(poll)
-        raise AssertionError(f"job {job_id} never reached {statuses}: {job}\n{self._logs()}")
+
+        return poll_until(
+            get,
+            lambda job: job.get("status") in statuses and (until is None or until(job)),
+            timeout,
+            f"job {job_id} never reached {statuses}",
+            self._logs,
+            poll,
+            between=alive,
+        )
+
+
+def poll_until(
+    get: Callable[[], dict[str, Any]],
+    until: Callable[[dict[str, Any]], bool],
+    timeout: float,
+    what: str,
+    logs: Callable[[], str] = str,
+    poll: float = 0.2,
+    between: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """``get()`` every ``poll`` seconds until ``until(answer)`` holds; the answer. Past
+    ``timeout`` it fails saying ``what``, the last answer and ``logs()``; ``between()`` runs
+    after each answer that does not hold yet (to fail early)."""
+    deadline = time.monotonic() + timeout
+    answer: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        answer = get()
+        if until(answer):
+            return answer
+        if between is not None:
+            between()
+        time.sleep(poll)
+    raise AssertionError(f"{what}: {answer}\n{logs()}")

@@ -18,6 +18,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.e2e.stack import poll_until
 from tests.e2e.topology import Topology
 from tests.pgserver import PgServer
 from tests.s3server import S3Server
@@ -58,17 +59,12 @@ def _post(c: httpx.Client, urls: list[str], concurrency: int = 8) -> str:
 def _wait(
     topo: Topology, c: httpx.Client, jid: str, until: Any, timeout: float = 240
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    job: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        job = c.get(f"/v1/jobs/{jid}").json()
-        if until(job):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {jid} never got there: {job}\n{topo.logs()}")
+    return poll_until(
+        lambda: c.get(f"/v1/jobs/{jid}").json(), until, timeout, f"job {jid}", topo.logs
+    )
 
 
-def _rows(topo: Topology, c: httpx.Client, job: dict[str, Any]) -> list[dict[str, Any]]:
+def _rows(job: dict[str, Any]) -> list[dict[str, Any]]:
     answer = httpx.get(job["download_url"], timeout=60)
     assert answer.status_code == 200, answer.text
     return [orjson.loads(x) for x in answer.content.splitlines()]
@@ -114,7 +110,7 @@ def test_a_dead_worker_s_job_finishes_on_the_other(topology: Topology, site: Sit
             f"-> completed {t_done - t_kill:.1f} s (killed at {done_at_kill} of {n} URLs)"
         )
         assert t_noticed - t_kill < 90  # within the 45 s window after the last heartbeat (30 s)
-        rows = _rows(topology, c, job)
+        rows = _rows(job)
     assert [r["url"] for r in rows] == long_urls  # every URL exactly once, in input order
     assert job["urls_done"] == n and job["credits_used"] == n
     hits = [site.stats.hits[f"/slow/{i}"] for i in range(n)]

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from shoal.webhooks import verify
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, poll_until
 from tests.sites.catalog import Site
 from tests.sites.receiver import Receiver
 
@@ -28,14 +28,12 @@ def _submit(client: httpx.Client, body: dict[str, Any]) -> str:
 
 def _log_when(client: httpx.Client, job_id: str, until: Any, timeout: float = 60) -> dict[str, Any]:
     """The job's webhook log once ``until(log)`` holds (polled with a deadline)."""
-    deadline = time.monotonic() + timeout
-    log: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        log = client.get(f"/v1/jobs/{job_id}/webhooks").json()
-        if until(log):
-            return log
-        time.sleep(0.2)
-    raise AssertionError(f"webhook log of {job_id} never got there: {log}")
+    return poll_until(
+        lambda: client.get(f"/v1/jobs/{job_id}/webhooks").json(),
+        until,
+        timeout,
+        f"webhook log of {job_id} never got there",
+    )
 
 
 def _ts(text: str) -> float:

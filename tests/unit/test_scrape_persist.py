@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -30,15 +30,6 @@ from shoal.settings import Settings, get_settings
 from shoal.storage import Storage, get_storage
 from shoal.store import get_store
 from tests.sites.catalog import Site
-
-
-@pytest.fixture
-def site() -> Iterator[Site]:
-    s = Site().start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture
