@@ -1,6 +1,7 @@
-"""Issue 11's first two failures, tried again on the real stack (``shoal up``), with numbers.
+"""What a Prefect operator does to running jobs, tried on the real stack (``shoal up``), with
+numbers (issue 11's failures 1-3).
 
-    .venv/bin/python bench/ui_cancel.py [--urls 300] [--cancel-at 34]
+    .venv/bin/python bench/operator_checks.py [--urls 300] [--cancel-at 34]
 
 1. A cancel from the Prefect UI: a job of ``--urls`` slow pages (150 ms, concurrency 4) is
    cancelled the way the UI does it (its flow run set ``Cancelling`` through Prefect's API) once
@@ -9,11 +10,20 @@
    ever went back while polled every 50 ms.
 2. A second embedded worker (``python -m deployments.serve``) started while a job runs: prints
    whether the job kept its flow run and how often the site served each URL.
+3. ``kill -9`` of the embedded worker and every process under it (flow run, chunk processes)
+   mid-job (1,000 pages of 100 ms, concurrency 8, killed at 300 done): ``shoal up`` restarts
+   the worker, Prefect's heartbeats mark the dead run ``Crashed``, the services resume the job.
+   Prints how long after the kill it completed, whether every URL is in the output once and in
+   order, and how many URLs the site served twice.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.stack import Stack  # noqa: E402
+from tests.procs import descendants  # noqa: E402
 from tests.sites.catalog import Site  # noqa: E402
 
 FINAL = {"completed", "partial", "cancelled", "failed"}
@@ -92,16 +103,44 @@ def second_worker(stack: Stack, site: Site, n: int) -> None:
     )
 
 
+def kill_worker(stack: Stack, site: Site, n: int = 1000) -> None:
+    site.stats.reset()
+    with stack.client() as c:
+        urls = [site.url(f"/slow/{i}?ms=100") for i in range(n)]
+        jid = c.post("/v1/jobs", json={"input": {"urls": urls}, "concurrency": 8}).json()["id"]
+        job = stack.wait_job(
+            c, jid, {"running"}, timeout=60, until=lambda j: j["urls_done"] >= n * 3 // 10
+        )
+        worker = json.loads((stack.data_dir / "pids.json").read_text())["worker"]
+        tree = [worker, *descendants(worker)]
+        t0 = time.monotonic()
+        for pid in reversed(tree):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        done = stack.wait_job(c, jid, FINAL, timeout=300)
+        took = time.monotonic() - t0
+    rows = [orjson.loads(x) for x in httpx.get(done["download_url"]).content.splitlines()]
+    hits = [site.stats.hits[f"/slow/{i}"] for i in range(n)]
+    print(
+        f"3. kill -9 of the worker and its {len(tree) - 1} processes at {job['urls_done']} of {n} "
+        f"done: job {done['status']} {took:.1f} s later on a new flow run "
+        f"({done['flow_run_id'] != job['flow_run_id']}); every URL once and in order: "
+        f"{[r['url'] for r in rows] == urls}; credits {done['credits_used']}; served twice "
+        f"{sum(h == 2 for h in hits)}, at most {max(hits)} per URL"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--urls", type=int, default=300)
     ap.add_argument("--cancel-at", type=int, default=34)
     args = ap.parse_args()
     site = Site().start()
-    stack = Stack(Path(tempfile.mkdtemp(prefix="shoal-ui-cancel-")) / "data").start()
+    stack = Stack(Path(tempfile.mkdtemp(prefix="shoal-operator-")) / "data").start()
     try:
         ui_cancel(stack, site, args.urls, args.cancel_at)
         second_worker(stack, site, args.urls)
+        kill_worker(stack, site)
     finally:
         stack.stop()
         site.stop()
