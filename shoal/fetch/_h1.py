@@ -39,14 +39,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
-import socket
 import ssl
 from collections.abc import Mapping
 from typing import Any
 
 import httptools
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractResolver
 from yarl import URL
+
+from ._connect import ConnectTimeout, Dialer, ProxyError, default_ssl_context, forwards_http
+
+__all__ = ["ConnectTimeout", "ProxyError", "default_ssl_context"]  # re-exported from _connect
 
 #: the most bytes of response head (status line and headers) we accept
 MAX_HEAD = 64 * 1024
@@ -64,29 +67,6 @@ class InvalidResponse(ConnectionError):
 
 class ReadTimeout(TimeoutError):
     """No byte of the answer for ``read_timeout_s``."""
-
-
-class ConnectTimeout(TimeoutError):
-    """No connection (TCP, TLS and any proxy tunnel) within ``connect_timeout_s``."""
-
-
-class ProxyError(ConnectionError):
-    """The proxy could not be reached, or refused the tunnel (``status``: its answer)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-_ssl_context: ssl.SSLContext | None = None
-
-
-def default_ssl_context() -> ssl.SSLContext:
-    """The verifying client context, made once (building one reads the CA store: ~10 ms)."""
-    global _ssl_context
-    if _ssl_context is None:
-        _ssl_context = ssl.create_default_context()
-    return _ssl_context
 
 
 def header_block(headers: Mapping[str, str]) -> bytes:
@@ -332,19 +312,22 @@ class Transport:
         keepalive_s: float = 30.0,
         dns_ttl_s: float = 60.0,
         ssl_context: ssl.SSLContext | None = None,
+        dialer: Dialer | None = None,
     ) -> None:
-        self._resolver = resolver
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self._max_idle = max(1, max_idle)
         self._keepalive_s = keepalive_s
-        self._dns_ttl_s = dns_ttl_s
-        self._ssl = ssl_context
+        self._dialer = dialer or Dialer(
+            resolver=resolver,
+            connect_timeout_s=connect_timeout_s,
+            dns_ttl_s=dns_ttl_s,
+            ssl_context=ssl_context,
+        )
         self._idle: dict[tuple[Any, ...], list[_Conn]] = {}
         self._idle_order: collections.deque[_Conn] = collections.deque()
         self._idle_count = 0
         self._open: set[_Conn] = set()
-        self._dns: dict[str, tuple[float, list[ResolveResult]]] = {}
 
     # ---------------------------------------------------------------- requests
     async def request(self, url: URL, head: bytes, *, proxy: URL | None = None) -> Response:
@@ -354,7 +337,8 @@ class Transport:
         port = url.port or (443 if https else 80)
         key = (url.scheme, url.raw_host, port, proxy)
         host_line = url.host_port_subcomponent
-        if proxy is not None and not https:
+        forward = not https and forwards_http(proxy)  # else direct, or through a tunnel
+        if forward:
             target = f"{url.scheme}://{host_line}{url.raw_path_qs}"
         else:
             target = url.raw_path_qs or "/"
@@ -362,7 +346,7 @@ class Transport:
         if url.raw_user is not None:
             auth = _basic(url.user, url.password)
             lines.append(f"Authorization: {auth}\r\n".encode("latin-1"))
-        if proxy is not None and not https and proxy.raw_user is not None:
+        if forward and proxy is not None and proxy.raw_user is not None:
             auth = _basic(proxy.user, proxy.password)
             lines.append(f"Proxy-Authorization: {auth}\r\n".encode("latin-1"))
         lines.append(head)
@@ -445,95 +429,11 @@ class Transport:
     async def _connect(
         self, url: URL, key: tuple[Any, ...], https: bool, port: int, proxy: URL | None
     ) -> _Conn:
-        loop = asyncio.get_running_loop()
-        host = url.raw_host or ""
-        conn = _Conn(loop, key)
+        conn = _Conn(asyncio.get_running_loop(), key)
         try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                if proxy is None:
-                    await self._dial(conn, host, port, ssl_host=host if https else None)
-                else:
-                    await self._via_proxy(conn, proxy, host, port, https)
-        except TimeoutError as exc:
-            conn.close()
-            what = "the proxy" if proxy is not None else host
-            error: Exception = ConnectTimeout(
-                f"no connection to {what} within {self.connect_timeout_s:g} s"
-            )
-            if proxy is not None:
-                error = ProxyError(str(error))
-            raise error from exc
+            await self._dialer.connect(conn, url.raw_host or "", port, https=https, proxy=proxy)
         except BaseException:
             conn.close()
             raise
         self._open.add(conn)
         return conn
-
-    async def _dial(self, conn: _Conn, host: str, port: int, *, ssl_host: str | None) -> None:
-        loop = conn.loop
-        context = (self._ssl or default_ssl_context()) if ssl_host is not None else None
-        last: BaseException | None = None
-        for address, family in await self._addresses(host, port):
-            try:
-                await loop.create_connection(
-                    lambda: conn,
-                    address,
-                    port,
-                    family=family,
-                    ssl=context,
-                    server_hostname=ssl_host if context is not None else None,
-                )
-                return
-            except ssl.SSLError:
-                raise  # the server answered: another address will not verify better
-            except OSError as exc:
-                last = exc
-        assert last is not None
-        raise last
-
-    async def _addresses(self, host: str, port: int) -> list[tuple[str, int]]:
-        try:
-            socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-            return [(host, socket.AF_INET6 if ":" in host else socket.AF_INET)]
-        except OSError:
-            pass
-        now = asyncio.get_running_loop().time()
-        cached = self._dns.get(host)
-        if cached is None or cached[0] < now:
-            results = await self._resolver.resolve(host, port, socket.AF_UNSPEC)
-            if len(self._dns) > 10_000:
-                self._dns.clear()
-            cached = self._dns[host] = (now + self._dns_ttl_s, list(results))
-        return [(r["host"], r["family"]) for r in cached[1]]
-
-    async def _via_proxy(self, conn: _Conn, proxy: URL, host: str, port: int, https: bool) -> None:
-        try:
-            await self._dial(conn, proxy.raw_host or "", proxy.port or 80, ssl_host=None)
-        except OSError as exc:  # gaierror included: the proxy's own name
-            raise ProxyError(f"cannot reach the proxy: {exc}") from exc
-        if not https:
-            return
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        lines = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
-        if proxy.raw_user is not None:
-            lines += f"Proxy-Authorization: {_basic(proxy.user, proxy.password)}\r\n"
-        assert conn.transport is not None
-        conn._tunnel = bytearray()
-        conn.transport.write(f"{lines}\r\n".encode("latin-1", "replace"))
-        try:
-            status, rest = await conn.read_tunnel_head(self.connect_timeout_s)
-        except ReadTimeout as exc:
-            raise ProxyError("the proxy did not answer CONNECT in time") from exc
-        if status != 200:
-            raise ProxyError(f"the proxy refused the tunnel ({status})", status=status)
-        if rest:
-            raise ProxyError("the proxy sent data before the tunnel was open")
-        transport = await conn.loop.start_tls(
-            conn.transport,
-            conn,
-            self._ssl or default_ssl_context(),
-            server_hostname=host,
-        )
-        if transport is None:
-            raise ServerDisconnected("the tunnel closed during the TLS handshake")
-        conn.transport = transport  # type: ignore[assignment]
