@@ -78,6 +78,24 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         1024**3, ge=1, description="Largest URL file (upload or S3 input), also once unzipped."
     )
+    max_upload_ratio: int = Field(
+        100,
+        ge=1,
+        description="A gzip URL file may decompress to at most this many times its size (past "
+        "its first 16 MiB); beyond it: 413.",
+    )
+    max_upload_lines: int = Field(
+        2_000_000,
+        ge=1,
+        description="Lines of a URL file, blank ones included (records: max_urls_per_job); "
+        "beyond it: 413.",
+    )
+    max_json_body_bytes: int = Field(
+        96 * 1024**2,
+        ge=1,
+        description="Largest JSON request body (413 beyond); 96 MiB holds 1,000,000 inline URLs "
+        "of 90 characters.",
+    )
     max_concurrent_jobs: int = Field(
         10, ge=1, description="Queued + running jobs per account (plan default; over it: 429)."
     )
@@ -197,6 +215,22 @@ class Settings(BaseSettings):
     # API
     idempotency_ttl_s: int = Field(
         86_400, ge=1, description="How long an Idempotency-Key of POST /v1/jobs is remembered."
+    )
+
+    rate_limit_per_s: float = Field(
+        20.0,
+        ge=0,
+        description="Requests per second per account (per client address without a valid "
+        "key), refilled continuously; over it: 429 with Retry-After. 0: no rate limit.",
+    )
+    rate_limit_burst: int = Field(
+        100, ge=1, description="Requests an idle account may send at once before the rate applies."
+    )
+    prefect_calls: int = Field(
+        4,
+        ge=1,
+        description="Calls starting flow runs the API makes to Prefect at once (one account: "
+        "half of them, at least 1); the others wait their turn.",
     )
 
     # webhooks
