@@ -73,18 +73,23 @@ def _validation_errors(exc: RequestValidationError) -> tuple[int, list[FieldErro
     return status, field_errors(found)
 
 
+def problem_for(exc: ShoalError) -> JSONResponse:
+    """``exc`` as its problem details answer (also for ``api.ingress``, before any route)."""
+    status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
+    headers = None
+    if isinstance(exc, LimitExceeded):
+        headers = {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, AuthError):
+        headers = {"WWW-Authenticate": "Bearer"}
+    return problem(status, exc.title, exc.detail, exc.errors, headers)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
 
     @app.exception_handler(ShoalError)
     async def _shoal(_req: Request, exc: ShoalError) -> JSONResponse:
-        status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
-        headers = None
-        if isinstance(exc, LimitExceeded):
-            headers = {"Retry-After": str(exc.retry_after)}
-        if isinstance(exc, AuthError):
-            headers = {"WWW-Authenticate": "Bearer"}
-        return problem(status, exc.title, exc.detail, exc.errors, headers)
+        return problem_for(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
@@ -116,10 +121,11 @@ _MEANING = {
     404: "Unknown id, or another account's",
     409: "Conflict: the resource's state does not allow it",
     410: "Gone: removed by the account's retention",
-    413: "Too large",
-    415: "Unsupported media type",
+    413: "The body is larger than its limit (`SHOAL_MAX_JSON_BODY_BYTES`, uploads "
+    "`SHOAL_MAX_UPLOAD_BYTES`)",
+    415: "Unsupported media type or `Content-Encoding`",
     422: "Invalid input: `errors` names each field",
-    429: "A plan limit was reached (`Retry-After` says when to try again)",
+    429: "A rate or plan limit was reached (`Retry-After` says when to try again)",
     503: "The scheduler (Prefect) is unavailable",
 }
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -127,7 +133,8 @@ _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 
 def answers(*codes: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route decorator: the error statuses it answers, besides those every
-    authenticated route (``401``) or route with a body (``400``, ``422``) has."""
+    authenticated route (``401``), rate-limited route (``429``) or route with a body (``400``,
+    ``413``, ``415``, ``422``) has."""
     return {code: {"description": _MEANING[code]} for code in codes}
 
 
@@ -145,9 +152,9 @@ def document(app: FastAPI) -> None:
         problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(problem_schema.pop("$defs", {}))
         schemas["Problem"] = problem_schema
-        for path_item in schema.get("paths", {}).values():
+        for path, path_item in schema.get("paths", {}).items():
             for op in path_item.values():
-                _document_operation(op)
+                _document_operation(op, rate_limited=path not in UNLIMITED_PATHS)
         for unused in ("HTTPValidationError", "ValidationError"):
             schemas.pop(unused, None)
         return schema
@@ -155,13 +162,19 @@ def document(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _document_operation(op: dict[str, Any]) -> None:
+#: paths the request rate limit (``api.ingress``) never applies to
+UNLIMITED_PATHS = frozenset({"/v1/health"})
+
+
+def _document_operation(op: dict[str, Any], *, rate_limited: bool = True) -> None:
     responses = op.setdefault("responses", {})
     codes = {int(code) for code in responses if code.isdigit()}
     if op.get("security"):
         codes.add(401)
     if "requestBody" in op:
-        codes.add(400)
+        codes.update((400, 413, 415))  # api.ingress: size limit, Content-Encoding
+    if rate_limited:
+        codes.add(429)
     for code in sorted(codes):
         if code < 400:
             continue
