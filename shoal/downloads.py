@@ -28,9 +28,15 @@ def sign(settings: Settings, job_id: str, filename: str, expires_at: datetime) -
 def verify(settings: Settings, job_id: str, filename: str, expires: int, sig: str) -> None:
     """Raise ``NotFound`` for a bad signature and ``Gone`` for an expired link."""
     good = _sig(settings.secret(), job_id, filename, expires)
-    if not hmac.compare_digest(good, sig):
+    # as bytes: compare_digest refuses text with non-ASCII characters (a hostile ``sig``)
+    if not hmac.compare_digest(good.encode(), sig.encode("utf-8", "surrogatepass")):
         raise NotFound("no such download (bad signature)")
     if expires < time.time():
-        raise Gone(
-            f"this download link expired at {datetime.fromtimestamp(expires, UTC).isoformat()}"
-        )
+        raise Gone(f"this download link expired at {_when(expires)}")
+
+
+def _when(expires: int) -> str:
+    try:
+        return datetime.fromtimestamp(expires, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):  # a signed but absurd time
+        return f"{expires} (Unix time)"

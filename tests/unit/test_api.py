@@ -609,3 +609,11 @@ def test_results_as_csv_or_parquet_need_typed_columns(client, alice, make_job) -
     for fmt in ("json", "ndjson"):
         r = client.get(f"/v1/jobs/{job.id}/results?format={fmt}", headers=alice.headers)
         assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("sig", ["é" * 64, "ü" * 16, "\u202e" * 16])
+def test_non_ascii_download_sig_is_404_without_a_key(client, finished_job, sig):
+    """Found by fuzzing: a non-ASCII ``sig`` was a 500 (``hmac.compare_digest`` on text)."""
+    job, _ = finished_job
+    r = client.get(f"/v1/downloads/{job.id}/result.ndjson", params={"expires": 1, "sig": sig})
+    assert_problem(r, 404)

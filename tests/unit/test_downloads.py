@@ -82,3 +82,22 @@ def test_expired_and_tampered_is_not_found(cfg):
 def test_no_secret_refuses_to_sign():
     with pytest.raises(RuntimeError):
         sign(Settings(signing_secret=None), "job_A", "r.csv", _future())
+
+
+@pytest.mark.parametrize("sig", ["é" * 64, "\u202e" + "0" * 63, "\ud800" * 20, "ä"])
+def test_non_ascii_sig_is_not_found(cfg, sig):
+    """``hmac.compare_digest`` raises ``TypeError`` on text with non-ASCII characters: a
+    hostile ``sig`` must be a bad signature (404), not an internal error."""
+    job_id, name, expires, _ = _parse(sign(cfg, "job_A", "r.csv", _future()))
+    with pytest.raises(NotFound):
+        verify(cfg, job_id, name, expires, sig)
+
+
+@pytest.mark.parametrize("expires", [-(10**20), -(10**15), -(2**63)])
+def test_absurd_signed_expiry_is_gone(cfg, expires):
+    """A link signed with a time ``datetime`` cannot show is still just expired."""
+    from shoal.downloads import _sig
+
+    sig = _sig(cfg.secret(), "job_A", "r.csv", expires)
+    with pytest.raises(Gone, match="expired"):
+        verify(cfg, "job_A", "r.csv", expires, sig)
