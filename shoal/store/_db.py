@@ -8,12 +8,13 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from shoal.settings import STORE_HINT, redact_url
 
-from ._tables import Base, JobRow
+from ._migrate import ensure_current, private_file, require_current
+from ._tables import JobRow
 
 
 class StoreNotFound(LookupError):
@@ -34,19 +35,23 @@ def _not_found(url: str, what: str) -> StoreNotFound:
 
 @lru_cache
 def get_engine(url: str) -> Engine:
-    """One engine per URL and process; creates the store and its tables on first use.
+    """One engine per URL and process, on a store at the code's schema revision.
 
-    Except in a flow run: its job was written by the API before the run was started, so a
-    missing store means the worker points somewhere else (a process worker started with only
-    ``PREFECT_API_URL`` looks in ``.shoal/`` of its working directory). There a missing SQLite
-    file or a database without Shoal's tables raises ``StoreNotFound``, naming the store and
-    what to set, and nothing is created."""
+    Outside a flow run a missing or older store is created or upgraded first, by the
+    migrations (``shoal.store._migrate``: one migrator at a time, under a lock).
+
+    A flow run never creates or migrates: its job was written by the API before the run was
+    started, so a missing store means the worker points somewhere else (a process worker
+    started with only ``PREFECT_API_URL`` looks in ``.shoal/`` of its working directory). There
+    a missing SQLite file or a database without Shoal's tables raises ``StoreNotFound``, naming
+    the store and what to set, and a store behind the code raises ``StoreOutdated`` naming
+    ``shoal db upgrade``: acting on an old schema would fail halfway through a job."""
     lookup_only = _in_flow_run()
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if lookup_only and not path.exists():
             raise _not_found(url, "the file does not exist")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # the store holds webhook secrets: owner-only from the start
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
@@ -59,28 +64,17 @@ def get_engine(url: str) -> Engine:
             cur.close()
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    if lookup_only and not inspect(engine).has_table(JobRow.__tablename__):
+    try:
+        if not lookup_only:
+            ensure_current(engine, url)
+        elif not inspect(engine).has_table(JobRow.__tablename__):
+            raise _not_found(url, "it has no jobs table")
+        else:
+            require_current(engine, url)
+    except BaseException:
         engine.dispose()
-        raise _not_found(url, "it has no jobs table")
-    Base.metadata.create_all(engine)
-    _add_missing_columns(engine)
+        raise
     return engine
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Add columns a newer Shoal declares to tables an older one created.
-
-    The store only ever grows nullable (or defaulted) columns, so a job store from an earlier
-    version keeps working after an upgrade without a migration tool."""
-    existing = inspect(engine)
-    with engine.begin() as conn:
-        for table in Base.metadata.sorted_tables:
-            have = {c["name"] for c in existing.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in have:
-                    continue
-                ddl = column.type.compile(dialect=engine.dialect)
-                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {ddl}'))
 
 
 @lru_cache

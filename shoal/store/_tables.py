@@ -5,8 +5,22 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: the server default of NOT NULL counters: a row written without them (by SQL, or by a process
+#: older than the column during an upgrade) still holds a number (migration 0003)
+ZERO = text("0")
 
 
 def utcnow() -> datetime:
@@ -44,15 +58,17 @@ class JobRow(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     name: Mapped[str | None] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
-    priority: Mapped[str] = mapped_column(String(8), default="normal")
+    status: Mapped[str] = mapped_column(
+        String(16), index=True, default="queued", server_default="queued"
+    )
+    priority: Mapped[str] = mapped_column(String(8), default="normal", server_default="normal")
     concurrency: Mapped[int] = mapped_column(Integer)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     urls_total: Mapped[int | None] = mapped_column(Integer)
     # final counters (while running they are the sum of job_chunks)
-    urls_done: Mapped[int] = mapped_column(Integer, default=0)
-    urls_errored: Mapped[int] = mapped_column(Integer, default=0)
-    credits_used: Mapped[int] = mapped_column(Integer, default=0)
+    urls_done: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
+    urls_errored: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
+    credits_used: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -60,7 +76,7 @@ class JobRow(Base):
     flow_run_id: Mapped[str | None] = mapped_column(String(40))
     error: Mapped[str | None] = mapped_column(Text)
     parent_job_id: Mapped[str | None] = mapped_column(String(40))
-    resume_count: Mapped[int] = mapped_column(Integer, default=0)
+    resume_count: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
     outputs: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     output_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # URLs per chunk, fixed when the job is first planned so a resumed run cuts the same chunks
@@ -76,10 +92,10 @@ class ChunkRow(Base):
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
     chunk_index: Mapped[int] = mapped_column(Integer, primary_key=True)
-    done: Mapped[int] = mapped_column(Integer, default=0)
-    errored: Mapped[int] = mapped_column(Integer, default=0)
-    credits: Mapped[int] = mapped_column(Integer, default=0)
-    finished: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
+    errored: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
+    credits: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
+    finished: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -118,8 +134,8 @@ class WebhookEventRow(Base):
     type: Mapped[str] = mapped_column(String(32))
     url: Mapped[str] = mapped_column(Text)
     payload: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16), default="pending")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -139,9 +155,9 @@ class WebhookDeliveryRow(Base):
     url: Mapped[str] = mapped_column(Text)
     requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     status_code: Mapped[int | None] = mapped_column(Integer)
-    delivered: Mapped[int] = mapped_column(Integer, default=0)
+    delivered: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
     error: Mapped[str | None] = mapped_column(Text)
-    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
     next_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
@@ -176,6 +192,6 @@ class HostSlotRow(Base):
 
     host: Mapped[str] = mapped_column(String(255), primary_key=True)
     holder: Mapped[str] = mapped_column(String(100), primary_key=True, index=True)
-    slots: Mapped[int] = mapped_column(Integer, default=0)
-    wanted: Mapped[int] = mapped_column(Integer, default=0)
+    slots: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
+    wanted: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
     expires_at: Mapped[float] = mapped_column(index=True)  # a float column: double on PostgreSQL

@@ -192,23 +192,3 @@ def test_rerun_chunk_replaces_not_adds(st, acct):
     st.record_chunk(job.id, 0, Counters(10, 0, 10), finished=True, exact=True)
     st.record_chunk(job.id, 0, Counters(10, 0, 10), finished=True, exact=True)
     assert st.counters(job.id).done == 10
-
-
-def test_an_older_store_gains_new_columns(tmp_path):
-    """A job store created by an older version (a column missing) is upgraded in place."""
-    import sqlite3
-
-    from shoal.store import Store
-    from shoal.store._db import get_engine
-
-    db = tmp_path / "old.db"
-    con = sqlite3.connect(db)
-    con.execute("CREATE TABLE accounts (id VARCHAR(40) PRIMARY KEY, name VARCHAR(200))")
-    con.commit()
-    con.close()
-    url = f"sqlite:///{db}"
-    get_engine(url)
-    cols = {r[1] for r in sqlite3.connect(db).execute("PRAGMA table_info(accounts)")}
-    assert {"plan", "webhook_secret", "created_at"} <= cols
-    account, created = Store(url).get_or_create_account("old")
-    assert created and account.webhook_secret.startswith("whsec_")
