@@ -20,21 +20,74 @@ if TYPE_CHECKING:
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-#: Ranges that ``ipaddress`` does not flag as private in every Python version.
-_EXTRA_BLOCKED = (
-    ipaddress.ip_network("100.64.0.0/10"),  # carrier-grade NAT (and Alibaba's metadata)
-    ipaddress.ip_network("169.254.0.0/16"),  # link-local, cloud metadata (169.254.169.254)
-    ipaddress.ip_network("fd00:ec2::254/128"),  # AWS metadata over IPv6
+
+def _nets(*cidrs: str) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(c) for c in cidrs)
+
+
+#: IPv4 ranges refused, from IANA's special-purpose address registry (RFC 6890 and updates),
+#: spelled out rather than left to ``ipaddress``, whose flags differ between Python versions
+#: (3.11.7 lets 192.0.0.8 through, for one).
+_BLOCKED_V4 = _nets(
+    "0.0.0.0/8",  # "this network"
+    "10.0.0.0/8",
+    "100.64.0.0/10",  # carrier-grade NAT (and Alibaba's metadata, 100.100.100.200)
+    "127.0.0.0/8",
+    "169.254.0.0/16",  # link-local, cloud metadata (169.254.169.254)
+    "172.16.0.0/12",
+    "192.0.0.0/24",  # IETF protocol assignments
+    "192.0.2.0/24",  # documentation (TEST-NET-1)
+    "192.88.99.0/24",  # 6to4 relay anycast, deprecated (RFC 7526)
+    "192.168.0.0/16",
+    "198.18.0.0/15",  # benchmarking
+    "198.51.100.0/24",  # TEST-NET-2
+    "203.0.113.0/24",  # TEST-NET-3
+    "224.0.0.0/4",  # multicast
+    "240.0.0.0/4",  # reserved, and the broadcast address
 )
+#: IPv6 ranges refused (IANA's IPv6 special-purpose registry). The ranges that carry an IPv4
+#: address (mapped ``::ffff:0:0/96``, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``) are judged by
+#: that address instead (``_embedded_v4``).
+_BLOCKED_V6 = _nets(
+    "::/8",  # unspecified, loopback, IPv4-compatible (deprecated), SIIT ::ffff:0:0:0/96
+    "64:ff9b:1::/48",  # NAT64 for local use (RFC 8215): a translator inside the network
+    "100::/64",  # discard-only
+    "2001::/23",  # IETF protocol assignments: Teredo 2001::/32 (tunnels to any IPv4), ORCHID...
+    "2001:db8::/32",  # documentation
+    "3fff::/20",  # documentation (RFC 9637)
+    "5f00::/16",  # SRv6 segment identifiers (RFC 9602)
+    "fc00::/7",  # unique local
+    "fe80::/10",  # link-local
+    "fec0::/10",  # site-local, deprecated (RFC 3879) but still routed by some stacks
+    "ff00::/8",  # multicast
+    "fd00:ec2::254/128",  # AWS metadata over IPv6 (inside fc00::/7; named for the record)
+)
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_v4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, where connecting to it reaches that one."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64:  # the well-known NAT64 prefix: the translator connects to the IPv4
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return ip.sixtofour
 
 
 def is_blocked_address(ip: IPAddress) -> bool:
-    """True for loopback, private, link-local, multicast, reserved, unspecified, non-global."""
+    """True for every address that is not public: loopback, private, link-local, site-local,
+    multicast, reserved, documentation, benchmarking, unspecified, and IPv6 forms of those."""
     if isinstance(ip, ipaddress.IPv6Address):
-        mapped = ip.ipv4_mapped or ip.sixtofour
-        if mapped is not None:
-            return is_blocked_address(mapped)
-    if (
+        embedded = _embedded_v4(ip)
+        if embedded is not None:
+            return is_blocked_address(embedded)
+        table: tuple[IPNetwork, ...] = _BLOCKED_V6
+    else:
+        table = _BLOCKED_V4
+    if any(ip in net for net in table):
+        return True
+    # belt and braces: whatever this Python's ``ipaddress`` knows of too
+    return (
         ip.is_private
         or ip.is_loopback
         or ip.is_link_local
@@ -42,9 +95,7 @@ def is_blocked_address(ip: IPAddress) -> bool:
         or ip.is_reserved
         or ip.is_unspecified
         or not ip.is_global
-    ):
-        return True
-    return any(ip in net for net in _EXTRA_BLOCKED if net.version == ip.version)
+    )
 
 
 def parse_address(text: str) -> IPAddress:
@@ -52,21 +103,74 @@ def parse_address(text: str) -> IPAddress:
     return ipaddress.ip_address(text.split("%", 1)[0])
 
 
-def literal_ip(host: str) -> IPAddress | None:
-    """``host`` as an address when it is an IP literal (``[::1]`` too), else None."""
-    try:
-        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
-    except ValueError:
-        return None
-
-
 class BlockedAddress(Exception):
     """A host resolved (or is) an address the guard refuses; maps to the ``blocked`` code."""
 
-    def __init__(self, host: str, address: IPAddress) -> None:
-        super().__init__(f"host {host!r} resolves to a non-public address ({address})")
+    def __init__(self, host: str, address: IPAddress | None, message: str | None = None) -> None:
+        super().__init__(message or f"host {host!r} resolves to a non-public address ({address})")
         self.host = host
         self.address = address
+
+
+class InvalidHost(BlockedAddress):
+    """A host made of numbers that is not an IPv4 address (``1.2.3.4.5``, ``256.1``).
+
+    A resolver would hand it to DNS, where anyone may answer it: refused instead, like a
+    browser does (a ``BlockedAddress`` so every caller of the guard refuses it)."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(host, None, f"host {host!r} is numeric but not a valid IPv4 address")
+
+
+def _ipv4_number(part: str) -> int | None:
+    """One dot-part of an IPv4 literal as ``inet_aton`` reads it: decimal, ``0x`` hex or
+    ``0``-led octal; None when it is not a number."""
+    digits, base = part, 10
+    if part[:2] in ("0x", "0X"):
+        digits, base = part[2:], 16
+    elif len(part) > 1 and part[0] == "0":
+        digits, base = part[1:], 8
+    if not digits:
+        return 0 if base == 16 else None  # "0x" is 0 (WHATWG); "" is not a number
+    allowed = "0123456789abcdefABCDEF"[: base if base != 16 else 22]
+    if not all(c in allowed for c in digits):
+        return None
+    return int(digits, base)
+
+
+def _ipv4_literal(host: str) -> ipaddress.IPv4Address | None:
+    """``host`` read as an IPv4 literal in any form ``inet_aton`` accepts (``127.1``,
+    ``0x7f.1``, ``2130706433``, ``017700000001``), following the WHATWG URL standard: a host
+    whose last label is a number is an IPv4 literal or invalid (``InvalidHost``)."""
+    parts = host.split(".")
+    if parts[-1] == "" and len(parts) > 1:
+        parts.pop()  # one trailing dot is the root
+    last = parts[-1]
+    numeric = bool(last) and all(c in "0123456789" for c in last)
+    if not numeric and (last[:2] not in ("0x", "0X") or _ipv4_number(last) is None):
+        return None  # a name: its last label is not a number
+    numbers = [_ipv4_number(p) for p in parts]
+    if len(parts) > 4 or any(n is None for n in numbers):
+        raise InvalidHost(host)
+    values = [n for n in numbers if n is not None]
+    if any(n > 255 for n in values[:-1]) or values[-1] >= 256 ** (5 - len(values)):
+        raise InvalidHost(host)
+    whole = values[-1]
+    for i, n in enumerate(values[:-1]):
+        whole += n << (8 * (3 - i))
+    return ipaddress.IPv4Address(whole)
+
+
+def literal_ip(host: str) -> IPAddress | None:
+    """``host`` as an address when it is an IP literal (``[::1]``, and IPv4 in every form a
+    resolver would read as one), else None; ``InvalidHost`` for a numeric host that is none."""
+    bare = host.strip("[]").split("%", 1)[0]
+    if ":" in bare:
+        try:
+            return ipaddress.IPv6Address(bare)
+        except ValueError:
+            return None
+    return _ipv4_literal(bare)
 
 
 class AddressPolicy:
