@@ -139,12 +139,12 @@ class _Hop:
         status: int,
         *,
         location: str | None = None,
-        headers: dict[str, str] | None = None,
+        headers: CIMultiDict[str] | None = None,
         content: bytes = b"",
     ) -> None:
         self.status = status
         self.location = location
-        self.headers = headers or {}
+        self.headers: CIMultiDict[str] = CIMultiDict() if headers is None else headers
         self.content = content
 
 
@@ -699,7 +699,8 @@ class Engine:
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > state.max_body:
             raise _too_large(state, response.status)
-        decoder = decoder_for(response.headers.get("content-encoding"))
+        codings = response.headers.getall("content-encoding", None)  # each field a coding too
+        decoder = decoder_for(", ".join(codings)) if codings else None
         if decoder is None and response.complete:  # the usual page: it came with its head
             body = response.body()
             if len(body) > state.max_body:

@@ -39,12 +39,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import re
 import ssl
 from collections.abc import Mapping
 from typing import Any
 
 import httptools
 from aiohttp.abc import AbstractResolver
+from multidict import CIMultiDict
 from yarl import URL
 
 from ._connect import ConnectTimeout, Dialer, ProxyError, default_ssl_context, forwards_http
@@ -53,8 +55,22 @@ __all__ = ["ConnectTimeout", "ProxyError", "default_ssl_context"]  # re-exported
 
 #: the most bytes of response head (status line and headers) we accept
 MAX_HEAD = 64 * 1024
+#: the most header fields (trailer fields included) one answer may have
+MAX_FIELDS = 500
 #: body bytes read ahead of the consumer before the socket is paused
 HIGH_WATER = 1 << 20
+
+#: RFC 9110 5.1: a field name is a token
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: RFC 9110 5.5: no control character in a field value but HTAB (CR, LF and NUL above all)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: Headers that frame the message or the connection: the transport writes Host itself and
+#: nothing else of these, so a request can never say ``Content-Length: 5`` on a GET and leave
+#: five bytes of the next request on a pooled connection to be read as this one's body.
+_FRAMING = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"}
+    | {"keep-alive"}
+)
 
 
 class ServerDisconnected(ConnectionError):
@@ -62,7 +78,9 @@ class ServerDisconnected(ConnectionError):
 
 
 class InvalidResponse(ConnectionError):
-    """What the server sent is not HTTP/1.x (or exceeds ``MAX_HEAD``)."""
+    """What the server sent is not HTTP/1.x, is ambiguous (two different ``Location``s, two
+    ``Content-Length``s, a transfer coding other than chunked), switches protocols unasked, or
+    exceeds ``MAX_HEAD``/``MAX_FIELDS``."""
 
 
 class ReadTimeout(TimeoutError):
@@ -70,11 +88,22 @@ class ReadTimeout(TimeoutError):
 
 
 def header_block(headers: Mapping[str, str]) -> bytes:
-    """``Name: value\\r\\n`` lines; a name or value with a line break is refused (injection)."""
+    """``Name: value\\r\\n`` lines, or ``ValueError``: for a name that is not a token, a value
+    with a control character (CR, LF, NUL, DEL...: injection), or a header that frames the
+    message or the connection (Host, Content-Length, Transfer-Encoding, Connection, Upgrade,
+    TE, Trailer, Keep-Alive, Proxy-*: the transport sets what it needs of these itself)."""
     lines = []
     for name, value in headers.items():
-        if "\r" in name or "\n" in name or ":" in name or "\r" in value or "\n" in value:
-            raise ValueError(f"header {name[:60]!r} contains a line break or a colon")
+        if _TOKEN.fullmatch(name) is None:
+            raise ValueError(
+                f"header name {name[:60]!r} is not a token "
+                "(a line break, a colon, a space or a control character)"
+            )
+        lower = name.lower()
+        if lower in _FRAMING or lower.startswith("proxy-"):
+            raise ValueError(f"header {name!r} frames the message or the connection")
+        if _CONTROL.search(value) is not None:
+            raise ValueError(f"header {name!r} has a line break or a control character")
         lines.append(f"{name}: {value}\r\n")
     return "".join(lines).encode("latin-1", "replace")
 
@@ -87,7 +116,12 @@ def _basic(user: str | None, password: str | None) -> str:
 class _Conn(asyncio.Protocol):
     """One connection and the answer being read on it (one request at a time, no pipelining).
 
-    Parser callbacks fill in the answer; ``_wake`` resolves whoever waits for the next step."""
+    Parser callbacks fill in the answer; ``_wake`` resolves whoever waits for the next step.
+    Whatever goes wrong in parsing (``httptools`` raises ``HttpParserUpgrade`` for a 101, which
+    is no ``HttpParserError``; a callback's own refusal comes wrapped) ends the exchange with
+    ``InvalidResponse`` and closes the connection. A byte after the answer's end (a second answer
+    to one request, or anything sent to an idle connection) closes the connection too: it is
+    never reused, so a stray answer is never read as the next request's."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, key: tuple[Any, ...]) -> None:
         self.loop = loop
@@ -105,13 +139,14 @@ class _Conn(asyncio.Protocol):
     def _reset(self) -> None:
         self._parser = httptools.HttpResponseParser(self)
         self.status = 0
-        self.headers: dict[str, str] = {}
+        self.headers: CIMultiDict[str] = CIMultiDict()
         self.head_done = False
         self.complete = False
         self.keep_alive = False
         self.got_data = False
         self._head_bytes = 0
         self._fields = 0
+        self._count = 0
         self._body: list[bytes] = []
         self._buffered = 0
         self._until_close = False
@@ -126,10 +161,23 @@ class _Conn(asyncio.Protocol):
             self._tunnel += data
             self._wake()
             return
+        if self.complete:  # after the answer's end: not ours to read, nor the next request's
+            self._stray()
+            return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(InvalidResponse(f"invalid HTTP response: {exc}"))
+        except Exception as exc:  # not only HttpParserError: HttpParserUpgrade is none
+            if self.complete:  # a second answer followed the first in this read
+                self._stray()
+                return
+            cause = exc.__context__
+            if isinstance(exc, httptools.HttpParserCallbackError) and isinstance(
+                cause, InvalidResponse
+            ):
+                self._fail(cause)  # refused by one of the callbacks below
+            else:
+                why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                self._fail(InvalidResponse(f"invalid HTTP response: {why}"))
             return
         if not self.head_done:
             self._head_bytes += len(data)  # a head still coming: count what came so far
@@ -157,27 +205,51 @@ class _Conn(asyncio.Protocol):
         self._wake()
 
     # ---------------------------------------------------------------- httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise InvalidResponse("a second answer to one request")
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.head_done:  # a whole head in one read is counted here
-            self._fields += len(name) + len(value) + 4
-            if self._fields > MAX_HEAD:
-                self._head_bytes = self._fields
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        old = self.headers.get(key)
-        self.headers[key] = text if old is None else f"{old}, {text}"
+        # a whole head in one read is counted here; trailer fields too (then dropped)
+        self._fields += len(name) + len(value) + 4
+        self._count += 1
+        if self._fields > MAX_HEAD:
+            raise InvalidResponse(f"response head larger than {MAX_HEAD} bytes")
+        if self._count > MAX_FIELDS:
+            raise InvalidResponse(f"more than {MAX_FIELDS} header fields")
+        if not self.head_done:  # trailer fields never join the head (RFC 9110 6.5.1)
+            # repeated fields stay apart (Set-Cookie); names keep their case, looked up in any
+            self.headers.add(name.decode("latin-1"), value.decode("latin-1"))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
-        if 100 <= status < 200:  # an interim answer (100 Continue...): the real one follows
-            self.headers = {}
+        if status < 200:
+            if status == 101:  # llhttp would hand the connection over: we asked for no upgrade
+                raise InvalidResponse("101 Switching Protocols to a request that asked none")
+            if status < 100:
+                raise InvalidResponse(f"invalid status {status}")
+            self.headers = CIMultiDict()  # an interim answer (100, 103...): the real one follows
             return
+        headers = self.headers
+        chunked = False
+        if "transfer-encoding" in headers:
+            codings = [
+                t
+                for value in headers.getall("transfer-encoding")
+                for t in value.lower().replace(" ", "").replace("\t", "").split(",")
+                if t and t != "identity"
+            ]
+            if codings not in ([], ["chunked"]):  # we never ask for any (we send no TE)
+                raise InvalidResponse(f"unsupported transfer coding {', '.join(codings)[:100]!r}")
+            chunked = bool(codings)
+        if "location" in headers:
+            locations = headers.getall("location")
+            if len(locations) > 1 and len(set(locations)) > 1:  # which one? (curl, browsers)
+                raise InvalidResponse("several different Location fields")
         self.status = status
         self.head_done = True
         self._until_close = (
-            "content-length" not in self.headers
-            and "chunked" not in self.headers.get("transfer-encoding", "").lower()
-            and status not in (204, 304)
+            "content-length" not in headers and not chunked and status not in (204, 304)
         )
 
     def on_body(self, body: bytes) -> None:
@@ -191,6 +263,14 @@ class _Conn(asyncio.Protocol):
         self.keep_alive = self._parser.should_keep_alive()
 
     # ---------------------------------------------------------------- waiting
+    def _stray(self) -> None:
+        """Bytes after a complete answer: keep that answer, never reuse the connection."""
+        self.keep_alive = False
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+        self._wake()
+
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:
             self._error = exc

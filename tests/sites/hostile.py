@@ -25,8 +25,15 @@ Paths (query parameters in brackets, with defaults):
 - ``/then-drop`` a page, after which the next request on the same connection is read and the
   connection closed without an answer (a server dropping an idle keep-alive connection)
 - ``/gzip-bomb?mb=10`` gzip of ``mb`` MiB of zeros, ``Content-Encoding: gzip`` (built once per
-  size and cached); ``/gzip``, ``/deflate`` (zlib format), ``/br`` (501 without ``brotli``):
-  ``COMPRESSED_PAGE`` encoded
+  size and cached); ``/deflate-bomb?mb=10[&raw=1]`` the same in zlib format (raw deflate);
+  ``/br-bomb?mb=256`` brotli (405 bytes for 256 MiB; 501 without ``brotli``); ``/gzip``,
+  ``/deflate`` (zlib format), ``/br`` (501 without ``brotli``): ``COMPRESSED_PAGE`` encoded;
+  ``/stacked?n=2`` ``COMPRESSED_PAGE`` gzipped ``n`` times under ``n`` codings
+- ``/switch`` a ``101 Switching Protocols`` to websocket nobody asked for; ``/early-hints`` a
+  ``100`` and a ``103`` (with a ``Link``) before the page
+- ``/cookies`` two ``Set-Cookie`` fields; ``/two-locations?same=0`` a 302 with two ``Location``
+  fields (to ``/ok?a`` and ``/ok?b``, or twice ``/ok?a``); ``/two-lengths`` two different
+  ``Content-Length`` fields
 - ``/enc/...``: the pages of ``ENC_PAGES`` (bytes and Content-Type); their decoded text is
   ``EXPECTED_TEXT[path]``
 - ``/pdf``, ``/image.png``, ``/json``
@@ -169,18 +176,40 @@ PDF_BYTES = (
 PNG_BYTES = _png_1x1()
 JSON_DOC = {"name": "Product 1", "price": 12.5, "tags": ["a", "b"]}
 
-_BOMBS: dict[int, bytes] = {}
+_BOMBS: dict[tuple[str, int], bytes] = {}
 _BOMBS_LOCK = threading.Lock()
+
+
+def _zlib_bomb(kind: str, mb: int, wbits: int) -> bytes:
+    with _BOMBS_LOCK:
+        if (kind, mb) not in _BOMBS:
+            co = zlib.compressobj(9, zlib.DEFLATED, wbits)
+            zeros = bytes(MIB)
+            _BOMBS[kind, mb] = b"".join([co.compress(zeros) for _ in range(mb)] + [co.flush()])
+        return _BOMBS[kind, mb]
 
 
 def gzip_bomb(mb: int) -> bytes:
     """gzip of ``mb`` MiB of zeros (about 1 KB per MiB), built once per size."""
+    return _zlib_bomb("gzip", mb, 31)
+
+
+def deflate_bomb(mb: int, raw: bool = False) -> bytes:
+    """zlib-format (or, ``raw``, bare deflate) ``mb`` MiB of zeros, built once per size."""
+    return _zlib_bomb("raw" if raw else "zlib", mb, -15 if raw else 15)
+
+
+def brotli_bomb(mb: int) -> bytes | None:
+    """brotli of ``mb`` MiB of zeros (405 bytes for 256 MiB, 0.3 s to build at quality 5),
+    built once per size; None without ``brotli``."""
+    try:
+        import brotli
+    except ImportError:
+        return None
     with _BOMBS_LOCK:
-        if mb not in _BOMBS:
-            co = zlib.compressobj(9, zlib.DEFLATED, 31)
-            zeros = bytes(MIB)
-            _BOMBS[mb] = b"".join([co.compress(zeros) for _ in range(mb)] + [co.flush()])
-        return _BOMBS[mb]
+        if ("br", mb) not in _BOMBS:
+            _BOMBS["br", mb] = brotli.compress(bytes(mb * MIB), quality=5)
+        return _BOMBS["br", mb]
 
 
 # --- a threaded asyncio server -------------------------------------------------------------
@@ -505,6 +534,46 @@ class HostileSite(LoopServer):
             return await self._send(writer, req, 200, body, headers=(("Content-Encoding", "gzip"),))
         if path in ("/gzip", "/deflate", "/br"):
             return await self._compressed(writer, req, path[1:])
+        if path == "/deflate-bomb":
+            body = deflate_bomb(int(q.get("mb", "10")), raw=q.get("raw") == "1")
+            return await self._send(
+                writer, req, 200, body, headers=(("Content-Encoding", "deflate"),)
+            )
+        if path == "/br-bomb":
+            bomb = brotli_bomb(int(q.get("mb", "256")))
+            if bomb is None:
+                return await self._send(writer, req, 501, b"<h1>brotli is not installed</h1>")
+            return await self._send(writer, req, 200, bomb, headers=(("Content-Encoding", "br"),))
+        if path == "/stacked":
+            n = int(q.get("n", "2"))
+            body = COMPRESSED_PAGE.encode()
+            for _ in range(n):
+                body = _gzip(body)
+            codings = (("Content-Encoding", ", ".join(["gzip"] * n)),)
+            return await self._send(writer, req, 200, body, headers=codings)
+        if path == "/switch":  # llhttp raises HttpParserUpgrade, no HttpParserError, on this
+            writer.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\n\r\n\x81\x05hello"
+            )
+            await writer.drain()
+            raise _Closed
+        if path == "/early-hints":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n")
+            return await self._page(writer, req, "after early hints")
+        if path == "/cookies":
+            cookies = (("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2, c=3; Path=/"))
+            return await self._send(writer, req, 200, b"<h1>cookies</h1>", headers=cookies)
+        if path == "/two-locations":
+            second = "/ok?a" if q.get("same") == "1" else "/ok?b"
+            both = (("Location", "/ok?a"), ("Location", second))
+            return await self._send(writer, req, 302, b"<a>moved</a>", headers=both)
+        if path == "/two-lengths":
+            head = [("Content-Type", _HTML), ("Content-Length", "3"), ("Content-Length", "4")]
+            writer.write(response_head(200, head) + b"abcd")
+            await writer.drain()
+            raise _Closed
         if path in ENC_PAGES:
             body, ctype = ENC_PAGES[path]
             return await self._send(writer, req, 200, body, ctype)

@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import time
+import tracemalloc
 from collections.abc import Iterator
 from email.utils import formatdate
 from urllib.parse import quote
@@ -21,7 +22,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from shoal.errors import FetchError
 from shoal.fetch import Engine, FetchOptions
-from shoal.fetch._inflate import brotli
+from shoal.fetch._inflate import STEP, brotli, decoder_for
 from shoal.settings import Settings
 from tests.sites.hostile import (
     COMPRESSED_PAGE,
@@ -30,6 +31,8 @@ from tests.sites.hostile import (
     PDF_BYTES,
     PNG_BYTES,
     HostileSite,
+    brotli_bomb,
+    deflate_bomb,
     gzip_bomb,
 )
 from tests.sites.proxy import ForwardProxy, dead_proxy_url
@@ -196,6 +199,73 @@ async def test_gzip_bomb_ends_too_large_quickly_with_bounded_memory(site: Hostil
     assert err.code == "too_large"
     assert took < 2.0
     assert peak - baseline < 100 * MIB
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/br-bomb?mb=256", "/deflate-bomb?mb=64", "/deflate-bomb?mb=64&raw=1", "/gzip-bomb?mb=64"],
+)
+async def test_every_codec_bomb_ends_too_large_in_bounded_memory(
+    site: HostileSite, path: str
+) -> None:
+    """405 bytes of brotli are 256 MiB of zeros: fed 1 KiB at a time, one ``process`` call
+    made all of it (tracemalloc peak 256 MiB). Every codec now hands out at most a step at a
+    time, so memory stays near the cap (4 MiB here): about 5 MiB peak, measured."""
+    if path.startswith("/br") and brotli is None:
+        pytest.skip("brotli is not installed")
+    q = dict(p.split("=") for p in path.split("?")[1].split("&"))
+    bomb = (
+        brotli_bomb(int(q["mb"]))
+        if path.startswith("/br")
+        else deflate_bomb(int(q["mb"]), raw="raw" in q)
+        if path.startswith("/deflate")
+        else gzip_bomb(int(q["mb"]))
+    )  # built before tracing: the site serves it from its cache
+    assert bomb is not None and len(bomb) < 200 * 1024
+    async with Engine(concurrency=2, settings=_settings()) as engine:
+        tracemalloc.start()
+        try:
+            err = await _fail(engine, site.url(path), FetchOptions(max_body_bytes=4 * MIB))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert err.code == "too_large"
+    assert peak < 12 * MIB, f"{peak / MIB:.1f} MiB"
+
+
+@pytest.mark.parametrize("codec", ["gzip", "deflate", "deflate-raw", "br"])
+def test_every_decoder_piece_is_at_most_a_step(codec: str) -> None:
+    if codec == "br" and brotli is None:
+        pytest.skip("brotli is not installed")
+    bomb = {
+        "gzip": lambda: gzip_bomb(64),
+        "deflate": lambda: deflate_bomb(64),
+        "deflate-raw": lambda: deflate_bomb(64, raw=True),
+        "br": lambda: brotli_bomb(256),
+    }[codec]()
+    assert bomb is not None
+    decoder = decoder_for(codec.split("-")[0])
+    assert decoder is not None
+    sizes = []
+    for piece in decoder.feed(bomb):
+        sizes.append(len(piece))
+        if sum(sizes) >= 32 * MIB:
+            break
+    assert sum(sizes) >= 32 * MIB
+    assert max(sizes) <= STEP
+
+
+async def test_stacked_codings_are_decoded_up_to_a_bound(site: HostileSite) -> None:
+    """``Content-Encoding: gzip, gzip, ...``: each coding is a decoder with its own window
+    (and a chain of 2,000 overflowed Python's recursion limit); five are decoded, as curl
+    does, more are refused."""
+    async with Engine(concurrency=2, settings=_settings(fetch_retries=0)) as engine:
+        five = await engine.fetch(site.url("/stacked?n=5"))
+        err = await _fail(engine, site.url("/stacked?n=6"))
+        many = await _fail(engine, site.url("/stacked?n=2000"))
+    assert five.text == COMPRESSED_PAGE
+    assert (err.code, many.code) == ("connect", "connect")
+    assert "codings" in err.message and "codings" in many.message
 
 
 async def test_compressed_bodies_are_decoded(site: HostileSite) -> None:

@@ -7,6 +7,8 @@ EOF, with an interim ``100``, with an oversized head, or not HTTP at all.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -193,3 +195,135 @@ async def test_a_per_url_header_with_a_line_break_is_refused_not_sent(site: Host
     assert err.code == "invalid_url"
     assert "line break" in err.message
     assert site.hits["/headers"] == 0
+
+
+# ----------------------------------------------------------------------------- framing (issue 12)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Content-Length": "5"},
+        {"content-length": "0"},
+        {"Transfer-Encoding": "chunked"},
+        {"Host": "elsewhere.example"},
+        {"Connection": "close"},
+        {"Upgrade": "websocket"},
+        {"TE": "trailers"},
+        {"Trailer": "X-T"},
+        {"Keep-Alive": "timeout=5"},
+        {"Proxy-Authorization": "Basic eDp5"},
+        {"Proxy-Connection": "keep-alive"},
+        {"X-Nul": "a\x00b"},
+        {"X-Del": "a\x7fb"},
+        {"X-Bell": "a\x07b"},
+        {"X-Cr": "a\rContent-Length: 5"},
+        {"X-Lf": "a\nContent-Length: 5"},
+        {"X-Bad Name": "1"},
+        {"X-Bad:Name": "1"},
+        {"X-Bad\x00Name": "1"},
+    ],
+)
+async def test_framing_headers_are_never_sent_and_the_pooled_connection_stays_in_step(
+    site: HostileSite, headers: dict[str, str]
+) -> None:
+    """A GET that said ``Content-Length: 5`` would leave the server waiting for a body and
+    read the first five bytes of the next request on that keep-alive connection as it: the
+    transport refuses such headers (and control characters) before a byte is sent, and the
+    engine's next request on the pooled connection is answered as itself."""
+    settings = _settings(fetch_retries=0, read_timeout_s=1.0)  # the old code waited here
+    async with Engine(concurrency=1, settings=settings) as engine:
+        first = await engine.fetch(site.url("/ok?before"), _NO_ROBOTS)
+        err = await _fail(
+            engine, site.url("/headers?bad"), FetchOptions(headers=headers, respect_robots=False)
+        )
+        after = await engine.fetch(site.url("/headers?after"), _NO_ROBOTS)
+    assert first.status == 200
+    assert err.code == "invalid_url"
+    assert "invalid request header" in err.message
+    assert site.hits_full["/headers?bad"] == 0  # refused, not sent
+    sent = json.loads(after.text)
+    assert "content-length" not in sent and "transfer-encoding" not in sent
+    assert site.log[-1].target == "/headers?after"
+    assert site.connections == 1  # the same keep-alive connection, still in step
+
+
+def test_header_block_refuses_what_would_frame_or_inject() -> None:
+    from shoal.fetch._h1 import header_block
+
+    assert header_block({"X-Tab": "a\tb", "Accept": "*/*"}) == b"X-Tab: a\tb\r\nAccept: */*\r\n"
+    for name, value in (
+        ("Content-Length", "1"),
+        ("HOST", "x"),
+        ("proxy-anything", "x"),
+        ("X-A", "a\r\nb"),
+        ("X-A", "\x1f"),
+        ("X-A", "\x7f"),
+        ("", "x"),
+        ("X A", "x"),
+    ):
+        with pytest.raises(ValueError):
+            header_block({name: value})
+
+
+async def test_101_switching_protocols_is_an_invalid_response_not_a_loop_error(
+    site: HostileSite,
+) -> None:
+    """httptools raises ``HttpParserUpgrade`` (no ``HttpParserError``) on a 101: it escaped
+    ``data_received`` and asyncio logged "Fatal error: protocol.data_received() call failed"
+    through the loop's exception handler. Now it is the URL's ``connect`` error, and the
+    connection is dropped (the next request opens another)."""
+    loop = asyncio.get_running_loop()
+    seen: list[dict[str, object]] = []
+    old = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    try:
+        async with Engine(concurrency=1, settings=_settings(fetch_retries=0)) as engine:
+            err = await _fail(engine, site.url("/switch"))
+            before = site.connections
+            ok = await engine.fetch(site.url("/ok?after-switch"), _NO_ROBOTS)
+    finally:
+        loop.set_exception_handler(old)
+    assert err.code == "connect"
+    assert "101" in err.message
+    assert seen == []
+    assert ok.status == 200
+    assert site.connections == before + 1
+
+
+async def test_100_and_103_interim_answers_are_skipped(site: HostileSite) -> None:
+    async with Engine(concurrency=1, settings=_settings()) as engine:
+        resp = await engine.fetch(site.url("/early-hints"), _NO_ROBOTS)
+        again = await engine.fetch(site.url("/ok?after-hints"), _NO_ROBOTS)
+    assert resp.status == 200
+    assert "after early hints" in resp.text
+    assert "link" not in resp.headers  # the 103's fields are not the answer's
+    assert again.status == 200
+
+
+async def test_repeated_fields_stay_separate_values(site: HostileSite) -> None:
+    """Two ``Set-Cookie`` fields were joined with ", " (unreadable: a cookie may hold a
+    comma); now they are two values of a case-insensitive multidict."""
+    async with Engine(concurrency=1, settings=_settings()) as engine:
+        resp = await engine.fetch(site.url("/cookies"), _NO_ROBOTS)
+    assert resp.headers.getall("set-cookie") == ["a=1; Path=/", "b=2, c=3; Path=/"]
+    assert resp.headers["Content-Type"] == resp.headers["content-type"]
+
+
+async def test_two_different_locations_are_invalid_and_two_equal_ones_followed(
+    site: HostileSite,
+) -> None:
+    async with Engine(concurrency=1, settings=_settings(fetch_retries=0)) as engine:
+        err = await _fail(engine, site.url("/two-locations?same=0"))
+        same = await engine.fetch(site.url("/two-locations?same=1"), _NO_ROBOTS)
+    assert err.code == "connect"
+    assert "Location" in err.message
+    assert site.hits_full["/ok?b"] == 0 and site.hits_full["/ok?a"] >= 1
+    assert (same.status, same.final_url) == (200, site.url("/ok?a"))
+
+
+async def test_two_content_lengths_are_invalid(site: HostileSite) -> None:
+    async with Engine(concurrency=1, settings=_settings(fetch_retries=0)) as engine:
+        err = await _fail(engine, site.url("/two-lengths"))
+    assert err.code == "connect"
+    assert "Content-Length" in err.message
