@@ -267,8 +267,9 @@ async def _post(
             session.post(target, data=body, headers=headers, allow_redirects=False) as resp,
         ):
             status = resp.status
-    except BlockedAddress as exc:
-        return None, f"blocked: {exc}", True
+    except BlockedAddress as exc:  # the guard reads every IPv4 spelling libc would connect to
+        code = "invalid_url" if exc.address is None else "blocked"  # None: numeric, no IPv4
+        return None, f"{code}: {exc}", True
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
         code = classify(exc)
         if code == "timeout":
