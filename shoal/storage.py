@@ -5,6 +5,9 @@ storage is local, ``s3://bucket/prefix/...`` otherwise. Code that needs a real f
 pyarrow writers) asks :meth:`Storage.local_path` and builds in a temp dir when it gets ``None``.
 Remote listings are never cached (other processes keep adding parts), and
 :meth:`Storage.presign` gives object-store files a credential-free download URL.
+
+Local results are the owner's only (folders 0700, files 0600) whatever the process's umask:
+they hold what was scraped for an account (``shoal.cli`` sets a umask for the rest).
 """
 
 from __future__ import annotations
@@ -31,6 +34,19 @@ if TYPE_CHECKING:
 _ATOMIC_PUT = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
 # SigV4 presigned URLs live at most 7 days.
 _MAX_PRESIGN_S = 7 * 24 * 3600
+# local results: the owner's only (module docstring)
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+
+
+def _private_dirs(path: str) -> None:
+    """``os.makedirs`` with every folder it creates owner-only (its ``mode`` covers only the
+    last one)."""
+    if os.path.isdir(path):
+        return
+    _private_dirs(os.path.dirname(os.path.abspath(path)))
+    with contextlib.suppress(FileExistsError):  # another process made it meanwhile
+        os.mkdir(path, _DIR_MODE)
 
 
 class Storage:
@@ -93,10 +109,11 @@ class Storage:
         other filesystems write a temporary name and move it."""
         local = self.local_path(url)
         if local is not None:
-            os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+            _private_dirs(os.path.dirname(local) or ".")
             tmp = f"{local}.tmp-{secrets.token_hex(6)}"
             try:
-                with open(tmp, "wb", buffering=1 << 20) as fh:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+                with open(fd, "wb", buffering=1 << 20) as fh:
                     yield fh
                 os.replace(tmp, local)
             except BaseException:
@@ -134,8 +151,12 @@ class Storage:
             self._fs.copy(src, dest)  # one CopyObject: visible whole or not at all
             return
         tmp = f"{dest}.tmp-{secrets.token_hex(6)}"
+        if self.is_local:
+            _private_dirs(os.path.dirname(dest))
         try:
             self._fs.copy(src, tmp)
+            if self.is_local:
+                os.chmod(tmp, _FILE_MODE)
             self._fs.mv(tmp, dest)
         except BaseException:
             self.rm(tmp)
@@ -145,7 +166,8 @@ class Storage:
         """Upload (or, locally, move) a finished local file to ``url``."""
         local = self.local_path(url)
         if local is not None:
-            os.makedirs(os.path.dirname(local) or ".", exist_ok=True)
+            _private_dirs(os.path.dirname(local) or ".")
+            os.chmod(local_path, _FILE_MODE)  # made by DuckDB/Polars with the umask's mode
             os.replace(local_path, local)
         else:
             self._fs.put_file(local_path, url)

@@ -1,6 +1,7 @@
 """The job store: accounts, hashed API keys, jobs, their live chunk counters and the
 idempotency keys of job creation, the webhook outbox, and the host-slot leases that make
-``SHOAL_MAX_PER_HOST`` hold across every job and worker.
+``SHOAL_MAX_PER_HOST`` hold across every job and worker. Its schema is migrated by Alembic
+(``_migrate``: who migrates, and the lock that makes it one at a time).
 
 SQLAlchemy 2; SQLite (WAL) by default, PostgreSQL by ``SHOAL_DATABASE_URL``.
 """
@@ -9,7 +10,10 @@ from functools import lru_cache
 
 from shoal.settings import Settings
 
+from . import _migrate
 from ._hostslots import HostGrant, HostLeases
+from ._migrate import HEAD as SCHEMA_HEAD
+from ._migrate import StoreOutdated, Upgraded
 from ._repo import Counters, Store, aware, hash_key, new_id
 from ._tables import (
     AccountRow,
@@ -35,6 +39,16 @@ def get_store(settings: Settings) -> Store:
     return _store(settings.db_url)
 
 
+def upgrade_store(settings: Settings) -> Upgraded:
+    """Create the store, or bring it to this code's schema, under the migration lock."""
+    return _migrate.upgrade(settings.db_url)
+
+
+def store_revision(settings: Settings) -> str | None:
+    """The store's schema revision (None: no store yet, or one made before migrations)."""
+    return _migrate.current(settings.db_url)
+
+
 @lru_cache
 def _host_leases(url: str) -> HostLeases:
     return HostLeases(url)
@@ -56,8 +70,11 @@ __all__ = [
     "HostSlotRow",
     "IdempotencyRow",
     "JobRow",
+    "SCHEMA_HEAD",
     "Store",
+    "StoreOutdated",
     "UploadRow",
+    "Upgraded",
     "WebhookDeliveryRow",
     "WebhookEventRow",
     "aware",
@@ -65,5 +82,7 @@ __all__ = [
     "get_store",
     "hash_key",
     "new_id",
+    "store_revision",
+    "upgrade_store",
     "utcnow",
 ]

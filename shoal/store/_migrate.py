@@ -114,11 +114,8 @@ def ensure_current(engine: Engine, url: str) -> None:
     """Upgrade the store when it is not at the code's head (one SELECT when it is)."""
     with engine.connect() as conn:
         revision = stored_revision(conn)
-    if revision == HEAD:
-        return
-    if revision is not None and revision not in REVISIONS:
-        raise StoreOutdated(outdated_message(url, revision))
-    upgrade(url)
+    if revision != HEAD:
+        upgrade(url)  # refuses a revision it does not know
 
 
 def current(url: str) -> str | None:
@@ -146,6 +143,8 @@ def upgrade(url: str) -> Upgraded:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
             before = stored_revision(conn)
+            if before is not None and before not in REVISIONS:
+                raise StoreOutdated(outdated_message(url, before))
             adopted = None
             config = _config(conn)
             if before is None and inspect(conn).has_table("jobs"):
