@@ -7,10 +7,21 @@ Limits that the operator configures (inline URL count, concurrency cap...) are c
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 FieldType = Literal["string", "number", "integer", "boolean", "url", "list[string]"]
 Format = Literal["data", "html", "markdown", "text", "links", "metadata", "screenshot"]
@@ -25,6 +36,130 @@ WEBHOOK_EVENTS: tuple[WebhookEventType, ...] = ("job.completed", "job.cancelled"
 WebhookEventState = Literal["pending", "delivered", "gave_up"]
 
 
+# --- the checks every way a URL or an option arrives shares (inline, upload and S3 rows) ---
+
+#: A longer URL is refused. RFC 9110 (4.1) asks only that URIs of 8,000 octets work, and common
+#: servers refuse longer request lines (nginx's default 8 KB header buffer, Apache's
+#: ``LimitRequestLine`` 8,190), so a longer URL would fail at the site anyway, while each costs
+#: memory in the request and storage in every row that echoes it.
+MAX_URL_LENGTH = 8192
+#: DNS limits (RFC 1035 2.3.4): a name of at most 253 characters (the final dot aside) and
+#: labels of at most 63. A longer host cannot resolve.
+MAX_HOST_LENGTH = 253
+MAX_LABEL_LENGTH = 63
+#: The largest ``offset`` of a list or a results page: far past any count, and inside the
+#: 64-bit integers SQLite and PostgreSQL compare it with (a larger one was a 500).
+MAX_OFFSET = 2**53 - 1
+#: Every id Shoal issues (``job_3F2D1A77B0E1``, ``upl_…``) matches this; another value is an
+#: unknown id without asking the store (PostgreSQL refuses text holding NUL).
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ID = re.compile(ID_PATTERN)
+
+# URLs this matches are certainly usable (scheme http(s), a plain ASCII host): the common case
+# skips urlsplit, which matters for a million-line upload
+_PLAIN_URL = re.compile(r"https?://([A-Za-z0-9.\-_~%!$&'()*+,;=]+)(?::[0-9]*)?(?:[/?#]|\Z)", re.I)
+
+
+def is_id(value: str) -> bool:
+    """Whether ``value`` has the shape of an id Shoal issues (else it is unknown: ``404``)."""
+    return _ID.match(value) is not None
+
+
+def _ascii_label(label: str) -> str:
+    if label.isascii():
+        return label
+    try:
+        return "xn--" + label.encode("punycode").decode("ascii")
+    except UnicodeError:  # judged at fetch time (``invalid_url``); its length still counts
+        return label
+
+
+def host_problem(host: str) -> str | None:
+    """None when ``host`` fits DNS's length limits (in its ASCII form), else why not."""
+    name = host[:-1] if host.endswith(".") else host
+    if not name.isascii():  # measured in its ASCII form (IDNA: ``xn--`` and punycode)
+        name = ".".join(_ascii_label(label) for label in name.split("."))
+    if len(name) > MAX_HOST_LENGTH:
+        return f"host name longer than {MAX_HOST_LENGTH} characters"
+    if any(len(label) > MAX_LABEL_LENGTH for label in name.split(".")):
+        return f"host name label longer than {MAX_LABEL_LENGTH} characters"
+    return None
+
+
+def http_url_problem(url: Any) -> str | None:
+    """None when ``url`` is a usable http(s) URL, else why not: the one check of a URL,
+    for inline URLs, upload and S3 rows (``shoal.jobs.stage_record``) and webhooks alike."""
+    if not isinstance(url, str) or not url.strip():
+        return "not a URL"
+    if len(url) > MAX_URL_LENGTH:
+        return f"longer than {MAX_URL_LENGTH} characters"
+    plain = _PLAIN_URL.match(url)
+    if plain and not url[-1:].isspace():
+        return host_problem(plain.group(1))
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "not an http(s) URL"
+    if not parts.hostname:
+        return "URL has no host"
+    return host_problem(parts.hostname)
+
+
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_HEADER_NAME = re.compile(_TOKEN)
+#: control characters a field value may not hold (RFC 9110 5.5; HTAB is allowed)
+_HEADER_CTL = r"\x00-\x08\x0a-\x1f\x7f"
+_HEADER_BAD_VALUE = re.compile(f"[{_HEADER_CTL}]")
+#: Set by Shoal's transport for each connection and body, or meant for one hop only (RFC 9110
+#: 7.6.1): a caller's value would break the request's framing or could smuggle a second
+#: request; ``Proxy-*`` belong to the operator's proxy configuration.
+RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"}
+    | {"te", "trailer"}
+)
+
+
+def header_problem(name: str, value: str) -> str | None:
+    """None when the caller may send header ``name: value`` (``defaults.headers``, a URL's
+    ``headers``), else why not."""
+    if _HEADER_NAME.fullmatch(name) is None:
+        return "not an HTTP header name (an RFC 9110 token)"
+    low = name.lower()
+    if low in RESERVED_HEADERS or low.startswith("proxy-"):
+        return "a hop-by-hop or framing header: Shoal sets it, not the caller"
+    if _HEADER_BAD_VALUE.search(value):
+        return "a header value may not hold control characters (CR, LF, NUL, DEL)"
+    return None
+
+
+def selector_problem(spec: str) -> str | None:
+    """None when ``spec`` is a selector extraction can run (CSS, ``xpath:``, ``@attr``), else
+    why not. Checked with extraction's own parsers, loaded only when a selector is given."""
+    from shoal.extract._select import selector_problem as problem
+
+    return problem(spec)
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise PydanticCustomError("nul", "may not hold NUL characters")
+    return text
+
+
+_HEADERS_DOC: dict[str, Any] = {
+    "description": "Extra request headers: names are RFC 9110 tokens, values without control "
+    "characters; hop-by-hop and framing headers (`Host`, `Content-Length`, "
+    "`Transfer-Encoding`, `Connection`, `Keep-Alive`, `Upgrade`, `TE`, `Trailer`, `Proxy-*`) "
+    "are refused.",
+    "propertyNames": {"pattern": f"^{_TOKEN}$"},
+    "additionalProperties": {"type": "string", "pattern": f"^[^{_HEADER_CTL}]*$"},
+}
+_SELECTORS_DOC = "field -> CSS selector (`xpath:` prefix for XPath; `@attr` suffix), checked "
+_SELECTORS_DOC += "with the parsers extraction uses."
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -37,12 +172,10 @@ class ScrapeOptions(_Request):
     extract: dict[str, FieldType] | None = Field(
         None, description="field -> type; values from selectors, else structured data."
     )
-    selectors: dict[str, str] | None = Field(
-        None, description="field -> CSS selector (`xpath:` prefix for XPath; `@attr` suffix)."
-    )
+    selectors: dict[str, str] | None = Field(None, description=_SELECTORS_DOC)
     formats: list[Format] = Field(default_factory=lambda: list[Format](["data"]))
     timeout_s: float = Field(30, ge=1, le=120)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, json_schema_extra=_HEADERS_DOC)
     respect_robots: bool = True
     max_body_bytes: int | None = Field(None, ge=1, description="Default 10 MB, operator max.")
     max_per_host: int | None = Field(None, ge=1, le=256)
@@ -59,10 +192,10 @@ class UrlItem(_Request):
     render: bool | None = None
     proxy_type: ProxyType | None = None
     extract: dict[str, FieldType] | None = None
-    selectors: dict[str, str] | None = None
+    selectors: dict[str, str] | None = Field(None, description=_SELECTORS_DOC)
     formats: list[Format] | None = None
     timeout_s: float | None = Field(None, ge=1, le=120)
-    headers: dict[str, str] | None = None
+    headers: dict[str, str] | None = Field(None, json_schema_extra=_HEADERS_DOC)
     respect_robots: bool | None = None
     max_body_bytes: int | None = Field(None, ge=1)
     max_per_host: int | None = Field(None, ge=1, le=256)
@@ -81,7 +214,7 @@ class SingleUrlInput(_Request):
 
 
 class UploadInput(_Request):
-    upload_id: str = Field(description="An upload's id (`POST /v1/uploads`).")
+    upload_id: str = Field(pattern=ID_PATTERN, description="An upload's id (`POST /v1/uploads`).")
 
 
 class S3Input(_Request):
@@ -154,7 +287,9 @@ WebhookField = Annotated[
 class JobCreate(_Request):
     """Body of ``POST /v1/jobs``. Aliases: top-level ``urls``/``selectors``, ``input.url``."""
 
-    name: str | None = Field(None, max_length=200)
+    name: Annotated[str, AfterValidator(_no_nul)] | None = Field(
+        None, max_length=200, json_schema_extra={"pattern": "^[^\\x00]*$"}
+    )
     input: InputField | None = None
     urls: list[str | UrlItem] | None = Field(None, description="Alias of input.urls.")
     selectors: dict[str, str] | None = Field(None, description="Alias of defaults.selectors.")

@@ -4,7 +4,6 @@ limits, the staged input file, and the public view of a job row."""
 from __future__ import annotations
 
 import importlib.util
-import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -29,33 +28,18 @@ from shoal.contract import (
     UrlItem,
     WebhookCreate,
     WebhookSpec,
+    header_problem,
+    http_url_problem,
+    selector_problem,
 )
 from shoal.errors import FieldError, Gone, InputError
 from shoal.fetch import AddressPolicy, BlockedAddress
-from shoal.settings import Settings, is_valid_header
+from shoal.settings import Settings
 from shoal.storage import Storage
 from shoal.store import AccountRow, Counters, JobRow, Store, UploadRow, aware, new_id, utcnow
 
-# URLs this matches are certainly usable (scheme http(s), a plain ASCII host): the common case
-# skips urlsplit, which matters for a million-line upload
-_PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.\-_~%!$&'()*+,;=]+(?::[0-9]*)?(?:[/?#]|\Z)", re.I)
-
-
-def valid_http_url(url: str) -> str | None:
-    """None when ``url`` is a usable http(s) URL, else why not."""
-    if isinstance(url, str) and _PLAIN_URL.match(url) and not url[-1:].isspace():
-        return None
-    if not isinstance(url, str) or not url.strip():
-        return "not a URL"
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return "not a valid URL"
-    if parts.scheme.lower() not in ("http", "https"):
-        return "not an http(s) URL"
-    if not parts.hostname:
-        return "URL has no host"
-    return None
+#: the one check of a URL (inline, upload and S3 rows, webhooks): ``shoal.contract``'s
+valid_http_url = http_url_problem
 
 
 def _check_options(
@@ -75,8 +59,11 @@ def _check_options(
     if "screenshot" in (opts.get("formats") or []):
         errors.append(FieldError(f"{loc}.formats", "screenshot needs render"))
     for name, value in (opts.get("headers") or {}).items():
-        if not is_valid_header(name, value):
-            errors.append(FieldError(f"{loc}.headers.{name}", "not a valid HTTP header"))
+        if why := header_problem(name, value):
+            errors.append(FieldError(f"{loc}.headers.{name}", why))
+    for name, spec in (opts.get("selectors") or {}).items():
+        if why := selector_problem(spec):
+            errors.append(FieldError(f"{loc}.selectors.{name}", why))
     mbb = opts.get("max_body_bytes")
     if mbb is not None and mbb > settings.max_body_bytes:
         errors.append(

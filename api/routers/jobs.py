@@ -2,34 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import re
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep, own_job
+from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep
+from api.deps import own_job as _own_job
 from api.errors import answers
 from api.prefect_access import scheduler_errors
 from deployments.launch import start_flow_run
 from shoal import jobs, output, submit
 from shoal.contract import (
     FINAL_STATUSES,
+    MAX_OFFSET,
     JobCreate,
     JobCreated,
     JobList,
     JobPublic,
     JobRetried,
     JobSpec,
+    JobStatus,
     PageResult,
     ResultPage,
+    is_id,
 )
-from shoal.errors import Conflict, FieldError, InputError
+from shoal.errors import Conflict, FieldError, InputError, NotFound
 from shoal.output import part_urls
-from shoal.store import JobRow, aware
+from shoal.store import JobRow, Store, aware
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-_STATUSES = ("queued", "running", "completed", "partial", "cancelled", "failed")
+_STATUSES: tuple[str, ...] = get_args(JobStatus)
+_ONE_STATUS = "(?:" + "|".join(_STATUSES) + ")"
+#: the ``status`` filter: statuses separated by commas (spaces around them allowed), or empty
+#: for all; the served document carries this very pattern
+STATUS_FILTER = rf"^(?: *{_ONE_STATUS} *(?:, *{_ONE_STATUS} *)*)?$"
 _MEDIA = {
     "ndjson": "application/x-ndjson",
     "csv": "text/csv",
@@ -41,9 +50,18 @@ _IDEMPOTENCY_KEY = Header(
     alias="Idempotency-Key",
     min_length=1,
     max_length=255,
+    pattern=r"^[^\x00-\x1f\x7f]+$",  # no control characters (the job store keeps it as text)
     description="The same key with the same body returns the original job (`200`); with "
     "another body it is `409`. Per account, remembered for `SHOAL_IDEMPOTENCY_TTL_S` (24 h).",
 )
+
+
+def own_job(store: Store, job_id: str, account_id: str) -> JobRow:
+    """The account's job (``NotFound`` otherwise); a value no id has is unknown without a
+    query (PostgreSQL refuses text holding NUL: it was a 500)."""
+    if not is_id(job_id):
+        raise NotFound("no job of that id")
+    return _own_job(store, job_id, account_id)
 
 
 def _created(row: JobRow) -> dict[str, Any]:
@@ -110,6 +128,7 @@ async def retry_job(
 ) -> JSONResponse:
     """A new job of exactly the original's errored URLs, with their per-URL overrides and
     ``meta``, and its defaults, output, concurrency and priority; ``parent_job_id`` is set."""
+    own_job(store, job_id, account.id)  # 404 before anything else
     row = await submit.retry(
         job_id,
         account,
@@ -127,17 +146,23 @@ def list_jobs(
     account: CurrentAccount,
     store: StoreDep,
     settings: SettingsDep,
-    status: Annotated[str | None, Query(description="Comma-separated statuses")] = None,
+    status: Annotated[
+        str | None,
+        Query(
+            description="Comma-separated statuses: " + ", ".join(_STATUSES),
+            json_schema_extra={"pattern": STATUS_FILTER},
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobList:
-    statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
-    bad = [s for s in statuses or [] if s not in _STATUSES]
-    if bad:
+    statuses = [s.strip() for s in status.split(",")] if status else None
+    if status and re.fullmatch(STATUS_FILTER, status) is None:
+        bad = next((s for s in statuses or [] if s not in _STATUSES), status)
         raise InputError(
             "unknown status",
             errors=[
-                FieldError("status", f"unknown status {bad[0]!r}; one of " + ", ".join(_STATUSES))
+                FieldError("status", f"unknown status {bad!r}; one of " + ", ".join(_STATUSES))
             ],
         )
     rows, total = store.list_jobs(account.id, statuses, limit, offset)
@@ -195,7 +220,7 @@ def get_results(
     storage: StorageDep,
     format: Literal["json", "ndjson", "csv", "parquet"] = "json",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ResultPage | StreamingResponse:
     """Available while the job runs (finished chunks so far) and after it ends, until the
     account's retention removes them (then ``410``)."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import CurrentAccount, StoreDep, own_job
+from api.deps import CurrentAccount, StoreDep
+from api.routers.jobs import own_job
 from shoal.contract import (
     JobSpec,
     WebhookDelivery,

@@ -119,3 +119,22 @@ def select(page: Page, field: str, spec: str, *, many: bool) -> list[str] | str 
     if many:
         return values or None
     return values[0] if values else None
+
+
+@lru_cache(maxsize=4096)
+def selector_problem(spec: str) -> str | None:
+    """Why ``spec`` is not a selector extraction can run, or ``None``.
+
+    The validation entry point (``shoal.contract`` calls it when a job or a URL row is
+    created): ``spec`` is run by ``select`` itself on an empty page, with the parsers
+    extraction uses (selectolax for CSS, lxml for XPath), so what passes here cannot fail on a
+    page for its syntax."""
+    sel = parse_selector(spec)
+    what = "XPath expression" if sel.kind == "xpath" else "CSS selector"
+    try:
+        select(Page("<html><body></body></html>"), "", spec, many=True)
+    except ExtractError as exc:
+        return f"not a valid {what}: {exc.__cause__ or exc}"
+    except (ValueError, TypeError) as exc:  # lxml: NUL and control characters
+        return f"not a valid {what}: {exc}"
+    return None

@@ -6,7 +6,7 @@ import copy
 import json
 import random
 from datetime import timedelta
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 import pytest
@@ -617,3 +617,205 @@ def test_non_ascii_download_sig_is_404_without_a_key(client, finished_job, sig):
     job, _ = finished_job
     r = client.get(f"/v1/downloads/{job.id}/result.ndjson", params={"expires": 1, "sig": sig})
     assert_problem(r, 404)
+
+
+# --- hostile input (issue 12): limits and checks at creation, one rule for every path --------
+
+LONG_PATH = "https://example.com/" + "a" * (8192 - len("https://example.com/"))
+LONG_HOST = "https://" + ".".join(["a" * 63] * 4)[:254] + "/"  # 254 characters of host
+LONG_LABEL = "https://" + "a" * 64 + ".example.com/"
+
+
+@pytest.mark.parametrize(
+    ("entry", "loc"),
+    [
+        (LONG_PATH + "a", "input.urls[1]"),
+        ({"url": LONG_PATH + "a"}, "input.urls[1].url"),
+        ("https://example.com/" + "a" * 100_000, "input.urls[1]"),
+        (LONG_HOST, "input.urls[1]"),
+        (LONG_LABEL, "input.urls[1]"),
+        ("https://" + "é" * 60 + ".com/", "input.urls[1]"),  # 63+ in its ASCII (IDNA) form
+    ],
+)
+def test_overlong_urls_and_host_names_are_422(client, alice, flow_starter, entry, loc):
+    body = {"input": {"urls": ["https://example.com/", entry]}}
+    problem = assert_problem(post_job(client, alice, body), 422, loc)
+    assert any("longer than" in e["msg"] for e in problem["errors"]), problem
+    assert not flow_starter.calls
+
+
+def test_urls_at_the_limits_are_accepted(client, alice):
+    host = ".".join(["a" * 63, "b" * 63, "c" * 63, "d" * 61])  # 253 characters
+    assert len(LONG_PATH) == 8192 and len(host) == 253
+    body = {"input": {"urls": [LONG_PATH, f"https://{host}/", f"https://{host}./x"]}}
+    assert post_job(client, alice, body).status_code == 202
+
+
+def test_overlong_url_in_an_upload_is_an_errored_line(client, alice):
+    """The same check for an uploaded row (and an S3 row: both go through stage_record)."""
+    rows = [LONG_PATH + "a", LONG_HOST, "https://example.com/ok", {"url": LONG_LABEL}]
+    content = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    r = client.post(
+        "/v1/uploads",
+        headers={**alice.headers, "Content-Type": "application/x-ndjson"},
+        content=content,
+    )
+    assert r.status_code == 201, r.text
+    up = r.json()
+    assert up["urls_valid"] == 1
+    assert [e["line"] for e in up["errors"]] == [1, 2, 4]
+    assert all("longer than" in e["msg"] for e in up["errors"])
+
+
+@pytest.mark.parametrize(
+    ("where", "selectors", "loc"),
+    [
+        ("defaults", {"title": "a[[[["}, "defaults.selectors.title"),
+        ("defaults", {"title": "h1", "x": "xpath://h1["}, "defaults.selectors.x"),
+        ("defaults", {"x": "xpath:foo()"}, "defaults.selectors.x"),  # unknown function
+        ("defaults", {"x": "p::before@href"}, "defaults.selectors.x"),
+        ("defaults", {"x": ""}, "defaults.selectors.x"),
+        ("url", {"price": "xpath://span[@class='p'"}, "input.urls[3].selectors.price"),
+        ("url", {"price": ".p >"}, "input.urls[3].selectors.price"),
+    ],
+)
+def test_invalid_selectors_are_422_naming_the_field(client, alice, where, selectors, loc):
+    body: dict = {"input": {"urls": urls(3)}}
+    if where == "defaults":
+        body["defaults"] = {"selectors": selectors}
+    else:
+        body["input"]["urls"].append({"url": "https://example.com/x", "selectors": selectors})
+    problem = assert_problem(post_job(client, alice, body), 422, loc)
+    msg = next(e["msg"] for e in problem["errors"] if e["loc"] == loc)
+    assert msg.startswith("not a valid "), msg
+
+
+def test_valid_selectors_of_every_kind_are_accepted(client, alice):
+    selectors = {
+        "a": "h1",
+        "b": "a.buy@href",
+        "c": "xpath://meta[@property='og:title']/@content",
+        "d": "div > p:nth-child(2n+1)",
+        "e": "xpath:count(//a)",
+    }
+    body = {"urls": urls(1), "defaults": {"selectors": selectors}}
+    assert post_job(client, alice, body).status_code == 202
+
+
+def test_invalid_selector_in_an_upload_row_is_an_errored_line(client, alice):
+    rows = [{"url": "https://example.com/1", "selectors": {"price": "a[[[["}}]
+    content = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    r = client.post(
+        "/v1/uploads",
+        headers={**alice.headers, "Content-Type": "application/x-ndjson"},
+        content=content,
+    )
+    up = r.json()
+    assert up["urls_valid"] == 0
+    assert up["errors"][0]["msg"].startswith("selectors.price: not a valid CSS selector")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Host",
+        "content-length",
+        "Transfer-Encoding",
+        "Connection",
+        "Keep-Alive",
+        "Upgrade",
+        "TE",
+        "Trailer",
+        "Proxy-Authorization",
+        "proxy-connection",
+        "Bad Name",
+        "X:Y",
+        "",
+        "Ünïcode",
+    ],
+)
+def test_reserved_or_malformed_header_names_are_422(client, alice, name):
+    body = {"urls": urls(1), "defaults": {"headers": {name: "x"}}}
+    assert_problem(post_job(client, alice, body), 422, f"defaults.headers.{name}")
+    item = {"url": "https://example.com/", "headers": {"X-Ok": "1", name: "x"}}
+    assert_problem(
+        post_job(client, alice, {"input": {"urls": [item]}}), 422, f"input.urls[0].headers.{name}"
+    )
+
+
+@pytest.mark.parametrize("value", ["a\x7fb", "a\r\nX-Evil: 1", "\x00", "a\x1bb", "x\n"])
+def test_header_values_with_control_characters_are_422(client, alice, value):
+    body = {"urls": urls(1), "defaults": {"headers": {"X-Ok": value}}}
+    assert_problem(post_job(client, alice, body), 422, "defaults.headers.X-Ok")
+
+
+def test_ordinary_headers_are_accepted(client, alice):
+    headers = {"Accept-Language": "de-CH, de;q=0.9", "X-Tab": "a\tb", "Cookie": "a=1; b=2"}
+    body = {"urls": urls(1), "defaults": {"headers": headers}}
+    assert post_job(client, alice, body).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("path", "loc"),
+    [
+        ("/v1/jobs?offset=9223372036854775808", "offset"),
+        ("/v1/jobs?offset=9007199254740992", "offset"),
+        ("/v1/jobs?limit=5&offset=99999999999999999999999999", "offset"),
+    ],
+)
+def test_offsets_past_the_maximum_are_422(client, alice, path, loc):
+    """``offset=2**63`` was a 500 (SQLite INTEGER overflow)."""
+    assert_problem(client.get(path, headers=alice.headers), 422, loc)
+
+
+def test_results_offset_past_the_maximum_is_422_and_the_maximum_works(client, alice, make_job):
+    job = make_job(alice.account, status="running")
+    r = client.get(f"/v1/jobs/{job.id}/results?offset=9223372036854775808", headers=alice.headers)
+    assert_problem(r, 422, "offset")
+    for path in (f"/v1/jobs/{job.id}/results", "/v1/jobs"):
+        r = client.get(f"{path}?offset={2**53 - 1}", headers=alice.headers)
+        assert r.status_code == 200 and r.json()["offset"] == 2**53 - 1, r.text
+
+
+@pytest.mark.parametrize("job_id", ["job_\x00", "x" * 65, "job 1", "job_é"])
+@pytest.mark.parametrize("suffix", ["", "/results", "/result", "/webhooks"])
+def test_non_ids_are_404_without_a_query(client, alice, store, monkeypatch, job_id, suffix):
+    """PostgreSQL refuses text holding NUL (a 500): such an id is unknown before the store."""
+
+    def no_query(*_a, **_k):
+        raise AssertionError("the store was asked")
+
+    monkeypatch.setattr(type(store), "get_job", no_query)
+    assert_problem(client.get(f"/v1/jobs/{quote(job_id)}{suffix}", headers=alice.headers), 404)
+    if not suffix:
+        assert_problem(client.delete(f"/v1/jobs/{quote(job_id)}", headers=alice.headers), 404)
+        r = client.post(f"/v1/jobs/{quote(job_id)}/retry", headers=alice.headers)
+        assert_problem(r, 404)
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"urls": urls(1), "name": "a\x00b"}, "name"),
+        ({"input": {"upload_id": "upl_\x00"}}, "input.upload_id"),
+        ({"input": {"upload_id": "x" * 65}}, "input.upload_id"),
+    ],
+)
+def test_text_the_job_store_cannot_hold_is_422(client, alice, body, loc):
+    assert_problem(post_job(client, alice, body), 422, loc)
+
+
+def test_list_status_filter_is_checked_as_documented(client, alice, make_job):
+    from api.routers.jobs import STATUS_FILTER
+
+    spec = client.get("/v1/openapi.json").json()
+    params = spec["paths"]["/v1/jobs"]["get"]["parameters"]
+    status = next(p for p in params if p["name"] == "status")
+    assert STATUS_FILTER in json.dumps(status["schema"]).replace("\\\\", "\\")
+    make_job(alice.account, status="failed")
+    for ok in ("failed", "running, failed", "queued,running,completed,partial,cancelled,failed"):
+        r = client.get("/v1/jobs", params={"status": ok}, headers=alice.headers)
+        assert r.status_code == 200 and r.json()["total"] == 1, (ok, r.text)
+    for bad in ("failed,,running", "failedrunning", "Failed", ","):
+        r = client.get("/v1/jobs", params={"status": bad}, headers=alice.headers)
+        assert_problem(r, 422, "status")
