@@ -102,7 +102,7 @@ class HostLeases:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine = get_engine(url)  # creates the table on a store that lacks it
+        self._engine = get_engine(url)  # migrates a store that lacks the table (_migrate)
         self._pg = self._engine.dialect.name == "postgresql"
         self._long: dict[str, str] = {}  # stored key -> host, for names cut by ``host_key``
 

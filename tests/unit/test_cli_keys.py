@@ -285,3 +285,21 @@ def test_local_results_are_owner_only_whatever_the_umask(settings, tmp_path: Pat
     for path in root.rglob("*"):
         assert mode(path) == (0o700 if path.is_dir() else 0o600), path
     assert len([p for p in root.rglob("*") if p.is_file()]) == 3
+
+
+def test_under_the_cli_umask_logs_and_childrens_files_are_owner_only(tmp_path: Path) -> None:
+    """What ``shoal up``'s supervisor and its children write, under the umask every command
+    sets: the log folder and logs, and a file a child (another program) makes."""
+    import sys
+
+    from shoal.supervisor import Supervisor
+
+    os.umask(cli.UMASK)
+    made = tmp_path / "made-by-child"
+    sup = Supervisor(env=dict(os.environ), logs=tmp_path / "logs", echo=lambda _: None)
+    with sup:
+        child = sup.start("c", [sys.executable, "-c", f"print('hi'); open({str(made)!r}, 'w')"])
+        assert child.proc is not None and child.proc.wait() == 0
+    assert (tmp_path / "logs" / "c.log").read_text().startswith("hi")
+    assert mode(tmp_path / "logs") == 0o700
+    assert mode(tmp_path / "logs" / "c.log") == 0o600 and mode(made) == 0o600
