@@ -13,6 +13,8 @@ Create Date: 2026-12-05
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -23,7 +25,7 @@ depends_on = None
 
 _STATE = sa.String(16)
 #: table -> column -> (SQL default, type); frozen here (the models may move on)
-DEFAULTS: dict[str, dict[str, tuple[str, sa.types.TypeEngine[object]]]] = {
+DEFAULTS: dict[str, dict[str, tuple[str, sa.types.TypeEngine[Any]]]] = {
     "jobs": {
         "status": ("'queued'", _STATE),
         "priority": ("'normal'", sa.String(8)),
