@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from shoal.contract import Problem, ProblemField
 from shoal.errors import (
@@ -99,19 +100,34 @@ def install(app: FastAPI) -> None:
         return problem(422, "Invalid input", "the request has invalid fields", errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
         titles = {404: "Not found", 405: "Method not allowed"}
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(req))}
         return problem(
-            exc.status_code,
-            titles.get(exc.status_code, "Error"),
-            str(exc.detail),
-            headers=getattr(exc, "headers", None),
+            exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail), headers=headers
         )
 
     @app.exception_handler(Exception)
     async def _unexpected(_req: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return problem(500, "Internal error", "an internal error occurred; it has been logged")
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(req: Request) -> list[str]:
+    """Every method some route of the app answers at ``req``'s path. Starlette's ``405`` names
+    only the first route's methods, but a path such as ``/v1/jobs/{job_id}`` has a route per
+    method (``GET``, ``DELETE``)."""
+    routes = req.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(r.matches({**req.scope, "method": method})[0] is Match.FULL for r in routes)
+    ]
 
 
 #: what each status means on any route that can answer it

@@ -819,3 +819,21 @@ def test_list_status_filter_is_checked_as_documented(client, alice, make_job):
     for bad in ("failed,,running", "failedrunning", "Failed", ","):
         r = client.get("/v1/jobs", params={"status": bad}, headers=alice.headers)
         assert_problem(r, 422, "status")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/v1/jobs/job_000000000000", "GET, DELETE"),
+        ("POST", "/v1/jobs/job_000000000000", "GET, DELETE"),
+        ("PATCH", "/v1/jobs", "GET, POST"),
+        ("DELETE", "/v1/account", "GET"),
+        ("GET", "/v1/account/webhook-secret/rotate", "POST"),
+        ("PUT", "/v1/downloads/job_000000000000/r.ndjson", "GET"),
+    ],
+)
+def test_405_allow_lists_every_method_of_the_path(client, alice, method, path, allow):
+    """Starlette named only the first route's methods (``/v1/jobs/{id}`` said ``GET``)."""
+    r = client.request(method, path, headers=alice.headers)
+    assert_problem(r, 405)
+    assert r.headers["allow"] == allow
