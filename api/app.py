@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors, prefect_access
+from api.ingress import Ingress
 from api.routers import account, downloads, health, jobs, uploads, webhooks
 from shoal import __version__
 from shoal.settings import get_settings
@@ -42,6 +43,8 @@ def create_app() -> FastAPI:
     )
     errors.install(app)
     errors.document(app)
+    # rate limit, key before body, body size: before any route reads a byte (api/ingress.py)
+    app.add_middleware(Ingress)
     for r in (
         health.router,
         jobs.router,

@@ -1,12 +1,16 @@
-"""The API's side of Prefect: a warm client at start-up, and what a failure to start a job's
-flow run tells the caller. Jobs' flow runs are started by ``deployments.launch.start_flow_run``;
-the API never imports flow code."""
+"""The API's side of Prefect: a warm client at start-up, a bounded, per-account fair number of
+flow-run starts in flight (``PrefectGate``), and what a failure to start a job's flow run tells
+the caller. Jobs' flow runs are started by ``deployments.launch.start_flow_run``; the API never
+imports flow code."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import wraps
 
 import httpx
@@ -51,14 +55,60 @@ def prefect_unreachable(url: str, exc: BaseException) -> str:
     return f"the scheduler (Prefect) at {url} is unreachable ({type(exc).__name__}: {exc})"
 
 
+class PrefectGate:
+    """Bounds the API's calls starting flow runs: ``calls`` in flight at once, of which one
+    account holds at most half (at least 1). An account's burst waits behind its own earlier
+    calls, not in front of other accounts', and Prefect (on SQLite: one writer) sees a bounded
+    number of writes from the API whatever the callers do."""
+
+    def __init__(self, calls: int) -> None:
+        self.calls = calls
+        self.per_account = max(1, calls // 2)
+        self._all = asyncio.Semaphore(calls)
+        self._accounts: dict[str, tuple[asyncio.Semaphore, int]] = {}  # id -> (slots, users)
+
+    @asynccontextmanager
+    async def slot(self, account_id: str) -> AsyncIterator[None]:
+        own, users = self._accounts.get(account_id, (None, 0))
+        if own is None:
+            own = asyncio.Semaphore(self.per_account)
+        self._accounts[account_id] = (own, users + 1)
+        try:
+            async with own, self._all:
+                yield
+        finally:
+            own, users = self._accounts[account_id]
+            if users == 1:
+                del self._accounts[account_id]  # only accounts with calls under way are kept
+            else:
+                self._accounts[account_id] = (own, users - 1)
+
+
+#: one gate per event loop (asyncio primitives belong to the loop they first wait on)
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PrefectGate] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def prefect_gate(settings: Settings) -> PrefectGate:
+    """The running loop's gate, sized by ``SHOAL_PREFECT_CALLS``."""
+    loop = asyncio.get_running_loop()
+    gate = _gates.get(loop)
+    if gate is None or gate.calls != settings.prefect_calls:
+        gate = _gates[loop] = PrefectGate(settings.prefect_calls)
+    return gate
+
+
 def scheduler_errors(start: StartFlowRun) -> StartFlowRun:
-    """``start`` whose failures say their real cause (``Unavailable``): a deployment Prefect
-    does not have, or a Prefect that cannot be reached. Others pass as they are."""
+    """``start`` through the loop's ``PrefectGate``, its failures saying their real cause
+    (``Unavailable``): a deployment Prefect does not have, or a Prefect that cannot be reached.
+    Others pass as they are."""
 
     @wraps(start)
     async def _start(job: JobRow, settings: Settings) -> str:
         try:
-            return await start(job, settings)
+            async with prefect_gate(settings).slot(job.account_id):
+                return await start(job, settings)
         except ObjectNotFound as exc:
             name = deployment_names(settings)[job.priority]
             raise Unavailable(deployment_missing([name])) from exc

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect
 
 from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep
 from api.errors import answers
+from api.ingress import FORM_SLACK
 from shoal import inputs
 from shoal.contract import UploadPublic
 from shoal.errors import FieldError, InputError, MalformedBody, NotFound, TooLarge, UnsupportedMedia
@@ -33,8 +34,7 @@ router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 
 T = TypeVar("T")
 
-# multipart framing (boundaries, part headers) around the file is allowed on top of the cap
-_FORM_SLACK = 64 * 1024
+_FORM_SLACK = FORM_SLACK
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 _REQUEST_BODY = {
     "required": True,
@@ -103,39 +103,49 @@ class _Normalizing:
         fmt: inputs.InputFormat | str,
         settings: Settings,
         loc: str,
+        gzipped: bool,
     ) -> None:
         self.pipe = inputs.Pipe()
         self._finished = False
+        pipe = self.pipe
 
         def work() -> inputs.InputStats:
             try:
                 return inputs.normalize_to(
-                    self.pipe,  # type: ignore[arg-type]
+                    pipe,  # type: ignore[arg-type]
                     storage,
                     dest,
                     fmt=fmt,
                     settings=settings,
                     max_bytes=settings.max_upload_bytes,
+                    max_lines=settings.max_urls_per_job,
                     loc=loc,
+                    gzipped=gzipped,
+                    # decompressing what the pipe already holds stops too when the client left
+                    stop=lambda: pipe.aborted,
                 )
             finally:
-                self.pipe.stop_reading()
+                pipe.stop_reading()
 
         self.future = _in_thread(work)
 
-    async def feed(self, data: bytes) -> None:
+    async def feed(self, data: bytes, ahead: asyncio.Future[bytes] | None = None) -> None:
         """Hand ``data`` to the thread, waiting (without blocking the loop) while the pipe is
         full. The thread counts the bytes against the cap (``inputs.normalize``); past it, it
-        stops and the upload ends with its ``TooLarge``."""
+        stops and the upload ends with its ``TooLarge``. ``ahead`` is the body's next chunk
+        being received: when it says the client left, this raises ``ClientDisconnect`` at once
+        instead of waiting for room."""
         if self._finished or not data:
             return
-        await self._put(data)
+        await self._put(data, ahead)
 
-    async def _put(self, data: bytes | None) -> None:
+    async def _put(self, data: bytes | None, ahead: asyncio.Future[bytes] | None = None) -> None:
         delay = 0.001
         while not self.pipe.try_put(data):
             if self.pipe.closed_by_reader:
                 return  # it stopped (failed): its error is the answer
+            if _client_left(ahead):
+                raise ClientDisconnect()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.02)
 
@@ -237,11 +247,45 @@ def _raw_format(content_type: str) -> str:
     return fmt
 
 
+def _client_left(ahead: asyncio.Future[bytes] | None) -> bool:
+    return (
+        ahead is not None
+        and ahead.done()
+        and not ahead.cancelled()
+        and isinstance(ahead.exception(), ClientDisconnect)
+    )
+
+
+def _quiet(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved: a chunk nobody waits for any more is no error
+
+
+async def _chunks(request: Request) -> AsyncIterator[tuple[bytes, asyncio.Future[bytes]]]:
+    """The body's chunks, each with the receive of the next one already under way: a client
+    that leaves while a chunk waits for room in the pipe is seen at once (``http.disconnect``),
+    and at most one chunk is held besides the pipe."""
+    it = request.stream().__aiter__()
+    ahead: asyncio.Future[bytes] = asyncio.ensure_future(it.__anext__())
+    ahead.add_done_callback(_quiet)
+    try:
+        while True:
+            try:
+                chunk = await ahead
+            except StopAsyncIteration:
+                return
+            ahead = asyncio.ensure_future(it.__anext__())
+            ahead.add_done_callback(_quiet)
+            yield chunk, ahead
+    finally:
+        ahead.cancel()
+
+
 async def _from_raw(request: Request, work: _Normalizing) -> inputs.InputStats:
-    async for chunk in request.stream():
+    async for chunk, ahead in _chunks(request):
         if work.stopped:
             break  # the thread failed early (e.g. no url column): no need to read on
-        await work.feed(chunk)
+        await work.feed(chunk, ahead)
     return await work.finish()
 
 
@@ -254,7 +298,7 @@ async def _from_form(
     work: _Normalizing | None = None
     received = 0
     try:
-        async for chunk in request.stream():
+        async for chunk, ahead in _chunks(request):
             received += len(chunk)
             if received > limit + _FORM_SLACK:
                 raise TooLarge(f"the file is more than {limit} bytes (the upload limit)")
@@ -267,7 +311,7 @@ async def _from_form(
                 if work.stopped:
                     break
                 if form.pending:
-                    await work.feed(form.take())
+                    await work.feed(form.take(), ahead)
                 if form.file_ended:
                     break  # the rest of the form is of no interest
         else:
@@ -295,9 +339,16 @@ async def _from_form(
     summary="Upload a URL file (NDJSON or CSV, optionally gzip)",
     openapi_extra={"requestBody": _REQUEST_BODY},
     responses={
-        413: {"description": "Larger than `SHOAL_MAX_UPLOAD_BYTES` (compressed or not)"},
         415: {"description": "A raw body of another content type"},
-        422: {"description": "No URLs, no `url` column, an unknown CSV column, corrupt gzip"},
+        400: {
+            "description": "Corrupt gzip, or `Content-Encoding: gzip` on a body that is not gzip"
+        },
+        413: {
+            "description": "Larger than `SHOAL_MAX_UPLOAD_BYTES` (compressed or not), "
+            "decompressing more than `SHOAL_MAX_UPLOAD_RATIO` times, more lines than "
+            "`SHOAL_MAX_UPLOAD_LINES` or more URLs than `SHOAL_MAX_URLS_PER_JOB`"
+        },
+        422: {"description": "No URLs, no `url` column, an unknown CSV column"},
     },
 )
 async def create_upload(
@@ -309,13 +360,12 @@ async def create_upload(
 ) -> JSONResponse:
     """Stream the file into storage, normalized; invalid lines are counted and reported
     (the first 100), never fatal. Use the answer's ``id`` as a job's ``input.upload_id``."""
+    # api.ingress has checked the key, the Content-Encoding and the Content-Length already,
+    # and cuts the body past the upload limit (plus multipart framing)
     limit = settings.max_upload_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit + _FORM_SLACK:
-        raise TooLarge(f"the body is {declared} bytes; the upload limit is {limit}")
     ctype = request.headers.get("content-type", "")
     media, params = parse_options_header(ctype)
-    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    encoding = request.headers.get("content-encoding", "").strip().lower() or "identity"
     if encoding not in ("identity", "gzip", "x-gzip"):
         raise UnsupportedMedia(
             f"Content-Encoding {encoding!r} is not supported",
@@ -330,7 +380,8 @@ async def create_upload(
 
     def start(fmt: str) -> _Normalizing:
         nonlocal work
-        work = _Normalizing(storage, dest, fmt, settings, loc)
+        gzipped = not multipart and encoding != "identity"
+        work = _Normalizing(storage, dest, fmt, settings, loc, gzipped=gzipped)
         return work
 
     try:

@@ -14,9 +14,10 @@ skipped: they are not records (but they do count in the file line numbers errors
 
 Records are checked with the same rules as inline URLs (``UrlItem``, ``valid_http_url``,
 ``stage_record``); plain URL lines take a fast path without pydantic. Whole-file problems (no
-``url`` column, an unknown CSV column, corrupt gzip, no records) raise ``InputError``; more bytes
-than allowed (received, or after decompression: a gzip bomb) or more records than ``max_lines``
-raise ``TooLarge``.
+``url`` column, an unknown CSV column, no records) raise ``InputError``, corrupt gzip
+``MalformedBody``; more bytes than allowed (received, or after decompression: a gzip bomb, by
+size and by ratio), more lines than ``max_upload_lines`` or more records than ``max_lines``
+raise ``TooLarge``. A caller that gives up (the client left) stops the work through ``stop``.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ import gzip
 import io
 import os
 import zlib
+from collections.abc import Callable
 from typing import IO, Any, Literal
 
-from shoal.errors import FieldError, InputError
+from shoal.errors import FieldError, InputError, MalformedBody
 from shoal.settings import Settings
 from shoal.storage import Storage
 
@@ -120,22 +122,38 @@ def normalize(
     max_bytes: int | None,
     max_lines: int | None = None,
     loc: str = "file",
+    gzipped: bool = False,
+    stop: Callable[[], bool] | None = None,
 ) -> InputStats:
-    """Read a URL file from ``src`` (plain or gzip: the magic bytes decide) and write the
-    staged format to ``out``. ``fmt="auto"`` tells NDJSON from CSV by the first line.
+    """Read a URL file from ``src`` (plain or gzip: the magic bytes decide; ``gzipped``: it
+    must be gzip, as a ``Content-Encoding: gzip`` says) and write the staged format to ``out``.
+    ``fmt="auto"`` tells NDJSON from CSV by the first line.
 
-    ``max_bytes`` caps both the bytes read and the bytes after decompression. Raises
-    ``InputError`` (located at ``loc``) for whole-file problems and ``TooLarge``."""
-    raw = Counted(src, max_bytes, "the file is")
+    ``max_bytes`` caps both the bytes read and the bytes after decompression, which may also be
+    at most ``settings.max_upload_ratio`` times the bytes read (past 16 MiB); the file may have
+    ``settings.max_upload_lines`` lines and ``max_lines`` records. Raises ``MalformedBody`` for
+    data that is not the gzip it claims to be, ``InputError`` (located at ``loc``) for other
+    whole-file problems, ``TooLarge``, and ``PipeAborted`` as soon as ``stop()`` is true."""
+    raw = Counted(src, max_bytes, "the file is", stop=stop)
     magic = read_exactly(raw, 2)  # type: ignore[arg-type]
     gz = magic == _GZIP_MAGIC
+    if gzipped and not gz and magic:
+        raise MalformedBody(
+            "the body is not gzip data",
+            errors=[FieldError(loc, "sent with Content-Encoding: gzip, but it is not gzip data")],
+        )
     stream: IO[bytes] = io.BufferedReader(Prefixed(magic, raw), _BLOCK)  # type: ignore[arg-type]
     if gz:
         unzipped = gzip.GzipFile(fileobj=stream, mode="rb")
-        stream = io.BufferedReader(
-            Counted(unzipped, max_bytes, "the file decompresses to"),  # type: ignore[arg-type]
-            _BLOCK,
+        inflated = Counted(
+            unzipped,  # type: ignore[arg-type]
+            max_bytes,
+            "the file decompresses to",
+            inflated_from=raw,
+            ratio=settings.max_upload_ratio,
+            stop=stop,
         )
+        stream = io.BufferedReader(inflated, _BLOCK)
     try:
         if fmt == "auto":
             head = read_exactly(stream, 64 * 1024)
@@ -165,7 +183,7 @@ def normalize(
             normalize_ndjson(stream, writer)
         writer.flush()
     except (gzip.BadGzipFile, zlib.error, EOFError) as exc:
-        raise InputError(
+        raise MalformedBody(
             "not a valid gzip file", errors=[FieldError(loc, f"not a valid gzip file: {exc}")]
         ) from exc
     stats.size_bytes = raw.count

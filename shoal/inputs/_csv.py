@@ -113,6 +113,8 @@ def normalize_csv(reader: IO[bytes], w: Writer, loc: str) -> None:
             if not line:
                 return
             physical += 1
+            if physical > w.max_file_lines:
+                w.at_line(physical)
             if len(line) >= MAX_LINE and not line.endswith(("\n", "\r")):
                 while (rest := text.readline(MAX_LINE)) and not rest.endswith(("\n", "\r")):
                     pass

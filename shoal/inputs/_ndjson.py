@@ -57,6 +57,8 @@ def normalize_ndjson(reader: IO[bytes], w: Writer) -> None:
     for raw, too_long in _ndjson_lines(reader):
         line_no += 1
         w.line_no = line_no
+        if line_no > w.max_file_lines:
+            w.at_line(line_no)
         if too_long:
             w.bad(None, f"line longer than {MAX_LINE} bytes")
             continue

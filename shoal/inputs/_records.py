@@ -54,7 +54,16 @@ class Writer:
         self.settings = settings
         self.max_lines = max_lines
         self.line_no = 0  # the file line the current record starts on (1-based)
+        self.max_file_lines = settings.max_upload_lines
         self._buf: list[bytes] = []
+
+    def at_line(self, n: int) -> None:
+        """The reader is at physical line ``n`` (blank ones count): past the file's line limit
+        the file is refused before more of it is parsed."""
+        if n > self.max_file_lines:
+            raise TooLarge(
+                f"the file has more than {self.max_file_lines} lines (blank ones included)"
+            )
 
     def _add(self, line: bytes) -> None:
         self.stats.lines += 1

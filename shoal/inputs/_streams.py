@@ -1,12 +1,14 @@
 """Byte streams for reading a URL file once: a bounded pipe from the HTTP receiver, a byte
-counter with a cap (received bytes, and bytes after decompression: a gzip bomb stops here), and
-a reader that puts back bytes already peeked at."""
+counter with a cap (received bytes, and bytes after decompression, in size and ratio: a gzip
+bomb stops here; and a stop check: an abandoned upload stops here), and a reader that puts back
+bytes already peeked at."""
 
 from __future__ import annotations
 
 import io
 import queue
 import threading
+from collections.abc import Callable
 from typing import IO, Any
 
 from shoal.errors import TooLarge
@@ -44,6 +46,11 @@ class Pipe(io.RawIOBase):
         self._aborted.set()
 
     @property
+    def aborted(self) -> bool:
+        """The producer gave up (a reader decompressing what it already has asks this)."""
+        return self._aborted.is_set()
+
+    @property
     def closed_by_reader(self) -> bool:
         return self._reader_stopped.is_set()
 
@@ -76,25 +83,57 @@ class Pipe(io.RawIOBase):
         return n
 
 
-class Counted(io.RawIOBase):
-    """Reads ``src`` and raises ``TooLarge`` once more than ``limit`` bytes came through."""
+#: decompressed bytes always allowed, whatever the ratio (small files compress very well too)
+RATIO_FLOOR = 16 << 20
 
-    def __init__(self, src: IO[bytes], limit: int | None, what: str) -> None:
+
+class Counted(io.RawIOBase):
+    """Reads ``src`` and raises ``TooLarge`` once more than ``limit`` bytes came through, or,
+    reading what ``inflated_from`` decompresses, once past ``RATIO_FLOOR`` bytes that are more
+    than ``ratio`` times the compressed bytes read. Each read first asks ``stop`` (when given)
+    and raises ``PipeAborted`` when it says so: the caller gave up (the client left)."""
+
+    def __init__(
+        self,
+        src: IO[bytes],
+        limit: int | None,
+        what: str,
+        *,
+        inflated_from: Counted | None = None,
+        ratio: int | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
         super().__init__()
         self._src = src
         self.limit = limit
         self.count = 0
         self._what = what
+        self._inflated_from = inflated_from
+        self._ratio = ratio
+        self._stop = stop
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, b: Any) -> int:
+        if self._stop is not None and self._stop():
+            raise PipeAborted("the upload was abandoned")
         data = self._src.read(len(b))
         n = len(data)
         self.count += n
         if self.limit is not None and self.count > self.limit:
             raise TooLarge(f"{self._what} more than {self.limit} bytes")
+        packed = self._inflated_from
+        if (
+            packed is not None
+            and self._ratio is not None
+            and self.count > RATIO_FLOOR
+            and self.count > self._ratio * max(packed.count, 1)
+        ):
+            raise TooLarge(
+                f"{self._what} more than {self._ratio} times its compressed size "
+                f"({self.count} bytes from {packed.count} read)"
+            )
         b[:n] = data
         return n
 
