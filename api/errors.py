@@ -28,6 +28,7 @@ from shoal.errors import (
     UnsupportedMedia,
     field_errors,
 )
+from shoal.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ def document(app: FastAPI) -> None:
                 _document_operation(op, rate_limited=path not in UNLIMITED_PATHS)
         for unused in ("HTTPValidationError", "ValidationError"):
             schemas.pop(unused, None)
+        _operator_limits(schemas, get_settings())
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -180,6 +182,26 @@ def document(app: FastAPI) -> None:
 
 #: paths the request rate limit (``api.ingress``) never applies to
 UNLIMITED_PATHS = frozenset({"/v1/health"})
+
+
+def _operator_limits(schemas: dict[str, Any], settings: Settings) -> None:
+    """Limits the operator sets, as the document's bounds: what ``shoal.jobs.validate`` checks."""
+
+    def bound(model: str, field: str, key: str, value: int) -> None:
+        prop = schemas.get(model, {}).get("properties", {}).get(field)
+        if prop is None:
+            return
+        # ``x | None`` fields: the bound belongs to the non-null member
+        target = next((m for m in prop.get("anyOf", []) if m.get("type") != "null"), prop)
+        target[key] = value
+        if key in prop:
+            prop[key] = value
+
+    for model in ("InlineInput", "JobCreate"):
+        bound(model, "urls", "maxItems", settings.max_inline_urls)
+    bound("OutputSpec", "expires_in_s", "maximum", settings.max_link_expiry_s)
+    for model in ("ScrapeOptions", "UrlItem"):
+        bound(model, "max_body_bytes", "maximum", settings.max_body_bytes)
 
 
 def _document_operation(op: dict[str, Any], *, rate_limited: bool = True) -> None:

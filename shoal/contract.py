@@ -19,6 +19,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -160,6 +161,25 @@ _SELECTORS_DOC = "field -> CSS selector (`xpath:` prefix for XPath; `@attr` suff
 _SELECTORS_DOC += "with the parsers extraction uses."
 
 
+#: how the served document describes a URL to fetch; the check is ``http_url_problem``
+#: (``shoal.jobs`` applies it, so that a file's rows meet the same rule)
+UrlText = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_URL_LENGTH,
+            "pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]?://",
+            "description": f"An http(s) URL: at most {MAX_URL_LENGTH} characters, a host of "
+            f"at most {MAX_HOST_LENGTH} (labels {MAX_LABEL_LENGTH}).",
+        }
+    ),
+]
+#: ``maxItems`` is the operator's ``SHOAL_MAX_INLINE_URLS`` in the served document
+_INLINE_DOC: dict[str, Any] = {"minItems": 1, "maxItems": 1000}
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -187,7 +207,7 @@ OVERRIDABLE: frozenset[str] = frozenset(ScrapeOptions.model_fields)
 class UrlItem(_Request):
     """One URL with the caller's ``meta`` and any subset of the defaults (shallow override)."""
 
-    url: str
+    url: UrlText
     meta: Any = None
     render: bool | None = None
     proxy_type: ProxyType | None = None
@@ -206,11 +226,13 @@ class UrlItem(_Request):
 
 
 class InlineInput(_Request):
-    urls: list[str | UrlItem] = Field(description="1 to 1,000 URLs or URL objects.")
+    urls: list[UrlText | UrlItem] = Field(
+        description="1 to 1,000 URLs or URL objects.", json_schema_extra=_INLINE_DOC
+    )
 
 
 class SingleUrlInput(_Request):
-    url: str
+    url: UrlText
 
 
 class UploadInput(_Request):
@@ -218,8 +240,15 @@ class UploadInput(_Request):
 
 
 class S3Input(_Request):
-    s3_uri: str = Field(description="`s3://bucket/key` (or `gs://`) of an NDJSON or CSV file.")
-    role_arn: str | None = Field(None, description="IAM role to assume to read it (STS).")
+    s3_uri: str = Field(
+        description="`s3://bucket/key` (or `gs://`) of an NDJSON or CSV file.",
+        json_schema_extra={"pattern": r"^(?:s3|gs)://[^/]+/[\s\S]*[^/]$"},
+    )
+    role_arn: str | None = Field(
+        None,
+        description="IAM role to assume to read it (STS); `s3://` only.",
+        json_schema_extra={"pattern": "^arn:"},
+    )
 
 
 def _input_form(value: Any) -> str | None:
@@ -291,7 +320,9 @@ class JobCreate(_Request):
         None, max_length=200, json_schema_extra={"pattern": "^[^\\x00]*$"}
     )
     input: InputField | None = None
-    urls: list[str | UrlItem] | None = Field(None, description="Alias of input.urls.")
+    urls: list[UrlText | UrlItem] | None = Field(
+        None, description="Alias of input.urls.", json_schema_extra=_INLINE_DOC
+    )
     selectors: dict[str, str] | None = Field(None, description="Alias of defaults.selectors.")
     defaults: ScrapeOptions = Field(default_factory=ScrapeOptions)
     concurrency: Annotated[int, Field(ge=1, le=256)] = 32

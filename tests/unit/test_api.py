@@ -837,3 +837,39 @@ def test_405_allow_lists_every_method_of_the_path(client, alice, method, path, a
     r = client.request(method, path, headers=alice.headers)
     assert_problem(r, 405)
     assert r.headers["allow"] == allow
+
+
+def test_openapi_says_what_the_checks_check(client, monkeypatch):
+    """The served document is as strict as the code: URL strings, item counts, operator
+    limits, id and offset bounds (it said none of these)."""
+    from shoal.contract import MAX_OFFSET, MAX_URL_LENGTH
+    from shoal.settings import get_settings
+
+    spec = client.get("/v1/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    urls_doc = schemas["InlineInput"]["properties"]["urls"]
+    assert (urls_doc["minItems"], urls_doc["maxItems"]) == (1, get_settings().max_inline_urls)
+    url_doc = urls_doc["items"]["anyOf"][0]
+    assert url_doc["maxLength"] == MAX_URL_LENGTH and url_doc["pattern"].endswith("://")
+    assert schemas["UrlItem"]["properties"]["url"]["maxLength"] == MAX_URL_LENGTH
+    assert schemas["SingleUrlInput"]["properties"]["url"]["maxLength"] == MAX_URL_LENGTH
+    assert schemas["UploadInput"]["properties"]["upload_id"]["pattern"]
+    assert schemas["S3Input"]["properties"]["s3_uri"]["pattern"].startswith("^(?:s3|gs)://")
+    expires = schemas["OutputSpec"]["properties"]["expires_in_s"]["anyOf"][0]
+    assert expires["maximum"] == get_settings().max_link_expiry_s
+    body_max = schemas["ScrapeOptions"]["properties"]["max_body_bytes"]["anyOf"][0]
+    assert body_max["maximum"] == get_settings().max_body_bytes
+    headers = schemas["ScrapeOptions"]["properties"]["headers"]
+    assert headers["propertyNames"]["pattern"] and headers["additionalProperties"]["pattern"]
+    for path in ("/v1/jobs", "/v1/jobs/{job_id}/results"):
+        params = {p["name"]: p["schema"] for p in spec["paths"][path]["get"]["parameters"]}
+        assert params["offset"]["maximum"] == MAX_OFFSET
+
+    # the operator's limits, not the defaults
+    monkeypatch.setenv("SHOAL_MAX_INLINE_URLS", "50")
+    get_settings.cache_clear()
+    from api.app import create_app
+
+    doc = create_app().openapi()["components"]["schemas"]
+    assert doc["InlineInput"]["properties"]["urls"]["maxItems"] == 50
+    assert doc["JobCreate"]["properties"]["urls"]["anyOf"][0]["maxItems"] == 50
