@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import threading
 
 import orjson
@@ -389,3 +390,54 @@ def test_a_file_record_names_its_fields_as_the_api_does(cfg):
     why = staged[0]["error"]
     assert "timeout_s: " in why
     assert "formats[1]: " in why and "formats.1" not in why
+
+
+# --- hostile files: bounded work (issue 12) --------------------------------------------------
+
+
+def test_a_gzip_file_inflating_past_the_ratio_is_too_large(cfg):
+    data = b'"https://a.example/%s"\n' % (b"x" * 1900) * 10_000  # 19 MB of one line
+    packed = gzip.compress(data, 9)
+    assert len(data) > 100 * len(packed)
+    with pytest.raises(TooLarge, match="times its compressed size"):
+        run(packed, cfg, "ndjson")
+    stats, _ = run(packed, Settings(signing_secret="x", max_upload_ratio=10_000), "ndjson")
+    assert stats.lines == stats.urls_valid == 10_000  # fine when the operator allows it
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+def test_lines_are_bounded_blank_ones_included(fmt):
+    cfg = Settings(signing_secret="x", max_upload_lines=1000)
+    head = b"url\n" if fmt == "csv" else b""
+    data = head + b'"https://a.example/1"\n' + b"\n" * 2000
+    with pytest.raises(TooLarge, match="more than 1000 lines"):
+        run(data, cfg, fmt)
+    ok = head + b"https://a.example/1\n" + b"\n" * 900
+    assert run(ok, cfg, fmt)[0].lines == 1
+
+
+def test_declared_gzip_that_is_not_gzip_is_a_malformed_body(cfg):
+    from shoal.errors import MalformedBody
+
+    with pytest.raises(MalformedBody) as exc:
+        run(b'"https://a.example/1"\n', cfg, "ndjson", gzipped=True, loc="body")
+    assert exc.value.errors[0].loc == "body"
+    stats, _ = run(gzip.compress(b'"https://a.example/1"\n'), cfg, "ndjson", gzipped=True)
+    assert stats.lines == 1 and stats.gzip
+
+
+def test_decompressing_stops_as_soon_as_the_caller_gives_up(cfg):
+    """The whole bomb has been received (the raw stream is not read again for a long while);
+    then the caller gives up: the normalizer stops at its next decompressed block instead of
+    inflating all it already holds (1 GiB in one line, which it would otherwise accept)."""
+    bomb = gzip.compress(b"a" * (16 << 20), 9) * 64
+    asked = itertools.count()
+
+    def stop() -> bool:
+        return next(asked) >= 8  # a few blocks in: the client leaves
+
+    with pytest.raises(inputs.PipeAborted):
+        inputs.normalize(
+            io.BytesIO(bomb), io.BytesIO(), fmt="ndjson", settings=cfg, max_bytes=2 << 30, stop=stop
+        )
+    assert next(asked) < 20  # stopped at the first check after giving up
