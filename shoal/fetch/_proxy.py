@@ -1,13 +1,18 @@
-"""A pool of forward proxies: round robin, with failing proxies benched for a while.
+"""A pool of proxies: round robin, with failing proxies benched for a while.
 
-    pool = ProxyPool(["http://user:pass@10.0.0.1:3128", "http://10.0.0.2:3128"])
+    pool = ProxyPool(["http://user:pass@10.0.0.1:3128", "socks5h://10.0.0.2:1080"])
     proxy = pool.pick()          # None: every proxy is benched -> the URL fails with ``proxy``
     ... pool.failed(proxy) / pool.succeeded(proxy)
 
 A proxy that fails is benched for ``bench_s``, doubling with each further failure in a row (capped
 at 10 minutes); a success resets the count (an active bench runs out on its own). Credentials
 stay in the URL (``http://user:pass@host:port``); the transport sends them as
-``Proxy-Authorization``. Not thread-safe: one pool per engine, used from its event loop.
+``Proxy-Authorization`` (inside TLS to an ``https://`` proxy), or as SOCKS5's username and
+password. Not thread-safe: one pool per engine, used from its event loop.
+
+Schemes (``PROXY_PORTS``, see ``_connect`` for what each does): ``http://`` and ``https://``
+forward proxies, ``socks5://`` and ``socks4://`` (the target resolved by Shoal, through the
+SSRF guard), ``socks5h://`` (the proxy resolves the target's name).
 """
 
 from __future__ import annotations
@@ -17,14 +22,18 @@ from collections.abc import Callable
 from urllib.parse import urlsplit
 
 MAX_BENCH_S = 600.0
+#: the proxy URL schemes the transport speaks, and the port of each when the URL names none
+PROXY_PORTS = {"http": 80, "https": 443, "socks5": 1080, "socks5h": 1080, "socks4": 1080}
 
 
 def validate_proxy_url(url: str) -> str:
-    """The URL of an HTTP(S) forward proxy, normalised; ``ValueError`` when it is not one."""
+    """The URL of a proxy, normalised; ``ValueError`` when it is not one Shoal can use."""
     url = url.strip()
     parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https"):
-        raise ValueError(f"proxy {_redact(url)!r}: scheme must be http:// or https://")
+    scheme = parts.scheme.lower()
+    if scheme not in PROXY_PORTS:
+        known = ", ".join(f"{s}://" for s in PROXY_PORTS)
+        raise ValueError(f"proxy {_redact(url)!r}: scheme must be one of {known}")
     if not parts.hostname:
         raise ValueError(f"proxy {_redact(url)!r}: no host")
     try:
@@ -35,7 +44,9 @@ def validate_proxy_url(url: str) -> str:
         raise ValueError(f"proxy {_redact(url)!r}: must not have a path, query or fragment")
     if parts.password is not None and not parts.username:
         raise ValueError(f"proxy {_redact(url)!r}: password without a user name")
-    return f"{parts.scheme.lower()}://{parts.netloc}"
+    if scheme == "socks4" and parts.password is not None:
+        raise ValueError(f"proxy {_redact(url)!r}: SOCKS4 takes a user id, not a password")
+    return f"{scheme}://{parts.netloc}"
 
 
 def _redact(url: str) -> str:

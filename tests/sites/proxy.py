@@ -5,6 +5,9 @@
         proxy.auth_url   # "http://user:pass@127.0.0.1:PORT"
         proxy.forwarded  # requests forwarded + tunnels opened
 
+``ForwardProxy(tls=ca.server_context())`` is an ``https://`` proxy: it speaks TLS only (a
+client that sends its request, ``Proxy-Authorization`` and all, in clear gets no answer).
+
 Absolute-form requests (``GET http://host/path HTTP/1.1``) are forwarded in origin form with
 the body streamed both ways; ``CONNECT host:port`` opens a tunnel (https). One request per client
 connection (answers carry ``Connection: close``). Without the right ``Proxy-Authorization`` when
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import socket
+import ssl
 from urllib.parse import urlsplit
 
 from .hostile import LoopServer, Request, read_request, reset, response_head
@@ -48,8 +52,10 @@ class ForwardProxy(LoopServer):
 
     name = "forward-proxy"
 
-    def __init__(self, require_auth: tuple[str, str] | None = None) -> None:
-        super().__init__()
+    def __init__(
+        self, require_auth: tuple[str, str] | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
+        super().__init__(tls=tls)
         self.require_auth = require_auth
         self.fail_with: int | None = None
         self.forwarded = 0
@@ -63,14 +69,14 @@ class ForwardProxy(LoopServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls is not None else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def auth_url(self) -> str:
         if self.require_auth is None:
             return self.url
         user, password = self.require_auth
-        return f"http://{user}:{password}@127.0.0.1:{self.port}"
+        return self.url.replace("://", f"://{user}:{password}@", 1)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         req = await read_request(reader)

@@ -23,9 +23,11 @@ class Clock:
 @pytest.mark.parametrize(
     "url",
     [
-        "socks5://10.0.0.1:1080",
+        "socks://10.0.0.1:1080",  # ambiguous: say which SOCKS
+        "socks4a://10.0.0.1:1080",
         "10.0.0.1:3128",
         "ftp://10.0.0.1",
+        "socks4://user:pass@10.0.0.1:1080",  # SOCKS4 has a user id, no password
         "http://",
         "http://10.0.0.1:99999",
         "http://10.0.0.1:3128/path",
@@ -38,9 +40,24 @@ def test_invalid_proxy_urls(url: str) -> None:
         ProxyPool([url])
 
 
+def test_an_unknown_scheme_is_refused_naming_the_ones_that_work() -> None:
+    with pytest.raises(ValueError) as err:
+        validate_proxy_url("socks://10.0.0.1:1080")
+    for scheme in ("http://", "https://", "socks5://", "socks5h://", "socks4://"):
+        assert scheme in str(err.value)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https", "socks5", "socks5h", "socks4"])
+def test_every_scheme_the_transport_speaks_is_accepted(scheme: str) -> None:
+    """The schemes ``_connect.Dialer`` handles (https: TLS to the proxy; SOCKS via python-socks)."""
+    user = "u:p@" if scheme != "socks4" else "u@"
+    url = f"{scheme.upper()}://{user}10.0.0.1:1080"
+    assert validate_proxy_url(url) == f"{scheme}://{user}10.0.0.1:1080"
+
+
 def test_error_message_hides_the_password() -> None:
     with pytest.raises(ValueError) as err:
-        ProxyPool(["socks5://user:hunter2@10.0.0.1:1080"])
+        ProxyPool(["socks://user:hunter2@10.0.0.1:1080"])
     assert "hunter2" not in str(err.value)
     assert "hunter2" not in repr(ProxyPool(["http://user:hunter2@10.0.0.1:1"]))
 
