@@ -249,6 +249,8 @@ def _webhook_spec(
             policy.check_literal(urlsplit(url.strip()).hostname or "")
         except BlockedAddress as exc:
             why = f"not a public address ({exc.address}); the operator does not allow it"
+            if exc.address is None:  # a numeric host that is no IPv4 address (1.2.3.4.5)
+                why = str(exc)
     if why:
         errors.append(FieldError(loc, why))
         return None
