@@ -5,8 +5,9 @@ the request: TCP to the host (or to the proxy), TLS where the target is ``https`
 tunnel open. All of it happens within ``connect_timeout_s``.
 
 - Names resolve through ``resolver`` (the engine's ``GuardedResolver`` for direct connections:
-  the addresses checked are the addresses dialled), answers cached ``dns_ttl_s``; literal IPs
-  are dialled as they are (the engine checks them).
+  the addresses checked are the addresses dialled), answers cached ``dns_ttl_s``; literal IPs,
+  IPv4 in every spelling ``inet_aton`` reads included (``_policy.literal_ip``), are dialled as
+  the engine's guard read them, never resolved.
 - Happy Eyeballs (RFC 8305, with ``aiohappyeyeballs``): the resolver's addresses, families
   interleaved, each new attempt started 250 ms after the last unless it has failed already;
   the first to connect wins. A blackholed first address (an AAAA record of a host whose IPv6
@@ -45,7 +46,7 @@ from python_socks.async_.asyncio import Proxy as _SocksProxy
 from yarl import URL
 
 from ._guard import GuardedResolver
-from ._policy import AddressPolicy
+from ._policy import AddressPolicy, literal_ip
 from ._proxy import PROXY_PORTS
 
 #: the most bytes of a proxy's answer to CONNECT we read
@@ -230,11 +231,11 @@ class Dialer:
     async def _addresses(
         self, host: str, port: int, resolver: AbstractResolver
     ) -> list[tuple[str, int]]:
-        try:
-            socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-            return [(host, socket.AF_INET6 if ":" in host else socket.AF_INET)]
-        except OSError:
-            pass
+        # a literal, in any IPv4 spelling libc reads (127.1, 0x7f.1): dialled as the engine's
+        # guard read it, never resolved (a numeric host that is no address: InvalidHost)
+        ip = literal_ip(host)
+        if ip is not None:
+            return [(str(ip), socket.AF_INET6 if ip.version == 6 else socket.AF_INET)]
         now = asyncio.get_running_loop().time()
         key = (id(resolver), host)
         cached = self._dns.get(key)

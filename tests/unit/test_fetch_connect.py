@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from shoal.errors import FetchError
@@ -28,6 +28,7 @@ from shoal.fetch._h1 import Transport, header_block
 from shoal.fetch._policy import AddressPolicy, BlockedAddress
 from shoal.settings import Settings
 from tests.sites.hostile import HostileSite
+from tests.sites.names import MapResolver
 from tests.sites.proxy import ForwardProxy
 from tests.sites.socks import SocksProxy
 from tests.sites.tls import TestCA
@@ -39,35 +40,6 @@ def _settings(**kw: object) -> Settings:
     base: dict[str, object] = {"allow_private_networks": True, "fetch_retries": 0}
     base.update(kw)
     return Settings(**base)  # type: ignore[arg-type]
-
-
-class MapResolver(AbstractResolver):
-    """Names from a table (in the table's order), never DNS."""
-
-    def __init__(self, table: dict[str, list[str]]) -> None:
-        self.table = table
-        self.asked: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.asked.append(host)
-        if host not in self.table:
-            raise socket.gaierror(socket.EAI_NONAME, f"{host} not in the test table")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in self.table[host]
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")

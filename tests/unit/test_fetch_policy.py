@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterator
 
 import pytest
 
+from shoal.errors import FetchError
+from shoal.fetch import Engine, FetchOptions
 from shoal.fetch._policy import AddressPolicy, BlockedAddress, InvalidHost, is_blocked_address
+from shoal.settings import Settings
+from tests.sites.hostile import HostileSite
+from tests.sites.names import MapResolver
 
 BLOCKED = [
     "0.1.2.3",  # "this network"
@@ -110,3 +116,50 @@ def test_numeric_hosts_that_are_no_ipv4_are_invalid_even_when_private_is_allowed
 def test_names_and_public_literals_are_left_alone(host: str, literal: bool) -> None:
     """Names go on to the guarded resolver (``False``); a public literal passes (``True``)."""
     assert AddressPolicy(allow_private_networks=False).check_literal(host) is literal
+
+
+# ----------------------------------------------------------------------------- through the engine
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[HostileSite]:
+    s = HostileSite().start()
+    yield s
+    s.stop()
+
+
+def _engine(resolver: MapResolver, *, allow_private: bool) -> Engine:
+    settings = Settings(allow_private_networks=allow_private, fetch_retries=0)  # type: ignore[call-arg]
+    return Engine(concurrency=1, settings=settings, resolver=resolver)
+
+
+@pytest.mark.parametrize("host", ["127.1", "0x7f.1", "2130706433", "017700000001"])
+async def test_a_fetch_to_a_legacy_spelling_is_judged_and_dialled_as_its_address(
+    site: HostileSite, host: str
+) -> None:
+    """The guard refuses it as 127.0.0.1; allowed, it is dialled as 127.0.0.1. Neither asks
+    the resolver (here a table that knows no name), so no DNS server chooses the address."""
+    url = f"http://{host}:{site.port}/ok"
+    options = FetchOptions(respect_robots=False)
+    resolver = MapResolver({})
+    async with _engine(resolver, allow_private=False) as engine:
+        with pytest.raises(FetchError) as info:
+            await engine.fetch(url, options)
+    assert info.value.code == "blocked" and "(127.0.0.1)" in info.value.message
+    before = site.hits["/ok"]
+    async with _engine(resolver, allow_private=True) as engine:
+        resp = await engine.fetch(url, options)
+    assert resp.status == 200 and site.hits["/ok"] == before + 1
+    assert resolver.asked == []
+
+
+@pytest.mark.parametrize("host", ["1.2.3.4.5", "256.1"])
+async def test_a_fetch_to_a_numeric_host_that_is_no_ipv4_never_reaches_dns(host: str) -> None:
+    """Refused (``blocked``, saying why) even with private networks allowed."""
+    resolver = MapResolver({})
+    async with _engine(resolver, allow_private=True) as engine:
+        with pytest.raises(FetchError) as info:
+            await engine.fetch(f"http://{host}/", FetchOptions(respect_robots=False))
+    assert info.value.code == "blocked"
+    assert "not a valid IPv4 address" in info.value.message
+    assert resolver.asked == []
