@@ -252,7 +252,9 @@ async def _post(
         target = URL(url)
         if target.scheme not in ("http", "https") or not target.host:
             return None, "invalid_url: not an http(s) URL with a host", True
-        policy.check_literal(target.host)
+        ip = policy.checked_literal(target.host)
+        if ip is not None and ip.version == 4 and target.host != str(ip):
+            target = target.with_host(str(ip))  # 127.1 is 127.0.0.1: aiohttp takes only that
         connector = aiohttp.TCPConnector(
             resolver=GuardedResolver(aiohttp.ThreadedResolver(), policy), force_close=True
         )

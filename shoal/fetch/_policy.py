@@ -235,8 +235,12 @@ class AddressPolicy:
 
     def check_literal(self, host: str) -> bool:
         """Check ``host`` if it is an IP literal (True then); False for a name."""
+        return self.checked_literal(host) is not None
+
+    def checked_literal(self, host: str) -> IPAddress | None:
+        """The address ``host`` stands for when it is an IP literal in any spelling (checked:
+        ``BlockedAddress`` when refused); None for a name."""
         ip = literal_ip(host)
-        if ip is None:
-            return False
-        self.check(host, (ip,))
-        return True
+        if ip is not None:
+            self.check(host, (ip,))
+        return ip

@@ -66,7 +66,17 @@ async def test_delivery_to_such_a_host_gives_up_at_the_first_attempt(  # type: i
     guarded = settings.model_copy(
         update={"allow_private_networks": False, "webhook_timeout_s": 2.0}
     )
-    url = f"http://{host}:{receiver.port}/hook"
+    _end_job(make_job, alice, guarded, f"http://{host}:{receiver.port}/hook")
+    attempt = await _attempt(store, guarded)
+    assert attempt.state == "gave_up", attempt
+    assert attempt.error is not None
+    assert attempt.error.startswith("blocked: " if host in LEGACY else "invalid_url: ")
+    assert attempt.next_attempt_at is None
+    assert receiver.received == []
+
+
+def _end_job(make_job, alice, settings: Settings, url: str) -> None:  # type: ignore[no-untyped-def]
+    """A one-URL job with a webhook to ``url`` ends: its ``job.completed`` event is due."""
     job = make_job(
         alice.account,
         status="running",
@@ -80,17 +90,11 @@ async def test_delivery_to_such_a_host_gives_up_at_the_first_attempt(  # type: i
             "webhook": {"url": url, "events": ["job.completed"]},
         },
     )
-    storage = get_storage(guarded)
+    storage = get_storage(settings)
     row = {"url": "https://example.com/", "input_index": 0, "status": "ok", "http_status": 200,
            "attempts": 1, "credits": 1}  # fmt: skip
     write_part(storage, part_url(storage, job.id, 0), [row])
-    finalize_job(job.id, guarded)
-    attempt = await _attempt(store, guarded)
-    assert attempt.state == "gave_up", attempt
-    assert attempt.error is not None
-    assert attempt.error.startswith("blocked: " if host in LEGACY else "invalid_url: ")
-    assert attempt.next_attempt_at is None
-    assert receiver.received == []
+    finalize_job(job.id, settings)
 
 
 async def _attempt(store: Store, settings: Settings) -> webhooks.Attempt:
@@ -103,3 +107,18 @@ async def _attempt(store: Store, settings: Settings) -> webhooks.Attempt:
             return await webhooks.deliver(event, store, settings)
         await asyncio.sleep(0.02)
     raise AssertionError("no event became due")
+
+
+@pytest.mark.parametrize("host", LEGACY)
+async def test_where_private_addresses_are_allowed_a_legacy_spelling_is_delivered(  # type: ignore[no-untyped-def]
+    make_job, alice, store: Store, settings: Settings, receiver: Receiver, host: str
+):
+    """With the guard off (tests, local demos) the URL is delivered to the address its host
+    spells, as libc would connect: not refused by aiohttp's canonical-only parser and retried."""
+    allowing = settings.model_copy(
+        update={"allow_private_networks": True, "webhook_timeout_s": 2.0}
+    )
+    _end_job(make_job, alice, allowing, f"http://{host}:{receiver.port}/hook")
+    attempt = await _attempt(store, allowing)
+    assert (attempt.state, attempt.status_code, attempt.error) == ("delivered", 200, None)
+    assert [r.path for r in receiver.received] == ["/hook"]
