@@ -7,6 +7,8 @@
 
 ``ForwardProxy(tls=ca.server_context())`` is an ``https://`` proxy: it speaks TLS only (a
 client that sends its request, ``Proxy-Authorization`` and all, in clear gets no answer).
+``Tap(port)`` relays TCP to ``127.0.0.1:port`` and keeps every byte the client sent
+(``sent``): what an eavesdropper on the way to the proxy would read.
 
 Absolute-form requests (``GET http://host/path HTTP/1.1``) are forwarded in origin form with
 the body streamed both ways; ``CONNECT host:port`` opens a tunnel (https). One request per client
@@ -229,3 +231,36 @@ async def _answer(writer: asyncio.StreamWriter, status: int) -> None:
     ]
     writer.write(response_head(status, headers) + body)
     await writer.drain()
+
+
+class Tap(LoopServer):
+    """A TCP relay to ``127.0.0.1:upstream`` that records what clients send (``sent``)."""
+
+    name = "tap"
+
+    def __init__(self, upstream: int) -> None:
+        super().__init__()
+        self.upstream = upstream
+        self.sent = bytearray()
+
+    def start(self) -> Tap:
+        super().start()
+        return self
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        try:
+            await asyncio.gather(self._record(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            up_writer.transport.close()
+
+    async def _record(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                self.sent += data
+                dst.write(data)
+                await dst.drain()
+            if dst.can_write_eof():
+                dst.write_eof()
+        except (ConnectionError, OSError):
+            dst.transport.close()

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import base64
 import select
 import socket
 import time
@@ -29,7 +30,7 @@ from shoal.fetch._policy import AddressPolicy, BlockedAddress
 from shoal.settings import Settings
 from tests.sites.hostile import HostileSite
 from tests.sites.names import MapResolver
-from tests.sites.proxy import ForwardProxy
+from tests.sites.proxy import ForwardProxy, Tap
 from tests.sites.socks import SocksProxy
 from tests.sites.tls import TestCA
 
@@ -91,6 +92,31 @@ async def test_an_https_proxy_with_credentials_tunnels_tls_inside_tls(
         assert (proxy.tunnels, proxy.rejected) == (1, 0)
         assert proxy.targets == [f"127.0.0.1:{tls_site.port}"]
         assert proxy.errors == []
+
+
+async def test_nothing_the_client_sends_an_https_proxy_is_readable_on_the_wire(
+    ca: TestCA, site: HostileSite
+) -> None:
+    """Through a tap between the engine and the proxy: the bytes start with a TLS handshake
+    record, and neither the credentials (plain or base64) nor the request appear in them."""
+    with (
+        ForwardProxy(require_auth=("user", "hunter2"), tls=ca.server_context()) as proxy,
+        Tap(proxy.port) as tap,
+    ):
+        via_tap = f"https://user:hunter2@127.0.0.1:{tap.port}"
+        async with Engine(
+            concurrency=2,
+            settings=_settings(),
+            proxies={"datacenter": [via_tap]},
+            ssl_context=ca.client_context(),
+        ) as engine:
+            resp = await engine.fetch(site.url("/ok?secret-path"), VIA_PROXY)
+        assert resp.status == 200 and proxy.forwarded == 1
+        wire = bytes(tap.sent)
+    assert wire[:1] == b"\x16"  # a TLS handshake record, not "GET http://..."
+    token = base64.b64encode(b"user:hunter2")
+    for secret in (b"hunter2", token, b"Proxy-Authorization", b"secret-path"):
+        assert secret not in wire, secret
 
 
 async def test_an_https_proxy_takes_an_http_target_in_absolute_form(
