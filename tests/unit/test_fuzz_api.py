@@ -6,7 +6,8 @@ in SQLite under ``tmp_path``. Path ids are those of real jobs (every status, wit
 and webhook deliveries) and uploads of the caller, another account's, or unknown ones, so the
 job endpoints are reached past their ``404``; most requests carry a valid API key. Prefect is the
 recorder ``tests/unit/conftest.py`` puts in its place. Each answer must not be a ``5xx`` and must
-be what the document says: a documented status, its content type, its schema.
+be what the document says: a documented status, its content type, its schema; and a request
+the document calls invalid must be refused (the document is no looser than the checks).
 
 Derandomized (the same requests each run) and bounded: ``SHOAL_FUZZ_EXAMPLES`` examples per
 operation and mode (default 60; a few thousand requests in all). The request count is printed.
@@ -32,6 +33,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -49,6 +51,7 @@ CHECKS = [
     status_code_conformance,
     content_type_conformance,
     response_schema_conformance,
+    negative_data_rejection,
 ]
 MODES = {GenerationMode.POSITIVE: EXAMPLES, GenerationMode.NEGATIVE: max(1, EXAMPLES // 2)}
 
