@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import select
 import socket
 import time
@@ -339,7 +340,7 @@ def blackhole(site: HostileSite) -> Iterator[None]:
     filler = socket.create_connection(("::1", site.port), timeout=5)
     probe = socket.socket(socket.AF_INET6)
     probe.setblocking(False)
-    assert probe.connect_ex(("::1", site.port)) == 115  # EINPROGRESS
+    assert probe.connect_ex(("::1", site.port)) == errno.EINPROGRESS
     _, writable, _ = select.select([], [probe], [], 0.5)
     assert writable == [], "the blackhole answered a SYN"  # the premise of the test
     try:
