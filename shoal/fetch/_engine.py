@@ -382,7 +382,8 @@ class Engine:
             url=url,
             final_url=str(state.url) if state.hops else url,
             status=hop.status,
-            headers=hop.headers,
+            # a CIMultiDict since issue 12 (repeated fields apart); _models still says dict
+            headers=hop.headers,  # type: ignore[arg-type]
             content=hop.content,
             text=text,
             content_type=_media_type(content_type),

@@ -29,9 +29,20 @@ What it does:
   in absolute form, an ``https`` one through a ``CONNECT`` tunnel; credentials go in
   ``Proxy-Authorization``. Failing to reach the proxy, or a tunnel it refuses, is a
   ``ProxyError`` (the engine benches that proxy).
-- Limits on what a server can make us hold: a response head of at most ``MAX_HEAD`` bytes, and
-  at most ``HIGH_WATER`` bytes of body read ahead of the engine (reading pauses until it has
-  taken them), so a body's size is bounded by the engine's cap, not by the server.
+- Limits on what a server can make us hold: a response head of at most ``MAX_HEAD`` bytes and
+  ``MAX_FIELDS`` fields (interim answers and trailers count too), and at most ``HIGH_WATER``
+  bytes of body read ahead of the engine (reading pauses until it has taken them), so a body's
+  size is bounded by the engine's cap, not by the server.
+- What we send: ``Host`` and credentials from the transport, the rest from ``header_block``,
+  which refuses control characters and every header that frames the message or the connection
+  (a GET saying ``Content-Length: 5`` would desynchronise a pooled connection).
+- What we accept (RFC 9112, as strict as llhttp; ``tests/unit/test_h1_conformance.py`` fences
+  it): 1xx interim answers are skipped, a ``101`` is an ``InvalidResponse`` (we never ask to
+  switch); repeated fields stay apart (``Response.headers`` is a ``CIMultiDict``: two
+  ``Set-Cookie`` are two values), two different ``Location`` fields, two ``Content-Length``
+  fields, a transfer coding other than ``chunked`` are invalid; trailer fields are read and
+  dropped. No pipelining: a byte after an answer's end (a second answer, or anything on an
+  idle connection) closes the connection, so it is never read as the next request's answer.
 """
 
 from __future__ import annotations
@@ -132,7 +143,6 @@ class _Conn(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._error: BaseException | None = None
         self._parser: Any = None
-        self._tunnel: bytearray | None = None  # raw bytes of a CONNECT answer being read
         self._paused = False
         self._reset()
 
@@ -157,10 +167,6 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_data = True
-        if self._tunnel is not None:
-            self._tunnel += data
-            self._wake()
-            return
         if self.complete:  # after the answer's end: not ours to read, nor the next request's
             self._stray()
             return
@@ -313,24 +319,6 @@ class _Conn(asyncio.Protocol):
                 return pieces
             if self.complete:
                 return []
-            await self._wait(timeout)
-
-    async def read_tunnel_head(self, timeout: float) -> tuple[int, bytes]:
-        """The status of a CONNECT answer (its head read raw: llhttp would wait for a body)."""
-        assert self._tunnel is not None
-        while True:
-            end = self._tunnel.find(b"\r\n\r\n")
-            if end >= 0:
-                head, rest = bytes(self._tunnel[:end]), bytes(self._tunnel[end + 4 :])
-                self._tunnel = None
-                parts = head.split(b"\r\n", 1)[0].split(None, 2)
-                if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
-                    raise ProxyError(f"invalid answer to CONNECT: {head[:100]!r}")
-                return int(parts[1]), rest
-            if len(self._tunnel) > MAX_HEAD:
-                raise ProxyError(f"answer to CONNECT larger than {MAX_HEAD} bytes")
-            if self._error is not None:
-                raise ProxyError(f"proxy closed the tunnel: {self._error}") from self._error
             await self._wait(timeout)
 
     def take_body(self) -> bytes:
