@@ -209,6 +209,8 @@ class Dialer:
             (family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", _sockaddr(address, port, family))
             for address, family in await self._addresses(host, port, resolver)
         ]
+        if not infos:  # a resolver that answers nothing rather than failing
+            raise socket.gaierror(socket.EAI_NONAME, f"no addresses for {host!r}")
         sock = await aiohappyeyeballs.start_connection(
             infos, happy_eyeballs_delay=self._delay_s, interleave=1
         )
