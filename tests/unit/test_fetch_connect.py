@@ -383,3 +383,15 @@ async def test_every_address_refusing_is_one_connect_error(site: HostileSite) ->
         )
     assert err.code == "connect"
     assert time.monotonic() - started < 1.5
+
+
+async def test_a_proxy_name_resolving_to_nothing_is_a_proxy_error(site: HostileSite) -> None:
+    """A resolver may answer an empty list instead of failing: that is "no address" (here for
+    a proxy's own name, which the proxied transport resolves without the guard)."""
+    dialer = Dialer(resolver=MapResolver({"empty.test": []}), connect_timeout_s=3)
+    transport = Transport(
+        resolver=MapResolver({}), connect_timeout_s=3, read_timeout_s=3, max_idle=1, dialer=dialer
+    )
+    with pytest.raises(ProxyError, match="no addresses for 'empty.test'"):
+        await transport.request(URL(site.url("/ok")), b"", proxy=URL("http://empty.test:3128"))
+    await transport.aclose()
