@@ -58,7 +58,12 @@ _ID = re.compile(ID_PATTERN)
 
 # URLs this matches are certainly usable (scheme http(s), a plain ASCII host): the common case
 # skips urlsplit, which matters for a million-line upload
-_PLAIN_URL = re.compile(r"https?://([A-Za-z0-9.\-_~%!$&'()*+,;=]+)(?::[0-9]*)?(?:[/?#]|\Z)", re.I)
+_PLAIN_URL = re.compile(
+    r"https?://([A-Za-z0-9.\-_~%!$&'()*+,;=]+)(?::([0-9]{1,5}))?(?:[/?#]|\Z)", re.I
+)
+#: control characters, refused inside a URL (surrounding whitespace is stripped first): no
+#: site expects them, and they are how a request line or header is split
+_URL_CTL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def is_id(value: str) -> bool:
@@ -95,12 +100,18 @@ def http_url_problem(url: Any) -> str | None:
     if len(url) > MAX_URL_LENGTH:
         return f"longer than {MAX_URL_LENGTH} characters"
     plain = _PLAIN_URL.match(url)
-    if plain and not url[-1:].isspace():
+    if plain and not url[-1:].isspace() and not _URL_CTL.search(url):
+        if plain.group(2) and int(plain.group(2)) > 65535:
+            return "not a valid port (0-65535)"
         return host_problem(plain.group(1))
+    url = url.strip()
+    if _URL_CTL.search(url):
+        return "URL has control characters"
     try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return "not a valid URL"
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port out of range
+    except ValueError as exc:
+        return "not a valid port (0-65535)" if "port" in str(exc).lower() else "not a valid URL"
     if parts.scheme.lower() not in ("http", "https"):
         return "not an http(s) URL"
     if not parts.hostname:
@@ -170,7 +181,7 @@ UrlText = Annotated[
             "type": "string",
             "minLength": 1,
             "maxLength": MAX_URL_LENGTH,
-            "pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]?://",
+            "pattern": r"^\s*[Hh][Tt][Tt][Pp][Ss]?://[^\x00-\x1f\x7f]*?\s*$",
             "description": f"An http(s) URL: at most {MAX_URL_LENGTH} characters, a host of "
             f"at most {MAX_HOST_LENGTH} (labels {MAX_LABEL_LENGTH}).",
         }

@@ -850,7 +850,9 @@ def test_openapi_says_what_the_checks_check(client, monkeypatch):
     urls_doc = schemas["InlineInput"]["properties"]["urls"]
     assert (urls_doc["minItems"], urls_doc["maxItems"]) == (1, get_settings().max_inline_urls)
     url_doc = urls_doc["items"]["anyOf"][0]
-    assert url_doc["maxLength"] == MAX_URL_LENGTH and url_doc["pattern"].endswith("://")
+    assert (
+        url_doc["maxLength"] == MAX_URL_LENGTH and "[Hh][Tt][Tt][Pp][Ss]?://" in url_doc["pattern"]
+    )
     assert schemas["UrlItem"]["properties"]["url"]["maxLength"] == MAX_URL_LENGTH
     assert schemas["SingleUrlInput"]["properties"]["url"]["maxLength"] == MAX_URL_LENGTH
     assert schemas["UploadInput"]["properties"]["upload_id"]["pattern"]
@@ -873,3 +875,29 @@ def test_openapi_says_what_the_checks_check(client, monkeypatch):
     doc = create_app().openapi()["components"]["schemas"]
     assert doc["InlineInput"]["properties"]["urls"]["maxItems"] == 50
     assert doc["JobCreate"]["properties"]["urls"]["anyOf"][0]["maxItems"] == 50
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("https://example.com:99999999/", "port"),
+        ("https://example.com:65536/x", "port"),
+        ("https://example.com:http/", "port"),
+        ("https://exa\x00mple.com/", "control"),
+        ("https://example.com/a\r\nX-Evil: 1", "control"),
+        ("https://example.com/\x7f", "control"),
+    ],
+)
+def test_urls_with_bad_ports_or_control_characters_are_422(client, alice, url, why):
+    for body, loc in (
+        ({"urls": [url]}, "urls[0]"),
+        ({"input": {"urls": [{"url": url}]}}, "input.urls[0].url"),
+        ({"urls": urls(1), "webhook": url}, "webhook"),
+    ):
+        problem = assert_problem(post_job(client, alice, body), 422, loc)
+        assert why in next(e["msg"] for e in problem["errors"] if e["loc"] == loc)
+
+
+def test_surrounding_whitespace_and_edge_ports_are_accepted(client, alice):
+    body = {"urls": [" https://example.com/a\n", "https://example.com:65535/", "HTTP://E.COM"]}
+    assert post_job(client, alice, body).status_code == 202
