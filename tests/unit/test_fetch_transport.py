@@ -327,3 +327,11 @@ async def test_two_content_lengths_are_invalid(site: HostileSite) -> None:
         err = await _fail(engine, site.url("/two-lengths"))
     assert err.code == "connect"
     assert "Content-Length" in err.message
+
+
+def test_an_operator_framing_header_stops_the_engine_at_construction() -> None:
+    """``default_headers`` go in every request: one that frames the message is refused when
+    the engine is made, not sent (Settings refuses them too, through ``contract``)."""
+    settings = _settings().model_copy(update={"default_headers": {"Connection": "close"}})
+    with pytest.raises(ValueError, match="frames the message"):
+        Engine(concurrency=1, settings=settings)
