@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StringConstraints,
     Tag,
     WithJsonSchema,
     model_validator,
@@ -168,6 +169,24 @@ _HEADERS_DOC: dict[str, Any] = {
     "propertyNames": {"pattern": f"^{_TOKEN}$"},
     "additionalProperties": {"type": "string", "pattern": f"^[^{_HEADER_CTL}]*$"},
 }
+#: an output field's name: a column of CSV and Parquet, so not empty and without control
+#: characters (DuckDB and Arrow refuse those: the output failed to build)
+FieldName = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+
+
+def _field_names_doc(schema: dict[str, Any]) -> None:
+    """Say the name rule as ``propertyNames`` (pydantic writes ``patternProperties``, which
+    leaves other names unconstrained in JSON Schema: a document looser than the check)."""
+    for member in [schema, *schema.get("anyOf", [])]:
+        pattern_props = member.pop("patternProperties", None)
+        if pattern_props:
+            (pattern, values), *_ = pattern_props.items()
+            member.setdefault("propertyNames", {})["pattern"] = pattern
+            member["additionalProperties"] = values
+
+
 _SELECTORS_DOC = "field -> CSS selector (`xpath:` prefix for XPath; `@attr` suffix), checked "
 _SELECTORS_DOC += "with the parsers extraction uses."
 
@@ -200,10 +219,14 @@ class ScrapeOptions(_Request):
 
     render: bool = False
     proxy_type: ProxyType = "none"
-    extract: dict[str, FieldType] | None = Field(
-        None, description="field -> type; values from selectors, else structured data."
+    extract: dict[FieldName, FieldType] | None = Field(
+        None,
+        description="field -> type; values from selectors, else structured data.",
+        json_schema_extra=_field_names_doc,
     )
-    selectors: dict[str, str] | None = Field(None, description=_SELECTORS_DOC)
+    selectors: dict[FieldName, str] | None = Field(
+        None, description=_SELECTORS_DOC, json_schema_extra=_field_names_doc
+    )
     formats: list[Format] = Field(default_factory=lambda: list[Format](["data"]))
     timeout_s: float = Field(30, ge=1, le=120)
     headers: dict[str, str] = Field(default_factory=dict, json_schema_extra=_HEADERS_DOC)
@@ -222,8 +245,10 @@ class UrlItem(_Request):
     meta: Any = None
     render: bool | None = None
     proxy_type: ProxyType | None = None
-    extract: dict[str, FieldType] | None = None
-    selectors: dict[str, str] | None = Field(None, description=_SELECTORS_DOC)
+    extract: dict[FieldName, FieldType] | None = Field(None, json_schema_extra=_field_names_doc)
+    selectors: dict[FieldName, str] | None = Field(
+        None, description=_SELECTORS_DOC, json_schema_extra=_field_names_doc
+    )
     formats: list[Format] | None = None
     timeout_s: float | None = Field(None, ge=1, le=120)
     headers: dict[str, str] | None = Field(None, json_schema_extra=_HEADERS_DOC)
@@ -334,7 +359,9 @@ class JobCreate(_Request):
     urls: list[UrlText | UrlItem] | None = Field(
         None, description="Alias of input.urls.", json_schema_extra=_INLINE_DOC
     )
-    selectors: dict[str, str] | None = Field(None, description="Alias of defaults.selectors.")
+    selectors: dict[FieldName, str] | None = Field(
+        None, description="Alias of defaults.selectors.", json_schema_extra=_field_names_doc
+    )
     defaults: ScrapeOptions = Field(default_factory=ScrapeOptions)
     concurrency: Annotated[int, Field(ge=1, le=256)] = 32
     priority: Priority = "normal"

@@ -901,3 +901,16 @@ def test_urls_with_bad_ports_or_control_characters_are_422(client, alice, url, w
 def test_surrounding_whitespace_and_edge_ports_are_accepted(client, alice):
     body = {"urls": [" https://example.com/a\n", "https://example.com:65535/", "HTTP://E.COM"]}
     assert post_job(client, alice, body).status_code == 202
+
+
+@pytest.mark.parametrize("name", ["", "a\x00b", "price\n", "x" * 201])
+@pytest.mark.parametrize("where", ["extract", "selectors"])
+def test_output_field_names_are_checked(client, alice, name, where):
+    """A field is a CSV/Parquet column: an empty name or one with NUL made the output fail to
+    build (DuckDB, Arrow), and ``?format=csv`` a 500."""
+    value = "string" if where == "extract" else "h1"
+    body = {"urls": urls(1), "defaults": {where: {name: value}}}
+    assert_problem(post_job(client, alice, body), 422, f"defaults.{where}.{name}")
+    item = {"url": "https://example.com/", where: {name: value}}
+    body = {"input": {"urls": [item]}}
+    assert_problem(post_job(client, alice, body), 422, f"input.urls[0].{where}.{name}")
