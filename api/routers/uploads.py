@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive
 
 from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep
 from api.errors import answers
@@ -139,7 +140,7 @@ class _Normalizing:
             return
         await self._put(data, ahead)
 
-    async def _put(self, data: bytes | None, ahead: asyncio.Future[bytes] | None = None) -> None:
+    async def _put(self, data: bytes | None, ahead: asyncio.Future[Any] | None = None) -> None:
         delay = 0.001
         while not self.pipe.try_put(data):
             if self.pipe.closed_by_reader:
@@ -149,11 +150,23 @@ class _Normalizing:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.02)
 
-    async def finish(self) -> inputs.InputStats:
-        if not self._finished:
-            self._finished = True
-            await self._put(None)
-        return await self.future
+    async def finish(self, receive: Receive) -> inputs.InputStats:
+        """The end of the data: wait for the thread's result. The body has been received
+        whole, but the thread may have much left to do (a gzip bomb inflates from what the
+        pipe holds): a client that leaves meanwhile (``http.disconnect`` on ``receive``) ends
+        the wait with ``ClientDisconnect``, and the caller's abort stops the thread."""
+        gone = asyncio.ensure_future(_disconnected(receive))
+        gone.add_done_callback(_quiet)
+        try:
+            if not self._finished:
+                self._finished = True
+                await self._put(None, gone)
+            await asyncio.wait({self.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not self.future.done() and _client_left(gone):
+                raise ClientDisconnect()
+            return await self.future
+        finally:
+            gone.cancel()
 
     async def abort(self) -> None:
         """Stop the thread and wait for it (it removes what it wrote)."""
@@ -247,7 +260,14 @@ def _raw_format(content_type: str) -> str:
     return fmt
 
 
-def _client_left(ahead: asyncio.Future[bytes] | None) -> bool:
+async def _disconnected(receive: Receive) -> None:
+    """Raise ``ClientDisconnect`` once the client leaves (after the body: nothing else comes)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    raise ClientDisconnect()
+
+
+def _client_left(ahead: asyncio.Future[Any] | None) -> bool:
     return (
         ahead is not None
         and ahead.done()
@@ -286,7 +306,7 @@ async def _from_raw(request: Request, work: _Normalizing) -> inputs.InputStats:
         if work.stopped:
             break  # the thread failed early (e.g. no url column): no need to read on
         await work.feed(chunk, ahead)
-    return await work.finish()
+    return await work.finish(request.receive)
 
 
 async def _from_form(
@@ -329,7 +349,7 @@ async def _from_form(
             "the multipart body ended inside the file",
             errors=[FieldError("file", "the form ended before the file part did")],
         )
-    return await work.finish()
+    return await work.finish(request.receive)
 
 
 @router.post(
