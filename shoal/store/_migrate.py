@@ -23,6 +23,7 @@ columns and stamped at the revision it matches (``_adopt``), then upgraded.
 from __future__ import annotations
 
 import os
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ _PG_LOCK = zlib.crc32(b"shoal job store migrations")
 #: how long a SQLite migrator waits for the write lock: an upgrade copies tables, so longer
 #: than a request waits
 _SQLITE_LOCK_WAIT_S = 600.0
+_ONE_PER_PROCESS = threading.Lock()
 _VERSION_TABLE = "alembic_version"
 _HOST_SLOTS = {"host", "holder", "slots", "wanted", "expires_at"}
 
@@ -139,7 +141,8 @@ def upgrade(url: str) -> Upgraded:
 
     engine = _migrating_engine(url)
     try:
-        with engine.begin() as conn:
+        # Alembic's ``op`` and ``context`` are process globals: threads take turns here too
+        with _ONE_PER_PROCESS, engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
             before = stored_revision(conn)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -230,6 +232,21 @@ def test_a_database_that_is_not_a_shoal_store_is_refused(tmp_path: Path) -> None
 
 
 def test_two_migrators_at_once_migrate_once(db_url: str) -> None:
+    """Two processes (two machines' APIs starting at once): one creates, the other finds it
+    done; neither fails."""
+    code = (
+        "import sys; from shoal.store._migrate import upgrade; print(upgrade(sys.argv[1]).before)"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, db_url], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    said = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+    assert [p.returncode for p in procs] == [0, 0]
+    assert said == [migrate.HEAD, "None"]
+
+
+def test_threads_of_one_process_take_turns(db_url: str) -> None:
     start = threading.Barrier(2)
     results: list[migrate.Upgraded | BaseException] = []
 
