@@ -68,6 +68,7 @@ from yarl import URL
 from shoal.errors import FetchError
 from shoal.settings import Settings
 
+from ._connect import Dialer
 from ._decode import ascii_as_utf8, decode_body
 from ._errors import RETRYABLE_CODES, status_error, to_fetch_error
 from ._guard import GuardedResolver
@@ -383,7 +384,7 @@ class Engine:
             final_url=str(state.url) if state.hops else url,
             status=hop.status,
             # a CIMultiDict since issue 12 (repeated fields apart); _models still says dict
-            headers=hop.headers,  # type: ignore[arg-type]
+            headers=hop.headers,  # repeated fields (Set-Cookie) stay apart
             content=hop.content,
             text=text,
             content_type=_media_type(content_type),
@@ -735,11 +736,17 @@ class Engine:
 
         The proxy transport only ever dials the operator's proxies, so it resolves them without
         the guard (a proxy on a private address is the operator's choice); targets reached
-        through it are checked by ``_check_target``.
+        through it are checked by ``_check_target``, and the targets of ``socks5://`` and
+        ``socks4://`` proxies, which Shoal resolves itself, by the engine's guarded resolver,
+        so the operator's policy (private networks, allow-list) applies to them as to a direct
+        fetch.
         """
         if proxied:
             if self._proxied is None:
-                self._proxied = self._new_transport(aiohttp.ThreadedResolver())
+                self._proxied = self._new_transport(
+                    aiohttp.ThreadedResolver(),
+                    targets=GuardedResolver(self._inner_resolver(), self._policy),
+                )
             return self._proxied
         if self._direct is None:
             self._direct = self._new_transport(
@@ -747,7 +754,16 @@ class Engine:
             )
         return self._direct
 
-    def _new_transport(self, resolver: AbstractResolver) -> Transport:
+    def _new_transport(
+        self, resolver: AbstractResolver, targets: AbstractResolver | None = None
+    ) -> Transport:
+        dialer = Dialer(
+            resolver=resolver,
+            connect_timeout_s=self._settings.connect_timeout_s,
+            dns_ttl_s=_DNS_TTL_S,
+            ssl_context=self._ssl_context,
+            target_resolver=targets,
+        )
         return Transport(
             resolver=resolver,
             connect_timeout_s=self._settings.connect_timeout_s,
@@ -756,4 +772,5 @@ class Engine:
             keepalive_s=_KEEPALIVE_S,
             dns_ttl_s=_DNS_TTL_S,
             ssl_context=self._ssl_context,
+            dialer=dialer,
         )

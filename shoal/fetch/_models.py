@@ -6,6 +6,8 @@ import codecs
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from multidict import CIMultiDict
+
 
 @dataclass(frozen=True)
 class FetchOptions:
@@ -52,7 +54,7 @@ class FetchResponse:
         url: str,
         final_url: str,
         status: int,
-        headers: dict[str, str],
+        headers: CIMultiDict[str],
         content: bytes,
         text: str | None,
         content_type: str,

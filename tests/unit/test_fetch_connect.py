@@ -278,6 +278,35 @@ async def test_socks5h_hands_the_name_to_the_proxy(site: HostileSite) -> None:
     assert proxy.requests == [("name", "site.test", site.port)]
 
 
+async def test_socks5_targets_follow_the_engine_s_policy(site: HostileSite) -> None:
+    """Through the engine, a ``socks5://`` target name is resolved by the engine's own guarded
+    resolver: with private networks allowed, ``site.test`` (127.0.0.1) is fetched, and the
+    proxy is handed the checked address; with them refused, it is ``blocked`` and the proxy
+    never hears of it. (Before, the engine gave the SOCKS dialler no resolver, so the strictest
+    policy refused the first case too.)"""
+    names = MapResolver({"site.test": ["127.0.0.1"]})
+    url = f"http://site.test:{site.port}/ok"
+    with SocksProxy() as proxy:
+        async with Engine(
+            concurrency=2,
+            settings=_settings(),
+            proxies={"datacenter": [proxy.url("socks5")]},
+            resolver=names,
+        ) as engine:
+            resp = await engine.fetch(url, VIA_PROXY)
+        assert resp.status == 200
+        assert proxy.requests == [("ipv4", "127.0.0.1", site.port)]
+        async with Engine(
+            concurrency=2,
+            settings=_settings(allow_private_networks=False),
+            proxies={"datacenter": [proxy.url("socks5")]},
+            resolver=names,
+        ) as engine:
+            err = await _fail(engine, url)
+        assert err.code == "blocked"
+        assert len(proxy.requests) == 1
+
+
 def _socks_transport(
     proxy_resolver: AbstractResolver, target: AbstractResolver | None
 ) -> Transport:
