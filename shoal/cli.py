@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import logging
 import os
 import secrets
 import stat
@@ -53,8 +52,6 @@ from shoal.store import (
     upgrade_store,
 )
 from shoal.supervisor import Stopped, Supervisor
-
-log = logging.getLogger("shoal.cli")
 
 app = typer.Typer(help="Shoal: bulk web scraping on Prefect.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
@@ -88,10 +85,12 @@ def _private_dir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        msg = f"warning: {path} was readable by others (mode {mode:o}); made it owner-only (700)"
-        log.warning(msg)
-        typer.echo(msg, err=True)
         path.chmod(0o700)
+        # stderr: the terminal of `shoal up`, the log of a role under a service manager
+        typer.echo(
+            f"warning: {path} was readable by others (mode {mode:o}); made it owner-only (700)",
+            err=True,
+        )
 
 
 def _uses_data_dir(settings: Settings) -> bool:
