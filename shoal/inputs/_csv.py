@@ -18,6 +18,7 @@ from ._records import Writer
 
 _CSV_COLUMNS = frozenset({"url", "meta"}) | OVERRIDABLE
 
+_BLANK = frozenset({"\n", "\r\n", "\r"})
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _JSON_COLUMNS = frozenset({"extract", "selectors", "headers"})
 _JSON_START = frozenset('{["-0123456789')
@@ -108,13 +109,27 @@ def normalize_csv(reader: IO[bytes], w: Writer, loc: str) -> None:
 
     def lines() -> Iterator[str]:
         nonlocal physical
+        ahead: str | None = None
         while True:
-            line = text.readline(MAX_LINE)
+            line = ahead if ahead is not None else text.readline(MAX_LINE)
+            ahead = None
             if not line:
                 return
             physical += 1
             if physical > w.max_file_lines:
                 w.at_line(physical)
+            if line in _BLANK:
+                # a run of blank lines as one string: one empty row for the reader (kept as it
+                # is inside a quoted cell), not a Python step and a row per line
+                run = [line]
+                while (ahead := text.readline(MAX_LINE)) in _BLANK and len(run) < 65_536:
+                    run.append(ahead)
+                    ahead = None
+                physical += len(run) - 1
+                if physical > w.max_file_lines:
+                    w.at_line(physical)
+                yield "".join(run)
+                continue
             if len(line) >= MAX_LINE and not line.endswith(("\n", "\r")):
                 while (rest := text.readline(MAX_LINE)) and not rest.endswith(("\n", "\r")):
                     pass
