@@ -441,3 +441,19 @@ def test_decompressing_stops_as_soon_as_the_caller_gives_up(cfg):
             io.BytesIO(bomb), io.BytesIO(), fmt="ndjson", settings=cfg, max_bytes=2 << 30, stop=stop
         )
     assert next(asked) < 20  # stopped at the first check after giving up
+
+
+@pytest.mark.parametrize("fmt", ["ndjson", "csv"])
+def test_runs_of_blank_lines_keep_line_numbers_and_quoted_cells(cfg, fmt):
+    """Blank runs are skipped in bulk (a file of newlines costs what its size does): the line
+    numbers errors name and a quoted CSV cell holding blank lines stay exact."""
+    if fmt == "csv":
+        data = b'url,meta\n\n\nhttps://a.example/1,"x\n\n\r\ny"\n\r\n\n\nnot a url,\n\n\r\nhttps://a.example/2,\n'
+    else:
+        data = b'\n\n"https://a.example/1"\n\r\n\n\n\nnot a url\n\n\r\n"https://a.example/2"\n'
+    stats, staged = run(data, cfg, fmt)
+    assert stats.lines == 3 and stats.errors == [
+        {"line": 11 if fmt == "csv" else 8, "msg": "not an http(s) URL"}
+    ]
+    if fmt == "csv":
+        assert staged[0]["meta"] == "x\n\n\r\ny"
