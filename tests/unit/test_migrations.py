@@ -326,7 +326,7 @@ def test_a_flow_run_refuses_an_old_schema_and_does_not_migrate(
     _stamp(db_url, "0002_host_slots")
     monkeypatch.setenv("PREFECT__FLOW_RUN_ID", "00000000-0000-0000-0000-000000000001")
     with pytest.raises(migrate.StoreOutdated, match="run `shoal db upgrade`") as err:
-        get_engine(db_url)
+        Store(db_url).get_job("job_X")  # the flow's first look at the store
     assert "is at schema 0002_host_slots, this code needs 0003" in str(err.value)
     assert migrate.current(db_url) == "0002_host_slots"
     monkeypatch.delenv("PREFECT__FLOW_RUN_ID")
