@@ -155,13 +155,14 @@ class _Normalizing:
         whole, but the thread may have much left to do (a gzip bomb inflates from what the
         pipe holds): a client that leaves meanwhile (``http.disconnect`` on ``receive``) ends
         the wait with ``ClientDisconnect``, and the caller's abort stops the thread."""
-        gone = asyncio.ensure_future(_disconnected(receive))
+        gone: asyncio.Future[Any] = asyncio.ensure_future(_disconnected(receive))
         gone.add_done_callback(_quiet)
         try:
             if not self._finished:
                 self._finished = True
                 await self._put(None, gone)
-            await asyncio.wait({self.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {self.future, gone}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if not self.future.done() and _client_left(gone):
                 raise ClientDisconnect()
             return await self.future
