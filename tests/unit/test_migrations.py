@@ -24,7 +24,7 @@ from alembic.script import ScriptDirectory
 
 from shoal.store import JobRow, Store, new_id
 from shoal.store import _migrate as migrate
-from shoal.store._db import StoreNotFound, get_engine
+from shoal.store._db import StoreNotFound, _sessionmaker, get_engine
 from shoal.store._tables import Base
 from shoal.store.migrations import baseline
 
@@ -323,6 +323,7 @@ def test_a_flow_run_refuses_an_old_schema_and_does_not_migrate(
 ) -> None:
     Store(db_url).get_or_create_account("a")  # made by the API: at the head
     get_engine.cache_clear()
+    _sessionmaker.cache_clear()  # a flow run is a new process
     _stamp(db_url, "0002_host_slots")
     monkeypatch.setenv("PREFECT__FLOW_RUN_ID", "00000000-0000-0000-0000-000000000001")
     with pytest.raises(migrate.StoreOutdated, match="run `shoal db upgrade`") as err:
