@@ -45,6 +45,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch) -> Itera
     with contextlib.suppress(Exception):
         get_engine(url).dispose()  # its pooled connections, before the next test's database
     get_engine.cache_clear()
+    _sessionmaker.cache_clear()
 
 
 def _engine(url: str) -> sa.Engine:
@@ -187,28 +188,28 @@ def _pk(table: str) -> list[sa.Column[Any]]:
     return list(baseline.metadata().tables[table].primary_key.columns)
 
 
-def test_a_store_grown_by_the_old_column_adder_gets_its_nulls_filled(tmp_path: Path) -> None:
+def test_a_store_grown_by_the_old_column_adder_gets_its_nulls_filled(
+    db_url: str, tmp_path: Path
+) -> None:
     """Before migrations, a column the models gained was added to an old store as
     ``ALTER TABLE ADD COLUMN`` without a default: NULL on every old row, where the resume
     service compares ``resume_count`` with a number. The upgrade fills and constrains it."""
-    url = f"sqlite:///{tmp_path / 'shoal.db'}"
-    _load_55f2ba1(url, tmp_path)
-    con = sqlite3.connect(tmp_path / "shoal.db")
-    con.execute("DROP INDEX ix_jobs_status")  # and an index the old code never added back
-    con.execute("ALTER TABLE jobs DROP COLUMN resume_count")
-    con.execute('ALTER TABLE jobs ADD COLUMN "resume_count" INTEGER')  # what it did
-    con.commit()
-    assert {r[0] for r in con.execute("SELECT resume_count FROM jobs")} == {None}
-    con.close()
+    _load_55f2ba1(db_url, tmp_path)
+    engine = _engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_jobs_status"))  # and one it never added back
+        conn.execute(sa.text("ALTER TABLE jobs DROP COLUMN resume_count"))
+        conn.execute(sa.text('ALTER TABLE jobs ADD COLUMN "resume_count" INTEGER'))  # as it did
+        assert set(conn.execute(sa.text("SELECT resume_count FROM jobs")).scalars()) == {None}
 
-    assert migrate.upgrade(url).adopted == baseline.REVISION
-    assert {r["resume_count"] for r in _rows(url, "jobs")} == {0}
-    con = sqlite3.connect(tmp_path / "shoal.db")
-    assert "ix_jobs_status" in {r[1] for r in con.execute("PRAGMA index_list(jobs)")}
-    with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
-        con.execute("UPDATE jobs SET resume_count = NULL")
-    con.close()
-    assert Store(url).claim_resume("job_FIXTURE1", 1, "run-b") is True
+    assert migrate.upgrade(db_url).adopted == baseline.REVISION
+    assert {r["resume_count"] for r in _rows(db_url, "jobs")} == {0}
+    with engine.connect() as conn:
+        assert "ix_jobs_status" in {i["name"] for i in sa.inspect(conn).get_indexes("jobs")}
+        with pytest.raises(sa.exc.IntegrityError):
+            conn.execute(sa.text("UPDATE jobs SET resume_count = NULL"))
+    engine.dispose()
+    assert Store(db_url).claim_resume("job_FIXTURE1", 1, "run-b") is True
 
 
 def test_a_store_of_host_slots_time_is_stamped_there(db_url: str) -> None:
