@@ -380,4 +380,4 @@ def test_the_sqlite_store_is_owner_only(tmp_path: Path, monkeypatch) -> None:
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "data").iterdir()}
     assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
-    assert modes["shoal.db"] == 0o600 and modes.get("shoal.db-wal", 0o600) == 0o600, modes
+    assert modes == {"shoal.db": 0o600, "shoal.db-wal": 0o600, "shoal.db-shm": 0o600}
