@@ -352,6 +352,17 @@ WebhookField = Annotated[
 class JobCreate(_Request):
     """Body of ``POST /v1/jobs``. Aliases: top-level ``urls``/``selectors``, ``input.url``."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        # ``_one_input`` as the document says it
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["input"], "properties": {"input": {"type": "object"}}},
+                {"required": ["urls"], "properties": {"urls": {"type": "array"}}},
+            ]
+        },
+    )
+
     name: Annotated[str, AfterValidator(_no_nul)] | None = Field(
         None, max_length=200, json_schema_extra={"pattern": "^[^\\x00]*$"}
     )

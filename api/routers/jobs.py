@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep
@@ -16,6 +16,7 @@ from deployments.launch import start_flow_run
 from shoal import jobs, output, submit
 from shoal.contract import (
     FINAL_STATUSES,
+    ID_PATTERN,
     MAX_OFFSET,
     JobCreate,
     JobCreated,
@@ -54,6 +55,14 @@ _IDEMPOTENCY_KEY = Header(
     description="The same key with the same body returns the original job (`200`); with "
     "another body it is `409`. Per account, remembered for `SHOAL_IDEMPOTENCY_TTL_S` (24 h).",
 )
+
+
+#: a job id in a path: the document gives its shape; another value is a 404 (an unknown id),
+#: not a 422, as the contract says
+JobId = Annotated[
+    str,
+    Path(description="A job's id (`job_…`).", json_schema_extra={"pattern": ID_PATTERN}),
+]
 
 
 def own_job(store: Store, job_id: str, account_id: str) -> JobRow:
@@ -120,7 +129,7 @@ async def create_job(
     },
 )
 async def retry_job(
-    job_id: str,
+    job_id: JobId,
     account: CurrentAccount,
     settings: SettingsDep,
     store: StoreDep,
@@ -181,7 +190,7 @@ def list_jobs(
     responses=answers(404),
 )
 def get_job(
-    job_id: str, account: CurrentAccount, store: StoreDep, settings: SettingsDep
+    job_id: JobId, account: CurrentAccount, store: StoreDep, settings: SettingsDep
 ) -> JobPublic:
     return jobs.to_public(own_job(store, job_id, account.id), store, settings)
 
@@ -194,7 +203,7 @@ def get_job(
     responses={409: {"description": "The job has already ended"}, **answers(404)},
 )
 def cancel_job(
-    job_id: str, account: CurrentAccount, store: StoreDep, settings: SettingsDep
+    job_id: JobId, account: CurrentAccount, store: StoreDep, settings: SettingsDep
 ) -> JobPublic:
     """Requests in flight finish, queued URLs are skipped, the partial output is kept and the
     status ends ``cancelled``. ``409`` when the job is already final."""
@@ -214,7 +223,7 @@ def cancel_job(
     },
 )
 def get_results(
-    job_id: str,
+    job_id: JobId,
     account: CurrentAccount,
     store: StoreDep,
     storage: StorageDep,
@@ -257,7 +266,7 @@ def get_results(
     },
 )
 def get_single_result(
-    job_id: str, account: CurrentAccount, store: StoreDep, storage: StorageDep
+    job_id: JobId, account: CurrentAccount, store: StoreDep, storage: StorageDep
 ) -> PageResult:
     row = own_job(store, job_id, account.id)
     jobs.ensure_results_kept(row)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CurrentAccount, StoreDep
-from api.routers.jobs import own_job
+from api.routers.jobs import JobId, own_job
 from shoal.contract import (
     JobSpec,
     WebhookDelivery,
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["webhooks"])
     summary="The job's webhook deliveries: every attempt, oldest first",
     responses={404: {"description": "Unknown job, or another account's"}},
 )
-def get_webhook_log(job_id: str, account: CurrentAccount, store: StoreDep) -> WebhookLog:
+def get_webhook_log(job_id: JobId, account: CurrentAccount, store: StoreDep) -> WebhookLog:
     """The job's webhook (as normalized at creation), its events (one when the job ended and
     the webhook takes that event type) with their state, and every attempt to deliver them:
     the receiver's status code or why there was none, the duration and the next retry."""
