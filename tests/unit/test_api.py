@@ -842,7 +842,7 @@ def test_405_allow_lists_every_method_of_the_path(client, alice, method, path, a
 def test_openapi_says_what_the_checks_check(client, monkeypatch):
     """The served document is as strict as the code: URL strings, item counts, operator
     limits, id and offset bounds (it said none of these)."""
-    from shoal.contract import MAX_OFFSET, MAX_URL_LENGTH
+    from shoal.contract import ID_PATTERN, MAX_OFFSET, MAX_URL_LENGTH
     from shoal.settings import get_settings
 
     spec = client.get("/v1/openapi.json").json()
@@ -866,6 +866,12 @@ def test_openapi_says_what_the_checks_check(client, monkeypatch):
     for path in ("/v1/jobs", "/v1/jobs/{job_id}/results"):
         params = {p["name"]: p["schema"] for p in spec["paths"][path]["get"]["parameters"]}
         assert params["offset"]["maximum"] == MAX_OFFSET
+    job_id = spec["paths"]["/v1/jobs/{job_id}"]["get"]["parameters"][0]["schema"]
+    assert job_id["pattern"] == ID_PATTERN
+    one_of = schemas["JobCreate"]["oneOf"]
+    assert [m["required"] for m in one_of] == [["input"], ["urls"]]
+    names = schemas["ScrapeOptions"]["properties"]["extract"]["anyOf"][0]["propertyNames"]
+    assert names["minLength"] == 1 and names["pattern"]
 
     # the operator's limits, not the defaults
     monkeypatch.setenv("SHOAL_MAX_INLINE_URLS", "50")
