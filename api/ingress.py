@@ -22,7 +22,6 @@ Every refusal is problem details through ``api.errors.problem_for``, the same as
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -100,14 +99,18 @@ class Ingress:
             await self.app(scope, receive, send)
             return
         try:
-            app_receive = await self._admit(scope, receive)
+            body = await self._admit(scope, receive)
         except ShoalError as exc:
             await problem_for(exc)(scope, receive, send)
             return
-        await self._run(scope, app_receive, send)
+        if body is None:
+            await self.app(scope, receive, send)
+        else:
+            await self._run(scope, body, send)
 
-    async def _admit(self, scope: Scope, receive: Receive) -> Receive:
-        """Check the request's caller, key and body headers; the ``receive`` the app gets."""
+    async def _admit(self, scope: Scope, receive: Receive) -> _CountedReceive | None:
+        """Check the request's caller, key and body headers; for a request with a body, the
+        ``receive`` the app gets."""
         settings = get_settings()
         headers = Headers(scope=scope)
         path: str = scope["path"]
@@ -130,7 +133,7 @@ class Ingress:
                 )
 
         if not _declares_body(headers):
-            return receive
+            return None
         if account is None and _needs_key(path):
             raise AuthError(
                 "unknown API key"
@@ -155,25 +158,26 @@ class Ingress:
         length = headers.get("content-length", "").strip()
         if length.isdigit() and int(length) > limit:
             raise _too_large(limit, f"the body is {length} bytes, more than the limit of {limit}")
-        return _counted(receive, limit)
+        return _CountedReceive(receive, limit)
 
-    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state: dict[str, Any] = {"started": False}
+    async def _run(self, scope: Scope, receive: _CountedReceive, send: Send) -> None:
+        started = False
 
         async def watched(message: Message) -> None:
-            if getattr(receive, "cut", False):
+            nonlocal started
+            if receive.cut:
                 return  # the answer to a cut body is ours
             if message["type"] == "http.response.start":
-                state["started"] = True
+                started = True
             await send(message)
 
         try:
             await self.app(scope, receive, watched)
         except Exception:
-            if not getattr(receive, "cut", False):
+            if not receive.cut:
                 raise
-        if getattr(receive, "cut", False) and not state["started"]:
-            limit: int = receive.limit  # type: ignore[attr-defined]
+        if receive.cut and not started:
+            limit = receive.limit
             refusal = _too_large(limit, f"the body is more than the limit of {limit} bytes")
             await problem_for(refusal)(scope, receive, send)
 
@@ -185,7 +189,7 @@ def _too_large(limit: int, detail: str) -> TooLarge:
     )
 
 
-class _counted:  # noqa: N801 - used as a function: the app's receive
+class _CountedReceive:
     """``receive`` counting body bytes; past ``limit`` it sets ``cut`` and raises."""
 
     def __init__(self, receive: Receive, limit: int) -> None:
