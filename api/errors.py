@@ -169,19 +169,15 @@ def document(app: FastAPI) -> None:
         problem_schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(problem_schema.pop("$defs", {}))
         schemas["Problem"] = problem_schema
-        for path, path_item in schema.get("paths", {}).items():
+        for path_item in schema.get("paths", {}).values():
             for op in path_item.values():
-                _document_operation(op, rate_limited=path not in UNLIMITED_PATHS)
+                _document_operation(op)
         for unused in ("HTTPValidationError", "ValidationError"):
             schemas.pop(unused, None)
         _operator_limits(schemas, get_settings())
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-#: paths the request rate limit (``api.ingress``) never applies to
-UNLIMITED_PATHS = frozenset({"/v1/health"})
 
 
 def _operator_limits(schemas: dict[str, Any], settings: Settings) -> None:
@@ -204,15 +200,14 @@ def _operator_limits(schemas: dict[str, Any], settings: Settings) -> None:
         bound(model, "max_body_bytes", "maximum", settings.max_body_bytes)
 
 
-def _document_operation(op: dict[str, Any], *, rate_limited: bool = True) -> None:
+def _document_operation(op: dict[str, Any]) -> None:
     responses = op.setdefault("responses", {})
     codes = {int(code) for code in responses if code.isdigit()}
     if op.get("security"):
         codes.add(401)
     if "requestBody" in op:
         codes.update((400, 413, 415))  # api.ingress: size limit, Content-Encoding
-    if rate_limited:
-        codes.add(429)
+    codes.add(429)  # api.ingress: every request passes its caller's rate limit
     for code in sorted(codes):
         if code < 400:
             continue
