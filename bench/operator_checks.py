@@ -136,7 +136,10 @@ def main() -> None:
     ap.add_argument("--cancel-at", type=int, default=34)
     args = ap.parse_args()
     site = Site().start()
-    stack = Stack(Path(tempfile.mkdtemp(prefix="shoal-operator-")) / "data").start()
+    # polls every 50 ms besides its other calls: over the per-account rate limit (20/s)
+    stack = Stack(
+        Path(tempfile.mkdtemp(prefix="shoal-operator-")) / "data", SHOAL_RATE_LIMIT_PER_S="0"
+    ).start()
     try:
         ui_cancel(stack, site, args.urls, args.cancel_at)
         second_worker(stack, site, args.urls)
