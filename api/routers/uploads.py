@@ -396,12 +396,24 @@ async def create_upload(
     folder = storage.url("uploads", upload_id)
     dest = storage.url("uploads", upload_id, "input.ndjson")
     multipart = media == b"multipart/form-data"
+    if multipart and encoding != "identity":
+        # the coding would be the whole form's: never read as if it were not there
+        raise UnsupportedMedia(
+            f"Content-Encoding {encoding!r} on a multipart/form-data body",
+            errors=[
+                FieldError(
+                    "Content-Encoding",
+                    "a form is sent uncompressed: put a .gz file in its `file` field, or send "
+                    "the file itself as the body with Content-Encoding: gzip",
+                )
+            ],
+        )
     loc = "file" if multipart else "body"
     work: _Normalizing | None = None
 
     def start(fmt: str) -> _Normalizing:
         nonlocal work
-        gzipped = not multipart and encoding != "identity"
+        gzipped = encoding != "identity"
         work = _Normalizing(storage, dest, fmt, settings, loc, gzipped=gzipped)
         return work
 

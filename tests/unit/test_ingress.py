@@ -202,6 +202,23 @@ def test_an_upload_sent_as_gzip_that_is_not_gzip_is_400_naming_the_body(client, 
     assert ok.status_code == 201 and ok.json()["urls_valid"] == 1
 
 
+def test_a_form_sent_with_content_encoding_is_415_not_read_as_plain(client, alice, store):
+    """The coding of a request body is the whole form's; a form declared gzip was read as if
+    the header were absent (a plain form went through, a gzipped one failed as garbage)."""
+    r = client.post(
+        "/v1/uploads",
+        headers={**alice.headers, "Content-Encoding": "gzip"},
+        files={"file": ("urls.ndjson", b'"https://example.com/p/1"\n')},
+    )
+    assert_problem(r, 415, "Content-Encoding")
+    ok = client.post(
+        "/v1/uploads",
+        headers=alice.headers,
+        files={"file": ("urls.ndjson.gz", gzip.compress(b'"https://example.com/p/1"\n'))},
+    )
+    assert ok.status_code == 201 and ok.json()["urls_valid"] == 1
+
+
 # --- an upload whose client leaves -----------------------------------------------------------
 
 
