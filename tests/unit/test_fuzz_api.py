@@ -10,7 +10,9 @@ be what the document says: a documented status, its content type, its schema; an
 the document calls invalid must be refused (the document is no looser than the checks).
 
 Derandomized (the same requests each run) and bounded: ``SHOAL_FUZZ_EXAMPLES`` examples per
-operation and mode (default 60; a few thousand requests in all). The request count is printed.
+operation and mode (default 60: about 1,200 requests, 20-40 s). The request count is printed
+(and recorded as the test's ``fuzz_requests`` property). ``SHOAL_FUZZ_STORES=sqlite,postgres``
+also runs it on PostgreSQL, which refuses text holding NUL.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from shoal.store import WebhookDeliveryRow, WebhookEventRow, new_id, utcnow
 from shoal.store._db import session_scope
 
 EXAMPLES = int(os.environ.get("SHOAL_FUZZ_EXAMPLES", "60"))
+#: job stores to run against (``tests/unit/conftest.py``): ``SHOAL_FUZZ_STORES=sqlite,postgres``
+STORES = tuple(os.environ.get("SHOAL_FUZZ_STORES", "sqlite").split(","))
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
