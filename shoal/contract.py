@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from shoal.headers import CONTROL, TOKEN
+
 FieldType = Literal["string", "number", "integer", "boolean", "url", "list[string]"]
 Format = Literal["data", "html", "markdown", "text", "links", "metadata", "screenshot"]
 ProxyType = Literal["none", "datacenter", "residential"]
@@ -120,33 +122,6 @@ def http_url_problem(url: Any) -> str | None:
     return host_problem(parts.hostname)
 
 
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_HEADER_NAME = re.compile(_TOKEN)
-#: control characters a field value may not hold (RFC 9110 5.5; HTAB is allowed)
-_HEADER_CTL = r"\x00-\x08\x0a-\x1f\x7f"
-_HEADER_BAD_VALUE = re.compile(f"[{_HEADER_CTL}]")
-#: Set by Shoal's transport for each connection and body, or meant for one hop only (RFC 9110
-#: 7.6.1): a caller's value would break the request's framing or could smuggle a second
-#: request; ``Proxy-*`` belong to the operator's proxy configuration.
-RESERVED_HEADERS = frozenset(
-    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"}
-    | {"te", "trailer"}
-)
-
-
-def header_problem(name: str, value: str) -> str | None:
-    """None when the caller may send header ``name: value`` (``defaults.headers``, a URL's
-    ``headers``), else why not."""
-    if _HEADER_NAME.fullmatch(name) is None:
-        return "not an HTTP header name (an RFC 9110 token)"
-    low = name.lower()
-    if low in RESERVED_HEADERS or low.startswith("proxy-"):
-        return "a hop-by-hop or framing header: Shoal sets it, not the caller"
-    if _HEADER_BAD_VALUE.search(value):
-        return "a header value may not hold control characters (CR, LF, NUL, DEL)"
-    return None
-
-
 def selector_problem(spec: str) -> str | None:
     """None when ``spec`` is a selector extraction can run (CSS, ``xpath:``, ``@attr``), else
     why not. Checked with extraction's own parsers, loaded only when a selector is given."""
@@ -166,8 +141,8 @@ _HEADERS_DOC: dict[str, Any] = {
     "characters; hop-by-hop and framing headers (`Host`, `Content-Length`, "
     "`Transfer-Encoding`, `Connection`, `Keep-Alive`, `Upgrade`, `TE`, `Trailer`, `Proxy-*`) "
     "are refused.",
-    "propertyNames": {"pattern": f"^{_TOKEN}$"},
-    "additionalProperties": {"type": "string", "pattern": f"^[^{_HEADER_CTL}]*$"},
+    "propertyNames": {"pattern": f"^{TOKEN}$"},
+    "additionalProperties": {"type": "string", "pattern": f"^[^{CONTROL}]*$"},
 }
 #: an output field's name: a column of CSV and Parquet, so not empty and without control
 #: characters (DuckDB and Arrow refuse those: the output failed to build)

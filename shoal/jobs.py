@@ -28,12 +28,12 @@ from shoal.contract import (
     UrlItem,
     WebhookCreate,
     WebhookSpec,
-    header_problem,
     http_url_problem,
     selector_problem,
 )
 from shoal.errors import FieldError, Gone, InputError
 from shoal.fetch import AddressPolicy, BlockedAddress
+from shoal.headers import header_problem
 from shoal.settings import Settings
 from shoal.storage import Storage
 from shoal.store import AccountRow, Counters, JobRow, Store, UploadRow, aware, new_id, utcnow

@@ -7,7 +7,6 @@ and passes it to the processes it starts.
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -15,12 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
-def is_valid_header(name: str, value: str) -> bool:
-    """An HTTP header we can send: a token name, a value without CR, LF or NUL."""
-    return _HEADER_NAME.fullmatch(name) is not None and not any(c in value for c in "\r\n\0")
+from shoal.headers import header_problem
 
 
 class Settings(BaseSettings):
@@ -123,16 +117,16 @@ class Settings(BaseSettings):
     @field_validator("default_headers")
     @classmethod
     def _headers_sendable(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [name for name, v in value.items() if not is_valid_header(name, v)]
+        bad = [f"{name!r} ({why})" for name, v in value.items() if (why := header_problem(name, v))]
         if bad:
-            raise ValueError(f"not valid HTTP headers: {', '.join(map(repr, bad))}")
+            raise ValueError(f"headers Shoal may not send: {'; '.join(bad)}")
         return value
 
     @field_validator("user_agent")
     @classmethod
     def _user_agent_sendable(cls, value: str) -> str:
-        if not is_valid_header("User-Agent", value):
-            raise ValueError("the user agent must not contain CR, LF or NUL")
+        if header_problem("User-Agent", value):
+            raise ValueError("the user agent must not contain control characters (CR, LF, NUL)")
         return value
 
     max_redirects: int = 10

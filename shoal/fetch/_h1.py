@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
-import re
 import ssl
 from collections.abc import Mapping
 from typing import Any
@@ -59,6 +58,8 @@ import httptools
 from aiohttp.abc import AbstractResolver
 from multidict import CIMultiDict
 from yarl import URL
+
+from shoal.headers import header_problem
 
 from ._connect import ConnectTimeout, Dialer, ProxyError, default_ssl_context, forwards_http
 
@@ -70,18 +71,6 @@ MAX_HEAD = 64 * 1024
 MAX_FIELDS = 500
 #: body bytes read ahead of the consumer before the socket is paused
 HIGH_WATER = 1 << 20
-
-#: RFC 9110 5.1: a field name is a token
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-#: RFC 9110 5.5: no control character in a field value but HTAB (CR, LF and NUL above all)
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-#: Headers that frame the message or the connection: the transport writes Host itself and
-#: nothing else of these, so a request can never say ``Content-Length: 5`` on a GET and leave
-#: five bytes of the next request on a pooled connection to be read as this one's body.
-_FRAMING = frozenset(
-    {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"}
-    | {"keep-alive"}
-)
 
 
 class ServerDisconnected(ConnectionError):
@@ -105,16 +94,8 @@ def header_block(headers: Mapping[str, str]) -> bytes:
     TE, Trailer, Keep-Alive, Proxy-*: the transport sets what it needs of these itself)."""
     lines = []
     for name, value in headers.items():
-        if _TOKEN.fullmatch(name) is None:
-            raise ValueError(
-                f"header name {name[:60]!r} is not a token "
-                "(a line break, a colon, a space or a control character)"
-            )
-        lower = name.lower()
-        if lower in _FRAMING or lower.startswith("proxy-"):
-            raise ValueError(f"header {name!r} frames the message or the connection")
-        if _CONTROL.search(value) is not None:
-            raise ValueError(f"header {name!r} has a line break or a control character")
+        if (why := header_problem(name, value)) is not None:
+            raise ValueError(f"header {name[:60]!r}: {why}")
         lines.append(f"{name}: {value}\r\n")
     return "".join(lines).encode("latin-1", "replace")
 
