@@ -8,8 +8,7 @@ from typing import Annotated, Any, Literal, get_args
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep
-from api.deps import own_job as _own_job
+from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep, own_job
 from api.errors import answers
 from api.prefect_access import scheduler_errors
 from deployments.launch import start_flow_run
@@ -27,11 +26,10 @@ from shoal.contract import (
     JobStatus,
     PageResult,
     ResultPage,
-    is_id,
 )
-from shoal.errors import Conflict, FieldError, InputError, NotFound
+from shoal.errors import Conflict, FieldError, InputError
 from shoal.output import part_urls
-from shoal.store import JobRow, Store, aware
+from shoal.store import JobRow, aware
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -63,14 +61,6 @@ JobId = Annotated[
     str,
     Path(description="A job's id (`job_…`).", json_schema_extra={"pattern": ID_PATTERN}),
 ]
-
-
-def own_job(store: Store, job_id: str, account_id: str) -> JobRow:
-    """The account's job (``NotFound`` otherwise); a value no id has is unknown without a
-    query (PostgreSQL refuses text holding NUL: it was a 500)."""
-    if not is_id(job_id):
-        raise NotFound("no job of that id")
-    return _own_job(store, job_id, account_id)
 
 
 def _created(row: JobRow) -> dict[str, Any]:

@@ -21,12 +21,12 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 from starlette.types import Receive
 
-from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep
+from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep, own_upload
 from api.errors import answers
 from api.ingress import FORM_SLACK
 from shoal import inputs
 from shoal.contract import UploadPublic
-from shoal.errors import FieldError, InputError, MalformedBody, NotFound, TooLarge, UnsupportedMedia
+from shoal.errors import FieldError, InputError, MalformedBody, TooLarge, UnsupportedMedia
 from shoal.settings import Settings
 from shoal.storage import Storage
 from shoal.store import UploadRow, aware, new_id, utcnow
@@ -462,7 +462,4 @@ async def create_upload(
     responses=answers(404),
 )
 def get_upload(upload_id: str, account: CurrentAccount, store: StoreDep) -> UploadPublic:
-    row = store.get_upload(upload_id, account.id)
-    if row is None:
-        raise NotFound(f"no upload {upload_id}")
-    return _public(row)
+    return _public(own_upload(store, upload_id, account.id))

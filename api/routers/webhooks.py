@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import CurrentAccount, StoreDep
-from api.routers.jobs import JobId, own_job
+from api.deps import CurrentAccount, StoreDep, own_job
+from api.routers.jobs import JobId
 from shoal.contract import (
     JobSpec,
     WebhookDelivery,

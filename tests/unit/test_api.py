@@ -793,6 +793,17 @@ def test_non_ids_are_404_without_a_query(client, alice, store, monkeypatch, job_
         assert_problem(r, 404)
 
 
+@pytest.mark.parametrize("upload_id", ["upl_\x00", "x" * 65, "upl 1", "upl_é"])
+def test_non_upload_ids_are_404_without_a_query(client, alice, store, monkeypatch, upload_id):
+    """As for jobs: ``GET /v1/uploads/upl_%00`` was a 500 on PostgreSQL."""
+
+    def no_query(*_a, **_k):
+        raise AssertionError("the store was asked")
+
+    monkeypatch.setattr(type(store), "get_upload", no_query)
+    assert_problem(client.get(f"/v1/uploads/{quote(upload_id)}", headers=alice.headers), 404)
+
+
 @pytest.mark.parametrize(
     ("body", "loc"),
     [
