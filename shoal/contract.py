@@ -7,6 +7,7 @@ Limits that the operator configures (inline URL count, concurrency cap...) are c
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -213,11 +214,30 @@ class ScrapeOptions(_Request):
 OVERRIDABLE: frozenset[str] = frozenset(ScrapeOptions.model_fields)
 
 
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or Infinity (RFC 8259 6); Python's parser accepts them, and the output
+    would have echoed ``null``: the caller's ``meta`` must come back as sent, or be refused."""
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            raise PydanticCustomError("finite", "JSON has no NaN or Infinity")
+        if isinstance(v, dict):
+            todo.extend(v.values())
+        elif isinstance(v, list):
+            todo.extend(v)
+    return value
+
+
+#: the caller's own value, echoed in every output row as sent
+Meta = Annotated[Any, AfterValidator(_finite)]
+
+
 class UrlItem(_Request):
     """One URL with the caller's ``meta`` and any subset of the defaults (shallow override)."""
 
     url: UrlText
-    meta: Any = None
+    meta: Meta = None
     render: bool | None = None
     proxy_type: ProxyType | None = None
     extract: dict[FieldName, FieldType] | None = Field(None, json_schema_extra=_field_names_doc)

@@ -931,3 +931,18 @@ def test_output_field_names_are_checked(client, alice, name, where):
     item = {"url": "https://example.com/", where: {name: value}}
     body = {"input": {"urls": [item]}}
     assert_problem(post_job(client, alice, body), 422, f"input.urls[0].{where}.{name}")
+
+
+@pytest.mark.parametrize("meta", ["NaN", "Infinity", '{"a": [1, -Infinity]}'])
+def test_meta_with_nan_or_infinity_is_422_not_echoed_as_null(client, alice, meta):
+    """Python's JSON parser takes NaN and Infinity, JSON has neither: such a ``meta`` was
+    stored and echoed as ``null``; it is refused naming it, and a finite one is kept."""
+    body = f'{{"input": {{"urls": [{{"url": "https://example.com/1", "meta": {meta}}}]}}}}'
+    r = client.post(
+        "/v1/jobs", headers={**alice.headers, "Content-Type": "application/json"}, content=body
+    )
+    assert_problem(r, 422, "input.urls[0].meta")
+    ok = post_job(
+        client, alice, {"input": {"urls": [{"url": "https://example.com/1", "meta": 1.5}]}}
+    )
+    assert ok.status_code == 202, ok.text
