@@ -46,3 +46,13 @@ def s3_server() -> Iterator[S3Server]:
             yield server
         finally:
             server.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Lines tests record as their ``summary`` property (the fuzz run's request count), shown
+    at the end of the run: a worker's output is not, under pytest-xdist."""
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "summary" and getattr(report, "when", "call") == "call":
+                    terminalreporter.write_line(str(value))

@@ -10,9 +10,9 @@ be what the document says: a documented status, its content type, its schema; an
 the document calls invalid must be refused (the document is no looser than the checks).
 
 Derandomized (the same requests each run) and bounded: ``SHOAL_FUZZ_EXAMPLES`` examples per
-operation and mode (default 60: about 1,200 requests, 20-40 s). The request count is printed
-(and recorded as the test's ``fuzz_requests`` property). ``SHOAL_FUZZ_STORES=sqlite,postgres``
-also runs it on PostgreSQL, which refuses text holding NUL.
+operation and mode (default 60: about 1,200 requests, 20-40 s). The request count is shown at
+the end of the run (and recorded as the test's ``fuzz_requests`` property).
+``SHOAL_FUZZ_STORES=sqlite,postgres`` also runs it on PostgreSQL, which refuses text holding NUL.
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ def _run(operation: Any, mode: GenerationMode, examples: int, world: World) -> N
         assert mode is GenerationMode.NEGATIVE, operation.label
 
 
-def test_fuzz_the_served_openapi_document(client, world, capsys, record_property):
+def test_fuzz_the_served_openapi_document(client, world, record_property):
     from api.readiness import check_ready
 
     app = client.app
@@ -260,11 +260,12 @@ def test_fuzz_the_served_openapi_document(client, world, capsys, record_property
         schemathesis.python.asgi.shutdown_lifespans()  # the app's lifespan it started
     elapsed = time.monotonic() - started
     record_property("fuzz_requests", world.requests)
-    with capsys.disabled():
-        print(
-            f"\nfuzz: {world.requests} requests over {len(operations)} operations in "
-            f"{elapsed:.1f} s; statuses {dict(sorted(world.statuses.items()))}"
-        )
+    # shown at the end of the run by tests/conftest.py (also from an xdist worker)
+    record_property(
+        "summary",
+        f"fuzz: {world.requests} requests over {len(operations)} operations in "
+        f"{elapsed:.1f} s; statuses {dict(sorted(world.statuses.items()))}",
+    )
     assert world.requests >= len(operations) * EXAMPLES
     assert not world.failures, "\n\n".join(f"{k}\n{v}" for k, v in world.failures.items())
     # every operation on a job or an upload was reached past its 404 (the real ids were used)
