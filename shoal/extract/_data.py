@@ -6,8 +6,8 @@ from typing import Any
 
 from ._page import Page
 from ._select import select
-from ._structured import DEFAULT_FIELDS, lookup
-from ._values import FIELD_TYPES, coerce
+from ._structured import DEFAULT_FIELDS, canonical, lookup
+from ._values import FIELD_TYPES, coerce, number_and_currency
 
 _DEFAULT_TYPES = {"price": "number"}
 
@@ -25,7 +25,10 @@ def extract_data(
     microdata, then OpenGraph/meta, then heuristics (first ``h1``, a ``*price*`` element).
     With neither ``extract`` nor ``selectors``: ``name, price, currency, sku, brand,
     availability`` from structured data (no heuristics). Missing values are ``None``.
-    Raises ``ExtractError`` for an invalid selector.
+    Each ``number`` field ``f`` also gives ``f_currency`` (unless the caller names such a field
+    itself): the ISO 4217 code of the currency its text prints, else, for a price field
+    (``price``, ``sale_price``, ``cost``...), the page's structured-data currency; ``None``
+    when neither says. Raises ``ExtractError`` for an invalid selector.
     """
     page = Page.of(html, base_url)
     if not extract and not selectors:
@@ -44,6 +47,7 @@ def extract_data(
     # only a ``url`` field resolves against the page's <base>: skip looking for one otherwise
     base = page.base if "url" in types.values() else base_url
     out: dict[str, Any] = {}
+    page_currency: Any = False  # looked up once, only for a price field
     for field, field_type in types.items():
         if field_type not in FIELD_TYPES:
             raise ValueError(f"unknown field type {field_type!r} for {field!r}")
@@ -52,5 +56,21 @@ def extract_data(
             raw: Any = select(page, field, spec, many=field_type == "list[string]")
         else:
             raw = lookup(page, field)
-        out[field] = coerce(raw, field_type, base_url=base)
+        if field_type != "number":
+            out[field] = coerce(raw, field_type, base_url=base)
+            continue
+        hint = None
+        if canonical(field) == "price":
+            if page_currency is False:
+                page_currency = lookup(page, "currency", heuristics=False)
+            hint = page_currency if isinstance(page_currency, str) else None
+        out[field], currency = number_and_currency(raw, hint)
+        companion = currency_field(field)
+        if companion not in types:
+            out[companion] = currency
     return out
+
+
+def currency_field(field: str) -> str:
+    """The name of the currency companion of ``number`` field ``field``."""
+    return f"{field}_currency"

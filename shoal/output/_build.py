@@ -26,6 +26,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from shoal.contract import PageResult
+from shoal.extract import currency_field
 from shoal.output._parts import PART_COLUMNS, RESULT_COLUMNS, iter_part_batches
 from shoal.storage import Storage
 
@@ -70,8 +71,21 @@ def column_names(fields: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def with_currency(fields: Mapping[str, str]) -> dict[str, str]:
+    """``fields`` with each ``number`` field's ``<field>_currency`` (a string) right after it,
+    as extraction adds it to ``data``: the column exists in every row, null when unknown."""
+    out: dict[str, str] = {}
+    for name, typ in fields.items():
+        out.setdefault(name, typ)
+        companion = currency_field(name)
+        if typ == "number" and companion not in fields:
+            out.setdefault(companion, "string")
+    return out
+
+
 def flat_schema(fields: Mapping[str, str], fmt: Fmt) -> pa.Schema:
     """The columns of a CSV or Parquet output for these extract fields."""
+    fields = with_currency(fields)
     types = {
         "string": pa.string(),
         "url": pa.string(),
@@ -127,6 +141,7 @@ def _typed_expr(v: str, typ: str, fmt: Fmt) -> str:
 
 def _flat_sql(fields: Mapping[str, str], fmt: Fmt) -> str:
     cols = [*RESULT_COLUMNS, "meta_json AS meta", "error_code", "error_message"]
+    fields = with_currency(fields)
     names = column_names(fields)
     if not fields:
         return f"SELECT {', '.join(cols)} FROM b"

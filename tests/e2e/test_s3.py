@@ -120,7 +120,11 @@ def test_results_on_s3_with_presigned_downloads(
         page = client.get(f"/v1/jobs/{jid}/results", params={"limit": 5, "offset": 298}).json()
         assert page["total"] == 306
         assert [x["input_index"] for x in page["results"]] == [298, 299, 300, 301, 302]
-        assert page["results"][0]["data"] == {"name": "Product 298", "price": price_of(298)}
+        assert page["results"][0]["data"] == {
+            "name": "Product 298",
+            "price": price_of(298),
+            "price_currency": "USD",  # the JSON-LD priceCurrency
+        }
         csv = client.get(f"/v1/jobs/{jid}/results", params={"format": "csv"})
         assert csv.status_code == 200
         assert pl.read_csv(io.BytesIO(csv.content))["url"].to_list() == urls

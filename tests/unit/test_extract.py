@@ -93,15 +93,24 @@ MICRODATA_HTML = """<html><body>
         ("29.99", 29.99),
         ("1,5", 1.5),
         ("€ 12", 12.0),
-        ("1.234", 1.234),
+        ("1.234", 1234.0),  # price-parser's rule: three digits after one separator group
         ("1.234 €", 1234.0),
+        ("Rp 31.500", 31500.0),
+        ("200.000 đ", 200000.0),
+        ("$.75", 0.75),
+        (".75 €", 0.75),
+        ("$119. 95", 119.95),
+        ("118, 99 TL", 118.99),
+        ("1.899,-", 1899.0),
+        ("40% OFF", None),
         ("1,234", 1234.0),
         ("1,234,567", 1234567.0),
         ("1.234.567,89", 1234567.89),
         ("CHF 1'299.50", 1299.5),
         ("Price: -5", -5.0),
         ("12 345 678", 12345678.0),
-        ("free", None),
+        ("free", 0.0),
+        ("Ausverkauft", None),
         ("", None),
     ],
 )
@@ -169,6 +178,7 @@ def test_selectors_css_attr_and_types() -> None:
     assert data == {
         "name": "Super Widget",
         "price": 1299.99,
+        "price_currency": "USD",  # the "$" of the selected text
         "buy": "https://shop.example.com/cart/add?id=7",
         "image": "https://shop.example.com/p/img/w.png",
         "tags": ["red", "blue", "green"],
@@ -254,6 +264,7 @@ def test_jsonld_product_fields() -> None:
     assert data == {
         "title": "LD Widget",
         "cost": 29.99,
+        "cost_currency": "EUR",  # "cost" is a price: the offer's priceCurrency
         "currency": "EUR",
         "sku": "W-1",
         "brand": "Acme",
@@ -262,6 +273,7 @@ def test_jsonld_product_fields() -> None:
         "image": "https://cdn.example.com/1.jpg",
         "gtin": "4006381333931",
         "rating": 4.5,
+        "rating_currency": None,  # not a price: no page currency
         "review_count": 89,
         "description": "From LD",
         "color": "Blue",
@@ -291,6 +303,7 @@ def test_opengraph_fallback() -> None:
     assert data == {
         "name": "OG Gadget",
         "price": 1299.0,
+        "price_currency": "EUR",
         "currency": "EUR",
         "image": "https://cdn.example.com/g.jpg",
     }
@@ -316,7 +329,12 @@ def test_heuristics_without_structured_data() -> None:
         selectors=None,
     )
     # og:title beats the h1 (structured data first), the price comes from the *price* element
-    assert data == {"name": "OG Widget", "price": 1299.99, "currency": "USD"}
+    assert data == {
+        "name": "OG Widget",
+        "price": 1299.99,
+        "price_currency": "USD",
+        "currency": "USD",
+    }
     bare = "<html><head><title>Only title</title></head><body><p>x</p></body></html>"
     assert extract_data(bare, base_url=BASE, extract={"name": "string"}, selectors=None) == {
         "name": "Only title"

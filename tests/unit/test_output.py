@@ -206,7 +206,7 @@ def test_csv_round_trip(storage, gz):
     assert list(recs[0]) == [
         "url", "input_index", "status", "http_status", "final_url", "fetched_at", "elapsed_ms",
         "attempts", "credits", "content_hash", "meta", "error_code", "error_message",
-        "name", "price", "stock", "data_status",
+        "name", "price", "price_currency", "stock", "data_status",
     ]  # fmt: skip
     assert len(recs) == len(rows)
     for rec, row in zip(recs, rows, strict=True):
@@ -217,6 +217,20 @@ def test_csv_round_trip(storage, gz):
         else:
             assert float(rec["price"]) == row["data"]["price"]
             assert rec["data_status"] == "in stock"
+        assert rec["price_currency"] == ""  # these rows' data have none: an empty column
+
+
+def test_number_fields_get_a_currency_column_in_every_row(storage):
+    rows = _mixed_rows(6)
+    rows[0]["data"]["price_currency"] = "EUR"
+    parts = _parts(storage, rows, 3)
+    fields = {"price": "number", "cost": "number", "cost_currency": "string"}
+    [out] = build_output(storage, parts, storage.url("q"), fmt="parquet", gzip=False, fields=fields)
+    table = pq.read_table(out.url)
+    # after its field; a field the caller named ``cost_currency`` itself is not doubled
+    assert table.column_names[-4:] == ["price", "price_currency", "cost", "cost_currency"]
+    assert str(table.schema.field("price_currency").type) == "string"
+    assert table["price_currency"].to_pylist() == ["EUR"] + [None] * 5
 
 
 def test_split_by_size_keeps_every_row_once(storage):

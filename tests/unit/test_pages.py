@@ -33,6 +33,6 @@ def test_heavy_formats_in_worker_processes_match_inline() -> None:
     finally:
         workers.shutdown()
     assert pooled == direct
-    assert pooled["data"] == {"price": 444.99}
+    assert pooled["data"] == {"price": 444.99, "price_currency": "USD"}
     assert "Product 12" in pooled["markdown"] and "Product 12" in pooled["text"]
     assert workers.n == 2
