@@ -347,7 +347,10 @@ def lookup(page: Page, field: str, *, heuristics: bool = True) -> Any:
     if value is None and product and key not in product:
         node = product["_node"]
         value = next((v for k, v in node.items() if k.lower() == field.lower()), None)
-        if isinstance(value, dict | list):
+        # a list of texts stays whole for a list[string] field (scalar types take the first)
+        if isinstance(value, dict) or (
+            isinstance(value, list) and not all(isinstance(v, str | int | float) for v in value)
+        ):
             value = _name_of(value)
     if value in (None, ""):
         value = microdata(page, key)
