@@ -6,10 +6,11 @@ table is price-parser's own currency data (``price_parser._currencies.CURRENCIES
 with their symbols, pinned with the package in requirements.lock) plus the symbols shops print
 that it lacks or shares between currencies (``₽``, ``₺``, ``грн``, ``US$``, ``kr``...).
 
-A symbol several currencies use (``$``, ``kr``, ``£``, ``¥``, ``fr``, ``Rs``) takes the page's
-hint (structured data ``priceCurrency``, ``<meta property="product:price:currency">``) when
-the hint is one of the currencies that symbol can mean; otherwise its most common meaning on
-the web: ``$`` USD, ``kr`` SEK, ``£`` GBP, ``¥`` JPY, ``fr`` CHF, ``Rs`` INR, ``R`` ZAR.
+A symbol several countries' shops print (``$``, ``kr``, ``¥``, ``fr``, ``Rs``, ``R``) takes the
+page's hint (structured data ``priceCurrency``, ``<meta property="product:price:currency">``)
+when the hint is one of the currencies that symbol can mean; otherwise its most common
+meaning on the web: ``$`` USD, ``kr`` SEK, ``¥`` JPY, ``fr`` CHF, ``Rs`` INR, ``R`` ZAR.
+``£`` is GBP.
 """
 
 from __future__ import annotations
@@ -83,3 +84,13 @@ def currency_code(symbol: str | None, hint: str | None = None) -> str | None:
     if default is not None:
         return default
     return next(iter(codes)) if len(codes) == 1 else None
+
+
+# the symbols whose currency the page's hint decides: the ones shops of several countries print
+# (the other shared symbols, such as "£" for the pound-pegged territories, keep their default)
+_HINTED = frozenset({"$", "kr", "¥", "fr", "rs", "₨", "r", "c$"})
+
+
+def ambiguous(symbol: str) -> bool:
+    """Whether the page's hint decides what ``symbol`` means (``$``, ``kr``, ``¥``...)."""
+    return _key(symbol) in _HINTED

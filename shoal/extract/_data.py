@@ -27,8 +27,9 @@ def extract_data(
     availability`` from structured data (no heuristics). Missing values are ``None``.
     Each ``number`` field ``f`` also gives ``f_currency`` (unless the caller names such a field
     itself): the ISO 4217 code of the currency its text prints, else, for a price field
-    (``price``, ``sale_price``, ``cost``...), the page's structured-data currency; ``None``
-    when neither says. Raises ``ExtractError`` for an invalid selector.
+    (``price``, ``sale_price``, ``cost``, any name with ``price`` in it), the page's
+    structured-data currency, which also decides a symbol several currencies print (``$``,
+    ``kr``); ``None`` when neither says. Raises ``ExtractError`` for an invalid selector.
     """
     page = Page.of(html, base_url)
     if not extract and not selectors:
@@ -47,7 +48,14 @@ def extract_data(
     # only a ``url`` field resolves against the page's <base>: skip looking for one otherwise
     base = page.base if "url" in types.values() else base_url
     out: dict[str, Any] = {}
-    page_currency: Any = False  # looked up once, only for a price field
+
+    def page_currency() -> str | None:  # asked only for a price its text leaves open
+        if "currency" not in found:
+            value = lookup(page, "currency", heuristics=False)
+            found["currency"] = value if isinstance(value, str) else None
+        return found["currency"]
+
+    found: dict[str, str | None] = {}
     for field, field_type in types.items():
         if field_type not in FIELD_TYPES:
             raise ValueError(f"unknown field type {field_type!r} for {field!r}")
@@ -59,11 +67,7 @@ def extract_data(
         if field_type != "number":
             out[field] = coerce(raw, field_type, base_url=base)
             continue
-        hint = None
-        if canonical(field) == "price":
-            if page_currency is False:
-                page_currency = lookup(page, "currency", heuristics=False)
-            hint = page_currency if isinstance(page_currency, str) else None
+        hint = page_currency if canonical(field) == "price" or "price" in field.lower() else None
         out[field], currency = number_and_currency(raw, hint)
         companion = currency_field(field)
         if companion not in types:

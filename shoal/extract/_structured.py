@@ -98,7 +98,9 @@ def jsonld_nodes(page: Page) -> list[dict[str, Any]]:
     if cached is not None:
         return cached
     nodes: list[dict[str, Any]] = []
-    for script in page.tree.css("script[type]"):
+    # lexbor's tag index, filtered here: 16 us on a 40 KB product page against 70 us for
+    # css("script[type]") (bench/extract_values.py's pages), most of a JSON-LD lookup
+    for script in page.tree.tags("script"):
         kind = (script.attributes.get("type") or "").strip().lower()
         if kind != "application/ld+json":
             continue
