@@ -25,13 +25,15 @@ _CACHE_MAX_LEN = 200
 _PLAIN = re.compile(r"\d{1,15}(?:\.(?:\d{1,2}|\d{4,}))?")
 
 # whole values only: "1", "on" or "no" inside a sentence say nothing
+# (and the commonest labels whole: 1.5 us, against 8 us for the phrase search below)
 _TRUE = frozenset(
     {"true", "yes", "y", "1", "on", "t", "instock", "in_stock", "limitedavailability",
-     "onlineonly", "instoreonly", "preorder", "presale", "backorder", "madetoorder"}
+     "onlineonly", "instoreonly", "preorder", "presale", "backorder", "madetoorder",
+     "in stock", "available", "limited availability"}
 )  # fmt: skip
 _FALSE = frozenset(
     {"false", "no", "n", "0", "off", "f", "outofstock", "out_of_stock", "soldout",
-     "discontinued", "reserved"}
+     "discontinued", "reserved", "out of stock", "sold out", "unavailable", "not available"}
 )  # fmt: skip
 # Stock labels as shops print them, in the languages Shoal's users scrape most; the negative
 # phrases are tried first, as most contain a positive one ("not in stock", "indisponible",
