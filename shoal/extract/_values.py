@@ -23,6 +23,17 @@ _CACHE_MAX_LEN = 200
 # digits with a "." and 1-2 or 4+ decimals: a machine number (JSON-LD, content="..."), which
 # price-parser reads as float() does (three decimals it takes for thousands)
 _PLAIN = re.compile(r"\d{1,15}(?:\.(?:\d{1,2}|\d{4,}))?")
+# The commonest shop prices whole ("$1,299.99", "1.299,99 €", "£12.99", "24,99 EUR"): groups
+# of exactly three digits and a decimal part of exactly two, so the reading is unambiguous and
+# price-parser's (tests/unit/test_extract_prices.py checks every string this takes against
+# it). Between selectolax's queries price-parser's ten regular expressions run cold: two
+# price fields cost 60 us a page through it alone, 34 with this path first (the selector job
+# of bench/extract_values.py, five of its eight price formats taken here).
+_SIMPLE = re.compile(
+    r"(?P<pre>\$|€|£|US\$|EUR|USD|GBP|CHF)?\s?"
+    r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d\d)?|\d{1,3}(?:\.\d{3})+(?:,\d\d)?|\d+(?:[.,]\d\d)?)"
+    r"\s?(?P<post>€|\$|£|zł|EUR|USD|GBP|CHF|PLN|kr|TL)?"
+)
 
 # whole values only: "1", "on" or "no" inside a sentence say nothing
 # (and the commonest labels whole: 1.5 us, against 8 us for the phrase search below)
@@ -71,6 +82,15 @@ def _price_of(text: str) -> tuple[float | None, str | None, str | None]:
     hint decides what it means)."""
     if _PLAIN.fullmatch(text):  # what price-parser reads the same, at a tenth of its cost
         return float(text), None, None
+    simple = _SIMPLE.fullmatch(text)
+    if simple is not None and not (simple["pre"] and simple["post"]):
+        num = simple["num"]
+        whole, frac = (num[:-3], num[-2:]) if num[-3:-2] in (".", ",") else (num, "0")
+        amount = float(f"{whole.replace(',', '').replace('.', '')}.{frac}")
+        symbol = simple["pre"] or simple["post"]
+        if symbol is None:
+            return amount, None, None
+        return amount, currency_code(symbol), symbol if ambiguous(symbol) else None
     price = Price.fromstring(text)
     symbol = price.currency
     code = currency_code(symbol) if symbol else None

@@ -19,6 +19,8 @@ import pytest
 from price_parser import Price
 
 from shoal.extract import extract_data
+from shoal.extract._currency import currency_code
+from shoal.extract._values import _PLAIN, _SIMPLE, _price_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 import price_parser_examples as examples  # noqa: E402
@@ -92,3 +94,22 @@ def test_the_main_sets_are_read_whole() -> None:
     ):
         wrong = [e.price_raw for e in _cases(name) if not _right(_shoal(e), e.amount_float)]
         assert wrong == [], name
+
+
+def test_fast_paths_read_as_price_parser() -> None:
+    """Shoal reads plain and common prices without price-parser: every string of the sets, and
+    the formats shops print most, that a fast path takes must read as price-parser reads it."""
+    texts = [e.price_raw for name in SETS for e in getattr(examples, name) if e.price_raw]
+    for p in (0.5, 7, 12.99, 999, 1000, 1234.5, 98765.43, 1234567.89):
+        us, eu = f"{p:,.2f}", f"{p:,.2f}".replace(",", "_").replace(".", ",").replace("_", ".")
+        texts += [f"${us}", f"{eu} €", f"£{p:.2f}", f"{eu} zł", f"{p:,.0f}", f"CHF {us}"]
+        texts += [f"{eu}", f"US$ {us}", f"{p:.2f}", f"{eu}\u00a0€", f"{eu} kr", f"{eu} TL"]
+    taken = 0
+    for text in texts:
+        if not (_PLAIN.fullmatch(text) or _SIMPLE.fullmatch(text)):
+            continue
+        taken += 1
+        price = Price.fromstring(text)
+        theirs = (price.amount_float, currency_code(price.currency) if price.currency else None)
+        assert _price_of.__wrapped__(text)[:2] == theirs, text
+    assert taken > 200
