@@ -95,10 +95,10 @@ def _price_of(text: str) -> tuple[float | None, str | None, str | None]:
     symbol = price.currency
     code = currency_code(symbol) if symbol else None
     open_symbol = symbol if symbol and ambiguous(symbol) else None
-    amount = price.amount
-    if amount is None or not amount.is_finite():
+    decimal = price.amount
+    if decimal is None or not decimal.is_finite():
         return None, code, open_symbol
-    value = float(amount)
+    value = float(decimal)
     if not math.isfinite(value):
         return None, code, open_symbol
     at = text.find(price.amount_text or "\x00")
