@@ -1,4 +1,5 @@
-"""Turning the text shops print into typed values (``parse_number``, ``coerce``)."""
+"""Turning the text shops print into typed values (``parse_price``, ``coerce``): prices and
+their currency through price-parser, stock labels, URLs and srcsets, lists."""
 
 from __future__ import annotations
 
