@@ -70,6 +70,13 @@ _PLAIN_URL = re.compile(
 _URL_CTL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def currency_field(field: str) -> str:
+    """The name of the currency companion (ISO 4217) of ``number`` field ``field`` in ``data``
+    and in CSV/Parquet columns. Here, not in ``shoal.extract``: the output builder names columns
+    with it, and the API must not load the HTML parser."""
+    return f"{field}_currency"
+
+
 def is_id(value: str) -> bool:
     """Whether ``value`` has the shape of an id Shoal issues (else it is unknown: ``404``)."""
     return _ID.match(value) is not None

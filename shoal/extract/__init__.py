@@ -7,7 +7,7 @@ Parse once per page and share it:
     more = page_formats(page, base_url=base_url, formats=["markdown", "links"])
 """
 
-from ._data import currency_field, extract_data
+from ._data import extract_data
 from ._formats import page_formats
 from ._page import Page
 from ._select import parse_selector
@@ -16,7 +16,6 @@ from ._values import coerce, parse_number, parse_price
 __all__ = [
     "Page",
     "coerce",
-    "currency_field",
     "extract_data",
     "page_formats",
     "parse_number",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shoal.contract import currency_field
+
 from ._page import Page
 from ._select import select
 from ._structured import DEFAULT_FIELDS, canonical, lookup
@@ -73,8 +75,3 @@ def extract_data(
         if companion not in types:
             out[companion] = currency
     return out
-
-
-def currency_field(field: str) -> str:
-    """The name of the currency companion of ``number`` field ``field``."""
-    return f"{field}_currency"

@@ -25,8 +25,7 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from shoal.contract import PageResult
-from shoal.extract import currency_field
+from shoal.contract import PageResult, currency_field
 from shoal.output._parts import PART_COLUMNS, RESULT_COLUMNS, iter_part_batches
 from shoal.storage import Storage
 
