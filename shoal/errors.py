@@ -131,6 +131,13 @@ class Unavailable(ShoalError):
     title = "Service unavailable"
 
 
+class SchedulerBusy(Unavailable):
+    """The scheduler (Prefect) is up but did not take a job's flow run in time (on SQLite it
+    answers ``503`` while its one writer is busy). ``shoal.submit`` then keeps the job
+    ``queued`` (``202``) and the resume service starts its flow run a minute later, instead of
+    failing a job the caller was told nothing about."""
+
+
 class NotReady(Unavailable):
     """Readiness failed: the store, Prefect or a deployment jobs start on is missing."""
 

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from shoal import jobs, output
 from shoal.account_plans import plan_for
 from shoal.contract import FINAL_STATUSES, JobCreate
-from shoal.errors import Conflict, LimitExceeded, NotFound, Unavailable
+from shoal.errors import Conflict, LimitExceeded, NotFound, SchedulerBusy, Unavailable
 from shoal.finalize import fail_job
 from shoal.output import part_urls
 from shoal.settings import Settings
@@ -158,7 +158,10 @@ async def _launch(
 ) -> Submitted:
     """Commit the row (with its idempotency key, in one transaction) and start its flow run.
 
-    The row is committed before the flow run starts, so a ``GET`` never 404s. When a concurrent
+    The row is committed before the flow run starts, so a ``GET`` never 404s. A scheduler that
+    is up but busy past the starter's bound (``SchedulerBusy``) leaves the job ``queued`` without
+    a flow run: the resume service starts it (``deployments/reaper.py``), so an overloaded
+    Prefect delays jobs and fails none. When a concurrent
     request committed the same key first, its job is the answer and nothing else starts: that
     job's own request starts its flow run, even if it has not yet done so."""
     max_active = plan_for(account.plan, settings).max_concurrent_jobs
@@ -183,6 +186,9 @@ async def _launch(
         return await _replay(store, key, held.body_hash, held.job_id)
     try:
         row.flow_run_id = await start(row, settings)
+    except SchedulerBusy as exc:  # up but busy: the resume service starts the queued job
+        log.warning("job %s stays queued: %s", row.id, exc)
+        return Submitted(row)
     except Exception as exc:  # the job can't run; say why, keep nothing running
         log.exception("could not start the flow run of %s", row.id)
         await asyncio.to_thread(fail_job, row.id, settings, f"could not start the flow run: {exc}")

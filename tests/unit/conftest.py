@@ -106,11 +106,16 @@ def make_job(store) -> Callable[..., JobRow]:
 class FlowStarter:
     calls: list[JobRow]
     fail: bool = False
+    busy: bool = False  # Prefect up but answering 503 past start_flow_run's retries
 
     async def __call__(self, job: JobRow, settings: Settings) -> str:
         self.calls.append(job)
         if self.fail:
             raise ConnectionError("prefect is down")
+        if self.busy:
+            from deployments.launch import PrefectBusy
+
+            raise PrefectBusy(503)
         return f"fake-flow-run-{len(self.calls)}"
 
 

@@ -946,3 +946,35 @@ def test_meta_with_nan_or_infinity_is_422_not_echoed_as_null(client, alice, meta
         client, alice, {"input": {"urls": [{"url": "https://example.com/1", "meta": 1.5}]}}
     )
     assert ok.status_code == 202, ok.text
+
+
+def test_a_busy_scheduler_leaves_the_job_queued_not_failed(client, alice, store, flow_starter):
+    """Prefect up but busy past start_flow_run's retries (on SQLite: 503 while its writer is
+    busy) used to fail the job (503, ``could not start the flow run``); the job now stays
+    ``queued`` without a flow run for the resume service to start, and the caller gets 202."""
+    flow_starter.busy = True
+    r = post_job(client, alice, {"urls": urls(2)})
+    assert r.status_code == 202, r.text
+    job = store.get_job(r.json()["id"], alice.account.id)
+    assert job is not None and job.status == "queued" and job.flow_run_id is None
+    assert client.get(f"/v1/jobs/{job.id}", headers=alice.headers).json()["status"] == "queued"
+
+
+async def test_a_start_past_its_bound_is_scheduler_busy(monkeypatch, settings):
+    """The whole start, the gate's queue included, is bounded: a Prefect that hangs makes the
+    request give up after ``START_WAIT_S`` with ``SchedulerBusy``, not wait for minutes."""
+    import asyncio
+
+    from api import prefect_access
+    from shoal.errors import SchedulerBusy
+
+    monkeypatch.setattr(prefect_access, "START_WAIT_S", 0.05)
+    hung = asyncio.Event()
+
+    async def hangs(job, _settings):
+        await hung.wait()
+        return "never"
+
+    job = type("J", (), {"account_id": "acct_1", "priority": "normal"})()
+    with pytest.raises(SchedulerBusy):
+        await prefect_access.scheduler_errors(hangs)(job, settings)
