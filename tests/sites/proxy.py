@@ -125,7 +125,7 @@ class ForwardProxy(LoopServer):
         writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         await writer.drain()
         try:
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         finally:
             up_writer.transport.close()
 
@@ -211,7 +211,8 @@ async def _copy_body(req: Request, reader: asyncio.StreamReader, up: asyncio.Str
     await up.drain()
 
 
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    """Copy ``src`` to ``dst`` until EOF, then half-close ``dst`` (a tunnel's one direction)."""
     try:
         while data := await src.read(65536):
             dst.write(data)
@@ -250,7 +251,7 @@ class Tap(LoopServer):
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
         try:
-            await asyncio.gather(self._record(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(self._record(reader, up_writer), pipe(up_reader, writer))
         finally:
             up_writer.transport.close()
 

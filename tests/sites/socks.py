@@ -23,6 +23,7 @@ import socket
 import struct
 
 from .hostile import LoopServer
+from .proxy import pipe
 
 
 class SocksProxy(LoopServer):
@@ -147,7 +148,7 @@ class SocksProxy(LoopServer):
     ) -> None:
         self.tunnels += 1
         try:
-            await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         finally:
             up_writer.transport.close()
 
@@ -158,14 +159,3 @@ def _reply5(code: int) -> bytes:
 
 def _reply4(code: int) -> bytes:
     return bytes([0, code]) + b"\x00\x00" + b"\x00\x00\x00\x00"
-
-
-async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    try:
-        while data := await src.read(65536):
-            dst.write(data)
-            await dst.drain()
-        if dst.can_write_eof():
-            dst.write_eof()
-    except (ConnectionError, OSError):
-        dst.transport.close()

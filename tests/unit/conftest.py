@@ -13,6 +13,8 @@ import pytest
 from shoal.settings import Settings, get_settings
 from shoal.store import AccountRow, JobRow, Store, get_store, new_id, utcnow
 from shoal.store._db import get_engine
+from tests.sites.hostile import HostileSite
+from tests.sites.tls import TestCA
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -137,3 +139,19 @@ def client(settings, flow_starter):
 
     with TestClient(create_app(), raise_server_exceptions=False) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def ca() -> Iterator[TestCA]:
+    """A test certificate authority (``tests/sites/tls.py``) the engine is told to trust."""
+    authority = TestCA()
+    yield authority
+    authority.cleanup()
+
+
+@pytest.fixture(scope="module")
+def tls_site(ca: TestCA) -> Iterator[HostileSite]:
+    """The hostile site over TLS with a certificate of ``ca``."""
+    s = HostileSite(tls=ca.server_context()).start()
+    yield s
+    s.stop()

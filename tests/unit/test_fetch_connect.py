@@ -44,20 +44,6 @@ def _settings(**kw: object) -> Settings:
     return Settings(**base)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module")
-def ca() -> Iterator[TestCA]:
-    authority = TestCA()
-    yield authority
-    authority.cleanup()
-
-
-@pytest.fixture(scope="module")
-def tls_site(ca: TestCA) -> Iterator[HostileSite]:
-    s = HostileSite(tls=ca.server_context()).start()
-    yield s
-    s.stop()
-
-
 @pytest.fixture
 def site() -> Iterator[HostileSite]:
     s = HostileSite().start()
