@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -18,7 +17,6 @@ from email.utils import formatdate
 from urllib.parse import quote
 
 import pytest
-from aiohttp.abc import AbstractResolver, ResolveResult
 
 from shoal.errors import FetchError
 from shoal.fetch import Engine, FetchOptions
@@ -35,38 +33,10 @@ from tests.sites.hostile import (
     deflate_bomb,
     gzip_bomb,
 )
+from tests.sites.names import MapResolver
 from tests.sites.proxy import ForwardProxy, dead_proxy_url
 
 MIB = 1 << 20
-
-
-class MapResolver(AbstractResolver):
-    """Answers from a fixed table (name -> addresses); counts every lookup."""
-
-    def __init__(self, names: dict[str, list[str]]) -> None:
-        self.names = names
-        self.calls: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.calls.append(host)
-        if host not in self.names:
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-        return [
-            ResolveResult(
-                hostname=host,
-                host=ip,
-                port=port,
-                family=socket.AF_INET6 if ":" in ip else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for ip in self.names[host]
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +85,7 @@ async def test_public_looking_name_answering_loopback_is_blocked(site: HostileSi
         assert "127.0.0.1" in err.message
         # One lookup, made by the connector itself: the address checked is the one it would
         # have connected to; there is no earlier check a rebinding answer could slip past.
-        assert resolver.calls == ["shop.example.com"]
+        assert resolver.asked == ["shop.example.com"]
         # With robots.txt on, the robots fetch meets the guard first: still ``blocked``.
         err = await _fail(engine, url)
         assert err.code == "blocked"
