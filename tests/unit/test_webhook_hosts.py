@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -46,15 +45,6 @@ def test_a_webhook_on_a_legacy_or_invalid_ipv4_host_is_422(  # type: ignore[no-u
     (error,) = [e for e in r.json()["errors"] if e["loc"] == loc]
     assert ("(127.0.0.1)" if host in LEGACY else "not a valid IPv4 address") in error["msg"]
     assert flow_starter.calls == []
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    try:
-        yield r
-    finally:
-        r.stop()
 
 
 @pytest.mark.parametrize("host", [*LEGACY, "1.2.3.4.5"])

@@ -9,7 +9,6 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -24,7 +23,6 @@ from shoal.settings import Settings
 from shoal.storage import get_storage
 from shoal.store import Store, WebhookEventRow, utcnow
 from shoal.store._db import session_scope
-from tests.sites.receiver import Receiver
 
 #: the job store's rules are checked on SQLite and on PostgreSQL alike
 STORES = ("sqlite", "postgres")
@@ -333,15 +331,6 @@ def test_a_retry_job_keeps_the_webhook_and_sends_its_own_event(  # type: ignore[
 
 
 # --- delivery -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    try:
-        yield r
-    finally:
-        r.stop()
 
 
 @pytest.fixture
