@@ -9,8 +9,8 @@ A pure ASGI middleware (``Ingress``), so nothing reads a byte of a body it has n
    is handed to ``api.deps`` (no second lookup).
 2. A request with a body (``Content-Length`` > 0 or ``Transfer-Encoding``) to an authenticated
    path and without a valid key is ``401`` before the body is read.
-3. A body may not carry a ``Content-Encoding`` (``415``), except an upload's ``gzip``, which
-   ``api.routers.uploads`` decompresses in bounded steps.
+3. A body may not carry a ``Content-Encoding`` (``415``), except an upload's raw body in
+   ``gzip``, which ``api.routers.uploads`` decompresses in bounded steps.
 4. A ``Content-Length`` over the limit (uploads ``SHOAL_MAX_UPLOAD_BYTES``, any other body
    ``SHOAL_MAX_JSON_BODY_BYTES``) is ``413`` at once; a body without one is counted as it
    arrives and cut at the limit: the route sees its read fail, its answer is dropped, and the
@@ -141,19 +141,8 @@ class Ingress:
                 else "missing API key: send `Authorization: Bearer <api key>`"
             )
         encoding = headers.get("content-encoding", "").strip().lower()
-        is_upload = path == UPLOADS or path.startswith(UPLOADS + "/")
-        if encoding not in _BODY_FREE and not (is_upload and encoding in ("gzip", "x-gzip")):
-            raise UnsupportedMedia(
-                f"Content-Encoding {encoding!r} is not accepted on this request",
-                errors=[
-                    FieldError(
-                        "Content-Encoding",
-                        "only uploads may be sent compressed (gzip)"
-                        if not is_upload
-                        else "only gzip (or none) is supported",
-                    )
-                ],
-            )
+        if encoding not in _BODY_FREE:
+            _check_coding(encoding, path, headers)
         limit = body_limit(settings, path)
         length = headers.get("content-length", "").strip()
         if length.isdigit() and int(length) > limit:
@@ -180,6 +169,27 @@ class Ingress:
             limit = receive.limit
             refusal = _too_large(limit, f"the body is more than the limit of {limit} bytes")
             await problem_for(refusal)(scope, receive, send)
+
+
+def _check_coding(encoding: str, path: str, headers: Headers) -> None:
+    """Only an upload's raw body may be compressed, and only with gzip: a form's coding would be
+    the whole form's (it was read as if absent), a JSON body is never compressed."""
+    is_upload = path == UPLOADS or path.startswith(UPLOADS + "/")
+    if not is_upload:
+        why = "only uploads may be sent compressed (gzip)"
+    elif encoding not in ("gzip", "x-gzip"):
+        why = "only gzip (or none) is supported"
+    elif headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        why = (
+            "a form is sent uncompressed: put a .gz file in its `file` field, or send the "
+            "file itself as the body with Content-Encoding: gzip"
+        )
+    else:
+        return
+    raise UnsupportedMedia(
+        f"Content-Encoding {encoding!r} is not accepted on this request",
+        errors=[FieldError("Content-Encoding", why)],
+    )
 
 
 def _too_large(limit: int, detail: str) -> TooLarge:

@@ -386,28 +386,12 @@ async def create_upload(
     limit = settings.max_upload_bytes
     ctype = request.headers.get("content-type", "")
     media, params = parse_options_header(ctype)
+    # api.ingress let only gzip through, and only on a raw body
     encoding = request.headers.get("content-encoding", "").strip().lower() or "identity"
-    if encoding not in ("identity", "gzip", "x-gzip"):
-        raise UnsupportedMedia(
-            f"Content-Encoding {encoding!r} is not supported",
-            errors=[FieldError("Content-Encoding", "only gzip (or none) is supported")],
-        )
     upload_id = new_id("upl")
     folder = storage.url("uploads", upload_id)
     dest = storage.url("uploads", upload_id, "input.ndjson")
     multipart = media == b"multipart/form-data"
-    if multipart and encoding != "identity":
-        # the coding would be the whole form's: never read as if it were not there
-        raise UnsupportedMedia(
-            f"Content-Encoding {encoding!r} on a multipart/form-data body",
-            errors=[
-                FieldError(
-                    "Content-Encoding",
-                    "a form is sent uncompressed: put a .gz file in its `file` field, or send "
-                    "the file itself as the body with Content-Encoding: gzip",
-                )
-            ],
-        )
     loc = "file" if multipart else "body"
     work: _Normalizing | None = None
 
