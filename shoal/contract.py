@@ -339,6 +339,39 @@ class WebhookCreate(_Request):
     )
 
 
+Rate = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class CompareSpec(_Request):
+    """How a run is compared with an earlier one (a schedule's previous run, or
+    ``previous_job_id``): rows matched by ``key``, ``fields`` compared (default: every
+    extracted field)."""
+
+    key: FieldName = Field("url", description="`url` (the input URL) or an extracted field.")
+    fields: list[FieldName] | None = Field(
+        None, min_length=1, description="Extracted fields to compare; default: all of them."
+    )
+    previous_job_id: str | None = Field(
+        None,
+        pattern=ID_PATTERN,
+        description="The job to compare with (on `POST /v1/jobs`); a schedule's run uses the "
+        "schedule's previous `completed` or `partial` run.",
+    )
+
+
+class QualitySpec(_Request):
+    """Checks made when a run ends; a failed one turns `completed` into `partial`."""
+
+    min_rows: int | None = Field(None, ge=0, le=2**53 - 1, description="Fewest result rows.")
+    max_error_rate: Rate | None = Field(None, description="Largest share of errored rows.")
+    max_null_rate: dict[FieldName, Rate] = Field(
+        default_factory=dict, description="Per extracted field: largest share of null values."
+    )
+    max_changed_rate: Rate | None = Field(
+        None, description="Largest share of compared keys that changed (needs a comparison)."
+    )
+
+
 def _webhook_form(value: Any) -> str:
     # the tags are names api/errors.py drops from error locations: `webhook.url`, not
     # `webhook.WebhookCreate.url`
@@ -382,6 +415,8 @@ class JobCreate(_Request):
     webhook: WebhookField | None = Field(
         None, description='A URL, or `{"url": "...", "events": ["job.completed", ...]}`.'
     )
+    compare: CompareSpec | None = Field(None, description="Compare with an earlier job.")
+    quality: QualitySpec | None = Field(None, description="Checks made when the job ends.")
 
     @model_validator(mode="after")
     def _one_input(self) -> JobCreate:
@@ -444,6 +479,10 @@ class JobSpec(BaseModel):
     source: InputSource | None = Field(
         None, description="The file input the flow stages; absent: inline, staged at creation."
     )
+    compare: CompareSpec | None = None
+    quality: QualitySpec | None = None
+    #: set on a schedule's runs: ask with the previous run's validators (``conditional: true``)
+    conditional: bool = False
 
 
 class Progress(BaseModel):
