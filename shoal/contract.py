@@ -450,6 +450,89 @@ class JobCreate(_Request):
         return self.defaults.model_copy(update={"selectors": self.selectors})
 
 
+Cron = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "Five cron fields: minute hour day-of-month month day-of-week.",
+            "examples": ["0 2 * * *"],
+        }
+    ),
+]
+#: the shortest interval of a schedule
+MIN_INTERVAL_S = 60
+ScheduleName = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+
+
+class ScheduleCreate(_Request):
+    """Body of ``POST /v1/schedules``: a job template run on a cron or an interval.
+
+    Exactly one of ``cron`` (with ``timezone``, default UTC) or ``interval_s``. The cron, the
+    timezone and the job are checked by ``shoal.schedules`` (``422`` naming the field)."""
+
+    name: ScheduleName = Field(description="Unique in the account (`schedules apply` keys on it).")
+    cron: Cron | None = None
+    timezone: str | None = Field(
+        None, max_length=64, description="IANA name (`Europe/Berlin`) of the cron; default UTC."
+    )
+    interval_s: int | None = Field(None, ge=MIN_INTERVAL_S, le=366 * 86400)
+    job: JobCreate = Field(description="A `POST /v1/jobs` body; `s3_uri` is read at each run.")
+    compare: CompareSpec | None = Field(
+        None, description="How each run is compared with the previous one (default: by URL)."
+    )
+    conditional: bool = Field(
+        False, description="Ask with the previous run's ETag/Last-Modified; a 304 costs nothing."
+    )
+    quality: QualitySpec | None = None
+    paused: bool = False
+
+
+class SchedulePatch(_Request):
+    """Body of ``PATCH /v1/schedules/{id}``: any top-level field of ``ScheduleCreate``.
+    Giving ``cron`` drops ``interval_s`` and the other way round."""
+
+    name: ScheduleName | None = None
+    cron: Cron | None = None
+    timezone: str | None = Field(None, max_length=64)
+    interval_s: int | None = Field(None, ge=MIN_INTERVAL_S, le=366 * 86400)
+    job: JobCreate | None = None
+    compare: CompareSpec | None = None
+    conditional: bool | None = None
+    quality: QualitySpec | None = None
+    paused: bool | None = None
+
+
+class SchedulePublic(BaseModel):
+    """A schedule as the API shows it."""
+
+    id: str
+    name: str
+    cron: str | None
+    timezone: str | None
+    interval_s: int | None
+    job: dict[str, Any] = Field(description="The job template as given.")
+    compare: CompareSpec | None
+    conditional: bool
+    quality: QualitySpec | None
+    paused: bool = Field(description="As Prefect's schedule says (a pause in its UI shows here).")
+    created_at: datetime
+    next_runs: list[datetime] = Field(description="The next 5 times (UTC); empty when paused.")
+    last_job_id: str | None
+    runs: int = Field(description="How many runs started.")
+    skipped_runs: int = Field(description="Runs skipped because the previous one was going.")
+
+
+class ScheduleList(BaseModel):
+    schedules: list[SchedulePublic]
+    total: int
+    limit: int
+    offset: int
+
+
 class WebhookSpec(BaseModel):
     """A job's webhook, normalized (both request forms become this)."""
 
@@ -520,6 +603,19 @@ class JobPublic(BaseModel):
     parent_job_id: str | None
     flow_run_id: str | None
     error: str | None
+    schedule_id: str | None = Field(None, description="The schedule this job is a run of.")
+    run_number: int | None = Field(None, description="Its number among the schedule's runs.")
+    changes: dict[str, Any] | None = Field(
+        None,
+        description="The change report against the previous run (`previous_job_id`, `added`, "
+        "`removed`, `changed`, `unchanged`, `duplicate_keys`, `fields`, `download_url`); null "
+        "when nothing was compared.",
+    )
+    quality: dict[str, Any] | None = Field(
+        None,
+        description='The quality gates\' result: `{"passed": bool, "failed": [{"check", '
+        '"limit", "value"}]}`; null without gates.',
+    )
 
 
 class JobCreated(BaseModel):
@@ -570,6 +666,8 @@ class PageResult(BaseModel):
     text: str | None = None
     links: list[str] | None = None
     metadata: dict[str, Any] | None = None
+    not_modified: bool | None = None
+    change: Literal["added", "changed", "unchanged"] | None = None
 
 
 class ResultPage(BaseModel):

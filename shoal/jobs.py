@@ -16,6 +16,7 @@ from shoal.account_plans import plan_for
 from shoal.contract import (
     RESULT_STATUSES,
     WEBHOOK_EVENTS,
+    CompareSpec,
     DownloadPart,
     FieldType,
     InputSource,
@@ -23,6 +24,7 @@ from shoal.contract import (
     JobPublic,
     JobSpec,
     Progress,
+    QualitySpec,
     ScrapeOptions,
     SingleUrlInput,
     UrlItem,
@@ -38,6 +40,8 @@ from shoal.settings import Settings
 from shoal.storage import Storage
 from shoal.store import AccountRow, Counters, JobRow, Store, UploadRow, aware, new_id, utcnow
 
+#: a job another can be compared with ended with these (``compare.previous_job_id``)
+COMPARABLE_STATUSES = frozenset({"completed", "partial"})
 #: the one check of a URL (inline, upload and S3 rows, webhooks): ``shoal.contract``'s
 valid_http_url = http_url_problem
 
@@ -129,14 +133,39 @@ def output_fields(options: Sequence[ScrapeOptions | dict[str, Any]]) -> dict[str
 
 
 def validate(
-    body: JobCreate, settings: Settings, account: AccountRow, upload: UploadRow | None = None
+    body: JobCreate,
+    settings: Settings,
+    account: AccountRow,
+    upload: UploadRow | None = None,
+    previous: JobRow | None = None,
+    *,
+    loc: str = "",
 ) -> tuple[JobSpec, list[bytes]]:
     """Check a create request against the limits; return the spec and the staged input lines
     (``stage_record``; none for a file input). ``upload`` is the account's upload
-    ``input.upload_id`` names (``None`` when it has none of that id).
+    ``input.upload_id`` names (``None`` when it has none of that id); ``previous`` the
+    account's job ``compare.previous_job_id`` names (``None`` when it has none of that id).
+    ``loc`` prefixes every error location (``job.`` for a schedule's job template).
 
     Raises ``InputError`` naming every offending field."""
-    errors: list[FieldError] = []
+    try:
+        return _validate(body, settings, account, upload, previous, [])
+    except InputError as exc:
+        if not loc:
+            raise
+        raise InputError(
+            exc.detail, errors=[FieldError(f"{loc}{e.loc}", e.msg) for e in exc.errors]
+        ) from None
+
+
+def _validate(
+    body: JobCreate,
+    settings: Settings,
+    account: AccountRow,
+    upload: UploadRow | None,
+    previous: JobRow | None,
+    errors: list[FieldError],
+) -> tuple[JobSpec, list[bytes]]:
     entries = body.items()
     source = body.source()
     single = isinstance(body.input, SingleUrlInput)
@@ -191,6 +220,9 @@ def validate(
     if missing:
         errors.append(FieldError("output.format", f"{missing} in defaults"))
     webhook = _webhook_spec(body.webhook, settings, errors)
+    check_report_fields(body.compare, body.quality, fields, errors)
+    if body.compare is not None and body.compare.previous_job_id is not None:
+        _check_previous(body.compare.previous_job_id, previous, errors)
     if errors:
         raise InputError("the job request is invalid", errors=errors)
     spec = JobSpec(
@@ -200,8 +232,65 @@ def validate(
         fields=fields,
         webhook=webhook,
         source=source,
+        compare=body.compare,
+        quality=body.quality,
     )
     return spec, lines
+
+
+def check_report_fields(
+    compare: CompareSpec | None,
+    quality: QualitySpec | None,
+    fields: Mapping[str, str],
+    errors: list[FieldError],
+    loc: str = "",
+) -> None:
+    """``compare.key`` (other than ``url``), ``compare.fields`` and ``quality.max_null_rate``
+    must name extracted fields (the job's typed output columns)."""
+    known = ", ".join(fields) or "none"
+    if compare is not None:
+        if compare.key != "url" and compare.key not in fields:
+            errors.append(
+                FieldError(
+                    f"{loc}compare.key",
+                    f"{compare.key!r} is not an extracted field (the job has: {known}); "
+                    "give `url` or one of them",
+                )
+            )
+        for i, name in enumerate(compare.fields or []):
+            if name not in fields:
+                errors.append(
+                    FieldError(
+                        f"{loc}compare.fields[{i}]",
+                        f"{name!r} is not an extracted field (the job has: {known})",
+                    )
+                )
+    if quality is not None:
+        for name in quality.max_null_rate:
+            if name not in fields:
+                errors.append(
+                    FieldError(
+                        f"{loc}quality.max_null_rate.{name}",
+                        f"{name!r} is not an extracted field (the job has: {known})",
+                    )
+                )
+
+
+def _check_previous(job_id: str, previous: JobRow | None, errors: list[FieldError]) -> None:
+    """The job to compare with must be the caller's own, ended with results still kept."""
+    loc = "compare.previous_job_id"
+    if previous is None:
+        errors.append(FieldError(loc, f"no job {job_id}"))
+    elif previous.status not in COMPARABLE_STATUSES:
+        errors.append(
+            FieldError(
+                loc,
+                f"job {job_id} is {previous.status}; compare with a job that "
+                "ended completed or partial",
+            )
+        )
+    elif previous.results_removed_at is not None:
+        errors.append(FieldError(loc, f"the results of job {job_id} were removed (retention)"))
 
 
 def _check_source(
@@ -363,6 +452,10 @@ def to_public(row: JobRow, store: Store, settings: Settings) -> JobPublic:
         parent_job_id=row.parent_job_id,
         flow_run_id=row.flow_run_id,
         error=row.error,
+        schedule_id=row.schedule_id,
+        run_number=row.run_number,
+        changes=row.changes,
+        quality=row.quality,
     )
 
 

@@ -78,7 +78,10 @@ async def create(
     upload = None
     if source is not None and source.kind == "upload" and source.upload_id:
         upload = await asyncio.to_thread(store.get_upload, source.upload_id, account.id)
-    spec, items = jobs.validate(body, settings, account, upload=upload)
+    previous = None
+    if body.compare is not None and body.compare.previous_job_id is not None:
+        previous = await asyncio.to_thread(store.get_job, body.compare.previous_job_id, account.id)
+    spec, items = jobs.validate(body, settings, account, upload=upload, previous=previous)
     # an upload's count is known; an S3 file is counted by the job (null until then)
     total = upload.lines if upload is not None else (None if source else len(items))
     row = jobs.new_job_row(body, spec, account, urls_total=total)

@@ -1,5 +1,5 @@
 """The job store: accounts, hashed API keys, jobs, their live chunk counters and the
-idempotency keys of job creation, the webhook outbox, and the host-slot leases that make
+idempotency keys of job creation, schedules, the webhook outbox, and the host-slot leases that make
 ``SHOAL_MAX_PER_HOST`` hold across every job and worker. Its schema is migrated by Alembic
 (``_migrate``: who migrates, and the lock that makes it one at a time).
 
@@ -15,6 +15,7 @@ from ._hostslots import HostGrant, HostLeases
 from ._migrate import HEAD as SCHEMA_HEAD
 from ._migrate import StoreOutdated, Upgraded
 from ._repo import Counters, Store, aware, hash_key, new_id
+from ._schedules import RunStart
 from ._tables import (
     AccountRow,
     ApiKeyRow,
@@ -22,6 +23,7 @@ from ._tables import (
     HostSlotRow,
     IdempotencyRow,
     JobRow,
+    ScheduleRow,
     UploadRow,
     WebhookDeliveryRow,
     WebhookEventRow,
@@ -70,6 +72,8 @@ __all__ = [
     "HostSlotRow",
     "IdempotencyRow",
     "JobRow",
+    "RunStart",
+    "ScheduleRow",
     "SCHEMA_HEAD",
     "Store",
     "StoreOutdated",

@@ -18,6 +18,7 @@ from shoal.errors import LimitExceeded
 
 from ._accounts import AccountAdmin
 from ._db import session_scope
+from ._schedules import ScheduleRecords
 from ._tables import (
     AccountRow,
     ApiKeyRow,
@@ -59,7 +60,7 @@ class Counters:
     chunks_finished: int = 0
 
 
-class Store(WebhookRecords, AccountAdmin):
+class Store(WebhookRecords, ScheduleRecords, AccountAdmin):
     """The job store. One instance per process is enough; it holds only the URL."""
 
     def __init__(self, url: str) -> None:
@@ -214,11 +215,18 @@ class Store(WebhookRecords, AccountAdmin):
         return row
 
     def list_jobs(
-        self, account_id: str, statuses: list[str] | None, limit: int, offset: int
+        self,
+        account_id: str,
+        statuses: list[str] | None,
+        limit: int,
+        offset: int,
+        schedule_id: str | None = None,
     ) -> tuple[list[JobRow], int]:
         where = [JobRow.account_id == account_id]
         if statuses:
             where.append(JobRow.status.in_(statuses))
+        if schedule_id is not None:
+            where.append(JobRow.schedule_id == schedule_id)
         with session_scope(self.url) as s:
             total = s.scalar(select(func.count()).select_from(JobRow).where(*where)) or 0
             rows = s.scalars(

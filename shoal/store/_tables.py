@@ -83,6 +83,46 @@ class JobRow(Base):
     chunk_size: Mapped[int | None] = mapped_column(Integer)
     # set by the maintenance flow when retention removed the job's files
     results_removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # a schedule's run: which schedule, and its number among the schedule's runs (1, 2, ...)
+    schedule_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    run_number: Mapped[int | None] = mapped_column(Integer)
+    # written when the job ends: the change report's summary and the quality gates' result
+    changes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class ScheduleRow(Base):
+    """A recurring job (``/v1/schedules``). The row is the source of truth; the Prefect
+    deployment schedule that starts its runs (``prefect_schedule_id``) is re-created from it
+    when missing. ``runs`` is also the last ``run_number`` given out (raised in the
+    transaction that inserts the run's job, so two runs never share a number)."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        UniqueConstraint("account_id", "name", name="uq_schedules_account_name"),
+        Index("ix_schedules_account_created", "account_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    name: Mapped[str] = mapped_column(String(200))
+    cron: Mapped[str | None] = mapped_column(String(200))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    interval_s: Mapped[int | None] = mapped_column(Integer)
+    # the job template: a ``POST /v1/jobs`` body as JSON
+    job: Mapped[dict[str, Any]] = mapped_column(JSON)
+    compare: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    conditional: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
+    quality: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    paused: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
+    prefect_schedule_id: Mapped[str | None] = mapped_column(String(40))
+    runs: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
+    skipped_runs: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
+    # the flow run last counted as skipped: a retried start of it does not count twice
+    last_skipped_flow_run: Mapped[str | None] = mapped_column(String(40))
+    last_job_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ChunkRow(Base):

@@ -319,21 +319,58 @@ def _stamp(url: str, revision: str) -> None:
     engine.dispose()
 
 
+def _downgrade(url: str, revision: str) -> None:
+    engine = migrate._migrating_engine(url)
+    with engine.begin() as conn:
+        command.downgrade(migrate._config(conn), revision)
+    engine.dispose()
+
+
 def test_a_flow_run_refuses_an_old_schema_and_does_not_migrate(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     Store(db_url).get_or_create_account("a")  # made by the API: at the head
     get_engine.cache_clear()
     _sessionmaker.cache_clear()  # a flow run is a new process
-    _stamp(db_url, "0002_host_slots")
+    _downgrade(db_url, "0002_host_slots")
     monkeypatch.setenv("PREFECT__FLOW_RUN_ID", "00000000-0000-0000-0000-000000000001")
     with pytest.raises(migrate.StoreOutdated, match="run `shoal db upgrade`") as err:
         Store(db_url).get_job("job_X")  # the flow's first look at the store
-    assert "is at schema 0002_host_slots, this code needs 0003" in str(err.value)
+    assert "is at schema 0002_host_slots, this code needs 0004" in str(err.value)
     assert migrate.current(db_url) == "0002_host_slots"
     monkeypatch.delenv("PREFECT__FLOW_RUN_ID")
     get_engine(db_url)  # any other process upgrades it
     assert migrate.current(db_url) == migrate.HEAD
+
+
+def test_a_store_at_0003_with_jobs_gains_schedules(db_url: str) -> None:
+    """0004: the jobs of a 0003 store stay, as runs of no schedule; schedules work at once."""
+    store = Store(db_url)
+    alice, _ = store.get_or_create_account("alice")
+    old = store.insert_job(
+        JobRow(id=new_id("job"), account_id=alice.id, concurrency=1, spec={}, urls_total=1)
+    )
+    get_engine.cache_clear()
+    _sessionmaker.cache_clear()
+    _downgrade(db_url, "0003_server_defaults")
+    assert "schedule_id" not in {r for r in _rows(db_url, "jobs")[0]}
+    assert migrate.upgrade(db_url).before == "0003_server_defaults"
+    (row,) = _rows(db_url, "jobs")
+    assert row["id"] == old.id and row["schedule_id"] is None and row["changes"] is None
+    engine = _engine(db_url)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True}
+        )
+        assert compare_metadata(context, Base.metadata) == []
+    engine.dispose()
+    from shoal.store import ScheduleRow
+
+    store.insert_schedule(
+        ScheduleRow(id="sch_A", account_id=alice.id, name="nightly", interval_s=60, job={})
+    )
+    assert store.get_schedule("sch_A", alice.id).runs == 0  # type: ignore[union-attr]
+    assert store.previous_run("sch_A", 1) is None
 
 
 def test_a_flow_run_refuses_a_store_made_before_migrations(
