@@ -136,7 +136,7 @@ def load_baseline(commit: str, into: Path) -> ModuleType:
 def _clear(mod: ModuleType) -> None:
     """A real job sees each page once: forget the strings an earlier run cached."""
     for module in (getattr(mod, "_values", None), getattr(mod, "_currency", None)):
-        for name in ("_price_of", "currency_code"):
+        for name in ("_price_of", "currency_code", "_label_truth", "_origin"):
             cached = getattr(module, name, None)
             if cached is not None and hasattr(cached, "cache_clear"):
                 cached.cache_clear()

@@ -8,7 +8,7 @@ from shoal.contract import currency_field
 
 from ._page import Page
 from ._select import select
-from ._structured import DEFAULT_FIELDS, canonical, lookup
+from ._structured import DEFAULT_FIELDS, canonical, lookup, stated_currency
 from ._values import FIELD_TYPES, coerce, number_and_currency
 
 _DEFAULT_TYPES = {"price": "number"}
@@ -53,7 +53,7 @@ def extract_data(
 
     def page_currency() -> str | None:  # asked only for a price its text leaves open
         if "currency" not in found:
-            value = lookup(page, "currency", heuristics=False)
+            value = stated_currency(page) or lookup(page, "currency", heuristics=False)
             found["currency"] = value if isinstance(value, str) else None
         return found["currency"]
 

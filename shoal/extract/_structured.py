@@ -338,6 +338,38 @@ def heuristic(page: Page, key: str) -> Any:
     return None
 
 
+# what follows "priceCurrency" in JSON-LD ("priceCurrency": "USD") and microdata
+# (itemprop="priceCurrency" content="USD")
+_STATED = r"""["']?\s*(?::|content\s*=)\s*["']([A-Za-z]{3})["']"""
+_STATED_STR = re.compile(_STATED)
+_STATED_BYTES = re.compile(_STATED.encode())
+
+
+def stated_currency(page: Page) -> str | None:
+    """The currency code every ``priceCurrency`` of the page's source states, when they agree.
+
+    What ``lookup(page, "currency")`` finds on a shop's page, for a 40th of its cost: a price
+    printed with ``$`` or ``kr`` asks which one the page means on every page of a US shop, and
+    the lookup parses the JSON-LD for it (37 us on bench/extract_values.py's 40 KB pages;
+    ``str.find`` and a match at each hit: 0.9 us). ``None`` (no statement, or two that
+    disagree) leaves the question to ``lookup``."""
+    doc: str | bytes = page.utf8 if page.utf8 is not None else page.html
+    if isinstance(doc, bytes):
+        needle: str | bytes = b"priceCurrency"
+        pattern: re.Pattern[Any] = _STATED_BYTES
+    else:
+        needle, pattern = "priceCurrency", _STATED_STR
+    codes: set[str] = set()
+    at = doc.find(needle)  # type: ignore[arg-type]
+    while at >= 0 and len(codes) < 2:
+        stated = pattern.match(doc, at + len(needle))
+        if stated is not None:
+            code = stated.group(1)
+            codes.add((code.decode() if isinstance(code, bytes) else code).upper())
+        at = doc.find(needle, at + len(needle))  # type: ignore[arg-type]
+    return codes.pop() if len(codes) == 1 else None
+
+
 # ---------------------------------------------------------------------------- lookup
 
 

@@ -3,10 +3,15 @@ image and link URLs, lists. Each case goes through ``extract_data``, as a job's 
 
 from __future__ import annotations
 
-import pytest
+from urllib.parse import urljoin
 
-from shoal.extract import extract_data
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shoal.extract import Page, extract_data
 from shoal.extract._currency import currency_code
+from shoal.extract._values import _label_truth, join_url
 
 BASE = "https://shop.example.com/p/widget-7"
 
@@ -264,3 +269,65 @@ def test_list_from_structured_data() -> None:
         selectors=None,
     )
     assert data == {"color": ["Black", "Steel"], "category": ["Kitchen"]}
+
+
+_BASES = [
+    "https://shop.example.com/p/1", "http://a.example:8080/x/y?q=1#f", "HTTPS://U:P@Shop.example/",
+    "https://shop.example.com", "ftp://files.example/a/", "mailto:x@example.com", "page.html",
+]  # fmt: skip
+
+
+@settings(max_examples=500, derandomize=True, deadline=None)
+@given(st.sampled_from(_BASES), st.text(alphabet="/.\\?#%:@ab1-_~ é", max_size=16))
+def test_join_url_is_urljoin(base: str, ref: str) -> None:
+    """The fast join of root-relative references gives what ``urljoin`` gives, for any base
+    and reference (dot segments, backslashes, protocol-relative, queries, fragments)."""
+    assert join_url(base, ref) == urljoin(base, ref)
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz ABCÉÄéäöü-!.,0123456789ßıİ", max_size=40))
+def test_a_label_reads_the_same_cached_or_not_in_any_case(label: str) -> None:
+    """Labels are matched lower-cased (the phrase patterns have no IGNORECASE): upper, lower
+    and mixed case read alike, and the cached reading is the uncached one."""
+    expected = _label_truth.__wrapped__(label)
+    assert _label_truth(label) == expected
+    assert _label_truth.__wrapped__(label.upper().lower()) == _label_truth.__wrapped__(
+        label.lower()
+    )
+    if label.lower() == label.upper().lower():  # case-folding keeps the text
+        assert _label_truth.__wrapped__(label.upper()) == expected
+
+
+_LD = (
+    '<script type="application/ld+json">'
+    '{{"@type": "Product", "offers": {{"price": "1", {ld}}}}}</script>'
+)
+_ITEMPROP = '<meta itemprop="priceCurrency" content="{code}">'
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (_LD.format(ld='"priceCurrency": "cad"'), "CAD"),  # JSON-LD, any case
+        (_ITEMPROP.format(code="AUD"), "AUD"),  # microdata
+        (_LD.format(ld='"priceCurrency":"CAD"') + _ITEMPROP.format(code="CAD"), "CAD"),
+        # two statements disagree: the lookup decides (JSON-LD's product first)
+        (_LD.format(ld='"priceCurrency": "CAD"') + _ITEMPROP.format(code="AUD"), "CAD"),
+        # no statement: the lookup reads <meta property="product:price:currency">
+        ('<meta property="product:price:currency" content="NZD">', "NZD"),
+        ("<p>priceCurrency is a schema.org property</p>", "USD"),  # no statement: $ is USD
+    ],
+)
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_the_pages_stated_currency_decides_a_dollar(
+    head: str, expected: str, as_bytes: bool
+) -> None:
+    """A ``$`` price takes the currency the page states; read from the page's text or, as a
+    job hands it, from its UTF-8 bytes."""
+    html = f'<html><head>{head}</head><body><span class="price">$24.99</span></body></html>'
+    page = Page(None, BASE, utf8=html.encode()) if as_bytes else Page(html, BASE)
+    data = extract_data(
+        page, base_url=BASE, extract={"price": "number"}, selectors={"price": ".price"}
+    )
+    assert data == {"price": 24.99, "price_currency": expected}
