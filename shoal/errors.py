@@ -193,4 +193,5 @@ ERROR_CODES: tuple[str, ...] = (
     "render_failed",
     "extract_failed",
     "proxy",
+    "http_304",  # Shoal's own: a 304 with no previous row to carry forward (shoal.conditional)
 )
