@@ -36,8 +36,14 @@ OutputFormat = Literal["ndjson", "csv", "parquet"]
 JobStatus = Literal["queued", "running", "completed", "partial", "cancelled", "failed"]
 FINAL_STATUSES: frozenset[str] = frozenset({"completed", "partial", "cancelled", "failed"})
 RESULT_STATUSES: frozenset[str] = frozenset({"completed", "partial", "cancelled"})
-WebhookEventType = Literal["job.completed", "job.cancelled", "job.failed"]
-WEBHOOK_EVENTS: tuple[WebhookEventType, ...] = ("job.completed", "job.cancelled", "job.failed")
+WebhookEventType = Literal["job.completed", "job.cancelled", "job.failed", "job.quality_failed"]
+#: ``job.quality_failed`` is sent besides ``job.completed`` when a quality gate failed
+WEBHOOK_EVENTS: tuple[WebhookEventType, ...] = (
+    "job.completed",
+    "job.cancelled",
+    "job.failed",
+    "job.quality_failed",
+)
 WebhookEventState = Literal["pending", "delivered", "gave_up"]
 
 

@@ -28,7 +28,7 @@ from shoal.store._db import session_scope
 STORES = ("sqlite", "postgres")
 
 PROBLEM = "application/problem+json"
-ALL_EVENTS = ["job.completed", "job.cancelled", "job.failed"]
+ALL_EVENTS = ["job.completed", "job.cancelled", "job.failed", "job.quality_failed"]
 
 
 def spec_with(url: str | None, events: list[str] | None = None) -> dict[str, Any]:
