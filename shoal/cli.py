@@ -1,6 +1,8 @@
 """The ``shoal`` command: ``shoal up`` runs the embedded stack; ``shoal api``, ``shoal worker``,
 ``shoal services`` and ``shoal pool setup`` run its roles apart; ``shoal keys`` and ``shoal
 accounts`` manage who may call the API, ``shoal db`` the job store's schema (``shoal/admin.py``).
+``shoal jobs`` and ``shoal schedules`` call a running API as any client does (``shoal/client/``,
+reading ``SHOAL_URL`` and ``SHOAL_API_KEY``).
 
 ``shoal up`` supervises four children (``shoal/supervisor.py``): the Prefect server (SQLite), the
 embedded worker (``python -m deployments.serve``), the services (``python -m
@@ -46,6 +48,7 @@ from shoal.admin import (
     upgrade_or_exit,
     uses_data_dir,
 )
+from shoal.client.cli import jobs_app, schedules_app
 from shoal.settings import Settings
 from shoal.store import get_store
 from shoal.supervisor import Stopped, Supervisor
@@ -54,6 +57,8 @@ app = typer.Typer(help="Shoal: bulk web scraping on Prefect.", no_args_is_help=T
 app.add_typer(keys_app, name="keys")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(db_app, name="db")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(schedules_app, name="schedules")
 
 #: files and folders any shoal process makes: owner only (module docstring)
 UMASK = 0o077

@@ -1,0 +1,308 @@
+"""``Client``: jobs, uploads, results and downloads of a Shoal API, typed.
+
+    from shoal.client import Client
+
+    with Client() as shoal:  # SHOAL_URL, SHOAL_API_KEY
+        job = shoal.submit(file="urls.csv", extract={"name": "string", "price": "number"})
+        done = shoal.wait(job.id, on_progress=lambda j: print(j.urls_done, j.urls_total))
+        for row in shoal.results(done.id):
+            print(row.url, row.data)
+        shoal.download(done.id, "catalog.ndjson")
+
+Every error answer raises :class:`ShoalError` (status, title, detail, field errors).
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from shoal.client._errors import ShoalError
+from shoal.client._http import Http
+from shoal.client._models import Job, JobPage, Result, SubmittedJob, Upload
+from shoal.client._schedules import Schedules
+
+_BLOCK = 1 << 20
+#: the upload media type a file's extension names (``.gz`` is looked through)
+_MEDIA = {
+    ".csv": "text/csv",
+    ".ndjson": "application/x-ndjson",
+    ".jsonl": "application/x-ndjson",
+    ".json": "application/x-ndjson",
+    ".txt": "application/x-ndjson",  # NDJSON lines may be bare URLs
+}
+
+Progress = Callable[[Job], None]
+
+
+class Client:
+    """A Shoal API: ``url`` (else ``SHOAL_URL``, else ``http://127.0.0.1:8000``) and
+    ``api_key`` (else ``SHOAL_API_KEY``).
+
+    ``retries`` bounds how often one request is repeated after a ``429``/``503`` or a
+    connection that failed (see ``shoal.client._http``). ``schedules`` holds the schedule
+    calls. Use it as a context manager, or call :meth:`close`."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retries: int = 5,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._http = Http(url, api_key, timeout=timeout, retries=retries, transport=transport)
+        self.url = self._http.base
+        self.schedules = Schedules(self._http)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        urls: Iterable[str | Mapping[str, Any]] | None = None,
+        *,
+        file: str | os.PathLike[str] | None = None,
+        upload_id: str | None = None,
+        s3_uri: str | None = None,
+        role_arn: str | None = None,
+        extract: Mapping[str, str] | None = None,
+        selectors: Mapping[str, str] | None = None,
+        format: str | None = None,
+        gzip: bool | None = None,
+        name: str | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> SubmittedJob:
+        """Start a job over exactly one input: inline ``urls`` (up to the inline limit), a
+        ``file`` (uploaded first, see :meth:`upload`), an ``upload_id`` or an ``s3_uri``.
+
+        ``extract``, ``selectors`` and ``defaults`` become the job's ``defaults``; ``format``
+        and ``gzip`` its ``output``; other keyword arguments are top-level fields of the body
+        (``concurrency``, ``priority``, ``webhook``, ``compare``, ``quality``...). An
+        ``Idempotency-Key`` is sent (a new one unless given), so a retried request never
+        makes a second job."""
+        given = [x is not None for x in (urls, file, upload_id, s3_uri)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of urls, file, upload_id or s3_uri")
+        if file is not None:
+            upload_id = self.upload(file).id
+        source: dict[str, Any]
+        if urls is not None:
+            source = {"urls": [u if isinstance(u, str) else dict(u) for u in urls]}
+        elif upload_id is not None:
+            source = {"upload_id": upload_id}
+        else:
+            source = {"s3_uri": s3_uri, **({"role_arn": role_arn} if role_arn else {})}
+        merged = dict(defaults or {})
+        if extract is not None:
+            merged["extract"] = dict(extract)
+        if selectors is not None:
+            merged["selectors"] = dict(selectors)
+        body: dict[str, Any] = {"input": source, **fields}
+        if merged:
+            body["defaults"] = merged
+        output = dict(body.pop("output", None) or {})
+        if format is not None:
+            output["format"] = format
+        if gzip is not None:
+            output["gzip"] = gzip
+        if output:
+            body["output"] = output
+        if name is not None:
+            body["name"] = name
+        return self.submit_body(body, idempotency_key=idempotency_key)
+
+    def submit_body(
+        self, body: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> SubmittedJob:
+        """``POST /v1/jobs`` with ``body`` as written (CONTRACT.md, "Create a job")."""
+        key = idempotency_key or f"shoal-client-{uuid.uuid4()}"
+        r = self._http.request(
+            "POST", "/v1/jobs", json=dict(body), headers={"Idempotency-Key": key}, idempotent=True
+        )
+        return SubmittedJob.model_validate(r.json())
+
+    def get(self, job_id: str) -> Job:
+        return Job.model_validate(self._http.request("GET", f"/v1/jobs/{job_id}").json())
+
+    def list(
+        self,
+        status: str | Iterable[str] | None = None,
+        *,
+        limit: int = 20,
+        offset: int = 0,
+        schedule_id: str | None = None,
+    ) -> JobPage:
+        """One page of the account's jobs, newest first; ``status`` filters (one or several)."""
+        if status is not None and not isinstance(status, str):
+            status = ",".join(status)
+        params = {"status": status, "limit": limit, "offset": offset, "schedule_id": schedule_id}
+        return JobPage.model_validate(self._http.request("GET", "/v1/jobs", params=params).json())
+
+    def cancel(self, job_id: str) -> Job:
+        """Ask a graceful cancel (``409`` when the job has already ended)."""
+        return Job.model_validate(self._http.request("DELETE", f"/v1/jobs/{job_id}").json())
+
+    def retry(self, job_id: str) -> SubmittedJob:
+        """A new job over the URLs that errored (``409`` when none did)."""
+        r = self._http.request("POST", f"/v1/jobs/{job_id}/retry")
+        return SubmittedJob.model_validate(r.json())
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        on_progress: Progress | None = None,
+        timeout: float | None = None,
+        poll: float = 0.5,
+        max_poll: float = 5.0,
+    ) -> Job:
+        """Poll the job until it is final; ``on_progress(job)`` sees every answer.
+
+        The interval starts at ``poll`` and grows by half each time the counters did not move
+        (up to ``max_poll``), back to ``poll`` when they did: a long quiet job costs few
+        requests, a moving one shows its progress. Past ``timeout`` seconds: ``TimeoutError``
+        (the job goes on)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = poll
+        seen: tuple[Any, ...] = ()
+        while True:
+            job = self.get(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job.final:
+                return job
+            now = (job.status, job.urls_done, job.urls_total)
+            interval = poll if now != seen else min(interval * 1.5, max_poll)
+            seen = now
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"job {job_id} is still {job.status}")
+                interval = min(interval, left)
+            self._http.sleep(interval)
+
+    # --- results ---------------------------------------------------------------------------
+
+    def results(self, job_id: str, *, page_size: int = 1000, offset: int = 0) -> Iterator[Result]:
+        """Every result row so far, in input order, fetched a page at a time
+        (``GET /v1/jobs/{id}/results``). While the job runs, the rows finished so far."""
+        while True:
+            params = {"limit": page_size, "offset": offset}
+            page = self._http.request("GET", f"/v1/jobs/{job_id}/results", params=params).json()
+            rows = page.get("results") or []
+            for row in rows:
+                yield Result.model_validate(row)
+            offset += len(rows)
+            if not rows or offset >= int(page.get("total", 0)):
+                return
+
+    def download(self, job: str | Job, dest: str | os.PathLike[str]) -> builtins.list[Path]:
+        """Stream the job's result file to ``dest`` (written whole, then renamed into place);
+        the paths written. An output split into parts (``download_parts``) gives ``dest`` for
+        the first part and ``<stem>.part<N><suffix>`` beside it for the others.
+
+        The signed link needs no key; it may redirect (to S3)."""
+        if isinstance(job, str):
+            job = self.get(job)
+        if not job.result_available or not job.download_url:
+            raise ShoalError(None, "no result to download", f"job {job.id} is {job.status}")
+        target = Path(dest)
+        parts = [p.url for p in job.download_parts or []] or [job.download_url]
+        paths = [target] + [
+            target.with_name(f"{target.stem}.part{n}{target.suffix}")
+            for n in range(2, len(parts) + 1)
+        ]
+        for url, path in zip(parts, paths, strict=True):
+            _stream_to(url, path, self._http.client.timeout)
+        return paths
+
+    # --- uploads ---------------------------------------------------------------------------
+
+    def upload(
+        self, file: str | os.PathLike[str] | IO[bytes], *, media_type: str | None = None
+    ) -> Upload:
+        """``POST /v1/uploads`` with a URL file, streamed (never read whole): NDJSON (``.ndjson``,
+        ``.jsonl``, ``.txt`` with a URL per line) or CSV (``.csv``, a ``url`` column); a ``.gz``
+        name is sent as gzip. Other names let the server tell by the content."""
+        if not isinstance(file, str | os.PathLike):
+            stream = file
+            body = _once(stream)
+            headers = {"Content-Type": media_type or "application/octet-stream"}
+        else:
+            path = Path(file)
+            headers = _upload_headers(path.name, media_type)
+            headers["Content-Length"] = str(path.stat().st_size)
+
+            def body() -> Iterator[bytes]:
+                with path.open("rb") as f:
+                    while block := f.read(_BLOCK):
+                        yield block
+
+        r = self._http.request("POST", "/v1/uploads", headers=headers, body=body)
+        return Upload.model_validate(r.json())
+
+    def get_upload(self, upload_id: str) -> Upload:
+        return Upload.model_validate(self._http.request("GET", f"/v1/uploads/{upload_id}").json())
+
+
+def _upload_headers(name: str, media_type: str | None) -> dict[str, str]:
+    lower = name.lower()
+    headers = {}
+    if lower.endswith(".gz"):
+        headers["Content-Encoding"] = "gzip"
+        lower = lower.removesuffix(".gz")
+    suffix = Path(lower).suffix
+    headers["Content-Type"] = media_type or _MEDIA.get(suffix, "application/octet-stream")
+    return headers
+
+
+def _once(stream: IO[bytes]) -> Callable[[], Iterator[bytes]]:
+    """A body from an open stream: it can be sent once (a retry would find it read)."""
+    used = False
+
+    def body() -> Iterator[bytes]:
+        nonlocal used
+        if used:
+            raise ShoalError(None, "cannot resend a stream", "pass a path to retry an upload")
+        used = True
+        while block := stream.read(_BLOCK):
+            yield block
+
+    return body
+
+
+def _stream_to(url: str, path: Path, timeout: httpx.Timeout) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with (
+            httpx.Client(timeout=timeout, follow_redirects=True) as plain,
+            plain.stream("GET", url) as r,
+        ):
+            if not r.is_success:
+                r.read()
+                raise ShoalError.from_response(r)
+            with tmp.open("wb") as f:
+                for block in r.iter_bytes(_BLOCK):
+                    f.write(block)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
