@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import heapq
 import itertools
@@ -27,6 +28,7 @@ from typing import Any, ClassVar
 
 from shoal import output
 from shoal.chunking import Chunk, read_chunk
+from shoal.conditional import Conditional, Validators, previous_job_id
 from shoal.contract import JobSpec
 from shoal.errors import ExtractError, FetchError
 from shoal.fetch import Engine, FetchOptions, FetchResponse
@@ -38,6 +40,8 @@ from shoal.store import Counters, Store, get_host_leases, get_store
 log = logging.getLogger(__name__)
 
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "text/plain", "")
+#: per-URL overrides that change what a row holds: such a URL is not asked conditionally
+_CONTENT_OPTIONS = frozenset({"extract", "selectors", "formats", "render"})
 
 
 class OrderedGate:
@@ -121,11 +125,15 @@ class JobRuntime:
     live: dict[int, LiveCounters] = field(default_factory=dict)
     defaults: dict[str, Any] = field(init=False)
     default_fetch: FetchOptions = field(init=False)
+    conditional: Conditional | None = field(init=False)
 
     def __post_init__(self) -> None:
         # computed once per job: the per-URL path must not re-dump the pydantic model
         self.defaults = self.spec.defaults.model_dump()
         self.default_fetch = _fetch_options(self.defaults, self.settings)
+        self.conditional = None
+        if previous_job_id(self.spec) is not None:
+            self.conditional = Conditional(self.storage, self.store, self.job_id, self.spec)
 
     _registry: ClassVar[dict[str, JobRuntime]] = {}
 
@@ -269,14 +277,23 @@ def _error_row(row: dict[str, Any], exc: FetchError) -> dict[str, Any]:
     return row
 
 
-async def _scrape_one(rt: JobRuntime, item: dict[str, Any]) -> dict[str, Any]:
-    """One URL -> one result row (the caller holds a slot of the job's gate)."""
+async def _scrape_one(
+    rt: JobRuntime, item: dict[str, Any], ask: Validators | None = None
+) -> dict[str, Any]:
+    """One URL -> one result row (the caller holds a slot of the job's gate). ``ask``: the
+    previous run's validators to ask with (a conditional job)."""
     overrides = item.get("o")
     if overrides:  # per-URL overrides replace whole keys of the defaults (shallow)
         opts = {**rt.defaults, **overrides}
         fetch_opts = _fetch_options(opts, rt.settings)
+        if ask is not None and not _CONTENT_OPTIONS.isdisjoint(overrides):
+            ask = None  # its previous row was made with the job's defaults
     else:
         opts, fetch_opts = rt.defaults, rt.default_fetch
+    if ask is not None:
+        fetch_opts = dataclasses.replace(
+            fetch_opts, headers={**fetch_opts.headers, **ask.headers()}
+        )
     row: dict[str, Any] = {
         "url": item["url"],
         "input_index": item["i"],
@@ -302,6 +319,9 @@ async def _scrape_one(rt: JobRuntime, item: dict[str, Any]) -> dict[str, Any]:
         log.exception("unexpected error fetching %s", item["url"])
         row["elapsed_ms"] = _ms_since(started)
         return _error_row(row, FetchError("connect", f"internal error: {exc!r}"))
+    if resp.status == 304:
+        return await _not_modified(rt, item, row, resp, ask, _credits(rt.settings, opts))
+    headers = resp.headers
     row.update(
         status="ok",
         http_status=resp.status,
@@ -310,6 +330,8 @@ async def _scrape_one(rt: JobRuntime, item: dict[str, Any]) -> dict[str, Any]:
         elapsed_ms=resp.elapsed_ms,
         credits=_credits(rt.settings, opts),
         content_hash="sha256:" + hashlib.sha256(resp.content).hexdigest(),
+        etag=headers.get("etag"),  # the next run's validators (internal part columns)
+        last_modified=headers.get("last-modified"),
     )
     if not _is_html(resp):
         return row
@@ -325,6 +347,51 @@ async def _scrape_one(rt: JobRuntime, item: dict[str, Any]) -> dict[str, Any]:
     if "error" in parsed:
         return _error_row(row, ExtractError(parsed["error"]))
     row.update(parsed)
+    return row
+
+
+async def _not_modified(
+    rt: JobRuntime,
+    item: dict[str, Any],
+    row: dict[str, Any],
+    resp: FetchResponse,
+    ask: Validators | None,
+    cost: int,
+) -> dict[str, Any]:
+    """A ``304``: the previous run's row carried forward, free (``shoal.conditional``); the URL
+    fetched again without validators when that row has gone since the plan; an ``http_304``
+    error row, charged as any answered error is, when we asked without validators of ours (a
+    site answering 304 to nothing, or to the caller's own ``If-*`` headers)."""
+    if ask is None or rt.conditional is None:
+        row["elapsed_ms"] = resp.elapsed_ms
+        row["credits"] = cost
+        return _error_row(
+            row,
+            FetchError(
+                "http_304",
+                "304 Not Modified, but no previous row of this URL to carry forward",
+                http_status=304,
+                final_url=resp.final_url,
+                attempts=resp.attempts,
+            ),
+        )
+    previous = await asyncio.to_thread(rt.conditional.previous_row, ask.prev_index)
+    if previous is None:
+        log.info("job %s: previous row of %s gone; fetched again", rt.job_id, item["url"])
+        return await _scrape_one(rt, item, None)
+    headers = resp.headers
+    row.update(
+        previous,
+        status="ok",
+        http_status=304,
+        final_url=resp.final_url,
+        attempts=resp.attempts,
+        elapsed_ms=resp.elapsed_ms,
+        credits=0,
+        not_modified=True,
+        etag=headers.get("etag") or ask.etag,
+        last_modified=headers.get("last-modified") or ask.last_modified,
+    )
     return row
 
 
@@ -358,6 +425,14 @@ async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSum
     timeout, a chunk process told to stop, the flow process unwinding on SIGTERM), it writes
     its finished rows before it goes; a kill loses at most one piece's worth."""
     items = await asyncio.to_thread(read_chunk, rt.storage, input_url, chunk)
+    asks: dict[int, Validators] = {}
+    if rt.conditional is not None:
+        try:
+            asks = await asyncio.to_thread(
+                rt.conditional.for_chunk, input_url, chunk.first, chunk.count
+            )
+        except Exception:  # an optimization: without it the chunk fetches every URL whole
+            log.exception("job %s chunk %d: no conditional requests", rt.job_id, chunk.index)
     writer = await asyncio.to_thread(
         output.ChunkWriter.open,
         rt.storage,
@@ -394,7 +469,7 @@ async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSum
                     held = True
                 if rt.stop.is_set():  # stopped: the URLs not started are skipped
                     continue
-                row = await _scrape_one(rt, item)
+                row = await _scrape_one(rt, item, asks.get(item["i"]) if asks else None)
                 if writer.add(row) >= persist_rows:
                     full.set()
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import asdict
 from typing import Any
 
@@ -10,14 +11,17 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 
-from shoal import chunkprocs
+from shoal import chunkprocs, conditional
 from shoal.chunking import plan_chunks
+from shoal.contract import JobSpec
 from shoal.errors import JobFailed
 from shoal.jobs import input_url
 from shoal.settings import get_settings
 from shoal.staging import stage_input
 from shoal.storage import get_storage
 from shoal.store import get_store
+
+log = logging.getLogger(__name__)
 
 
 def _retry_unless_job_failed(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
@@ -54,6 +58,14 @@ async def plan_job(job_id: str) -> list[dict[str, Any]]:
         slots=slots,
         size=row.chunk_size,
     )
+    spec = JobSpec.model_validate(row.spec)
+    if conditional.previous_job_id(spec) is not None:
+        try:  # the previous run's validators, joined once here so each chunk reads its range
+            await asyncio.to_thread(
+                conditional.prepare_job, storage, store, job_id, spec, input_url(storage, job_id)
+            )
+        except Exception:  # an optimization: the chunks try again, then fetch whole
+            log.exception("job %s: could not prepare conditional requests", job_id)
     size = row.chunk_size or (chunks[0].count if chunks else None)
     await asyncio.to_thread(store.update_job, job_id, urls_total=total, chunk_size=size)
     return [asdict(c) for c in chunks]

@@ -20,6 +20,11 @@ one file (every finished chunk) is read as before, footers only where they suffi
 Nested values (``meta``, ``data``, ``links``, ``metadata``) are stored as JSON text so the schema
 never depends on what a page yielded; the output builder embeds that text as-is (NDJSON) or
 extracts typed columns from it (CSV/Parquet).
+
+``not_modified`` is the result field of a row a ``304`` carried forward (``shoal.conditional``).
+``etag`` and ``last_modified`` are internal: the validators of an ok row's response, kept so the
+next run of a schedule can ask with them; the output builder leaves them out (it names the
+columns it writes) and results pages do not show them.
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ PART_SCHEMA = pa.schema(
         ("text", pa.string()),
         ("links_json", pa.string()),
         ("metadata_json", pa.string()),
+        ("not_modified", pa.bool_()),
+        ("etag", pa.string()),  # internal (see the module docstring)
+        ("last_modified", pa.string()),  # internal
     ]
 )
 PART_COLUMNS: tuple[str, ...] = tuple(PART_SCHEMA.names)
@@ -218,6 +226,9 @@ def rows_table(rows: list[dict[str, Any]]) -> pa.Table:
             cols[name].append(row.get(name))
         cols["links_json"].append(_json_text(row.get("links")))
         cols["metadata_json"].append(_json_text(row.get("metadata")))
+        cols["not_modified"].append(row.get("not_modified"))
+        cols["etag"].append(row.get("etag"))
+        cols["last_modified"].append(row.get("last_modified"))
     return pa.Table.from_pydict(cols, schema=PART_SCHEMA)
 
 
@@ -383,6 +394,7 @@ def rows_from_batch(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     """PageResult-shaped dicts (nested data/error, meta decoded; format keys when present)."""
     n = batch.num_rows
     cols = {name: _pylist(batch.column(i), n) for i, name in enumerate(batch.schema.names)}
+    not_modified = cols.get("not_modified")
     out = []
     for i in range(n):
         row: dict[str, Any] = {name: cols[name][i] for name in RESULT_COLUMNS}
@@ -400,6 +412,8 @@ def rows_from_batch(batch: pa.RecordBatch) -> list[dict[str, Any]]:
         for name, key in (("links_json", "links"), ("metadata_json", "metadata")):
             if cols[name][i] is not None:
                 row[key] = orjson.loads(cols[name][i])
+        if not_modified is not None and not_modified[i]:
+            row["not_modified"] = True
         out.append(row)
     return out
 
@@ -408,6 +422,69 @@ def _pylist(col: pa.Array, n: int) -> list[Any]:
     if col.null_count == n:
         return [None] * n
     return col.to_pylist()
+
+
+class RowSpan(NamedTuple):
+    """Rows ``input_index`` ``first..last`` of a job: row group ``row_group`` of one part file,
+    or (``row_group`` -1) a chunk's files read whole (a chunk still in pieces)."""
+
+    first: int
+    last: int
+    urls: tuple[str, ...]
+    row_group: int
+
+
+def row_spans(storage: Storage, part_urls: list[str]) -> list[RowSpan]:
+    """Where each row of the parts is, by ``first``: footers only for a chunk of one file
+    (every finished chunk), a read of ``input_index`` for a chunk in pieces. For reading a few
+    rows by ``input_index`` without reading a chunk whole (``shoal.conditional``)."""
+    spans = []
+    for group in _groups(part_urls):
+        if len(group) == 1:
+            spans.extend(_with_relist(storage, group, partial(_file_spans, storage)))
+            continue
+        table = _with_relist(
+            storage, group, lambda g: read_chunk_files(storage, g, ["input_index"])
+        )
+        if table.num_rows:
+            idx = table.column("input_index")
+            spans.append(RowSpan(pc.min(idx).as_py(), pc.max(idx).as_py(), tuple(group), -1))
+    return sorted(spans)
+
+
+def _file_spans(storage: Storage, group: list[str]) -> list[RowSpan]:
+    out = []
+    with open_part(storage, group[0]) as pf:
+        meta = pf.metadata
+        col = pf.schema_arrow.get_field_index("input_index")
+        for rg in range(meta.num_row_groups):
+            if meta.row_group(rg).num_rows == 0:
+                continue
+            stats = meta.row_group(rg).column(col).statistics
+            if stats is None or not stats.has_min_max:
+                idx = pf.read_row_group(rg, columns=["input_index"]).column(0)
+                first, last = pc.min(idx).as_py(), pc.max(idx).as_py()
+            else:
+                first, last = stats.min, stats.max
+            out.append(RowSpan(int(first), int(last), (group[0],), rg))
+    return out
+
+
+def read_span(storage: Storage, span: RowSpan, columns: list[str]) -> pa.Table:
+    """The rows of ``span`` as a table of ``columns`` (each ``input_index`` once).
+    ``FileNotFoundError`` when a file has gone (retention, or a compaction since)."""
+    if span.row_group < 0:
+        return read_chunk_files(storage, list(span.urls), columns)
+    with open_part(storage, span.urls[0]) as pf:
+        present = set(pf.schema_arrow.names)
+        table = pf.read_row_group(span.row_group, columns=[c for c in columns if c in present])
+    table = table.replace_schema_metadata(None)
+    if table.schema.names == columns:
+        return table
+    return pa.Table.from_batches(
+        [_conform(b, columns) for b in table.to_batches()],
+        schema=pa.schema([PART_SCHEMA.field(c) for c in columns]),
+    )
 
 
 def part_row_counts(storage: Storage, part_urls: list[str]) -> list[int]:
