@@ -181,6 +181,8 @@ _OPTIONAL = (
     ("text", "text", False),
     ("links", "links_json", True),
     ("metadata", "metadata_json", True),
+    # a row a 304 carried forward (shoal.conditional): true there, absent elsewhere
+    ("not_modified", "not_modified", False),
 )
 
 

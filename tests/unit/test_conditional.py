@@ -9,12 +9,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
+import pyarrow.parquet as pq
 import pytest
 
 from shoal import conditional, jobs
 from shoal.chunking import plan_chunks
 from shoal.contract import CompareSpec, JobCreate, JobSpec
-from shoal.output import iter_part_batches, part_urls, read_results
+from shoal.output import build_output, iter_part_batches, part_urls, read_results
 from shoal.scrape import JobRuntime, scrape_chunk
 from shoal.settings import Settings, get_settings
 from shoal.storage import get_storage
@@ -212,3 +214,22 @@ async def test_a_304_to_validators_not_ours_is_an_error_row(env, shop) -> None:
     assert got["status"] == "error" and got["http_status"] == 304
     assert got["error"]["code"] == "http_304" and got["credits"] == 1
     assert got.get("not_modified") is None and got["data"] is None
+
+
+async def test_the_output_shows_not_modified_and_never_the_validators(env, shop) -> None:
+    first, _ = await _run(env, shop.urls())
+    shop.next_night(reprice=1)
+    second, _ = await _run(env, shop.urls(), previous=first)
+    storage = get_storage(env)
+    parts = part_urls(storage, second)
+    [nd] = build_output(storage, parts, storage.url("o1"), fmt="ndjson", gzip=False, fields={})
+    with storage.open(nd.url, "rb") as fh:
+        lines = [orjson.loads(line) for line in fh]
+    assert sum(line.get("not_modified") is True for line in lines) == shop.counts(2).not_modified
+    assert all("not_modified" not in line for line in lines if line["http_status"] == 200)
+    assert not any("etag" in line or "last_modified" in line for line in lines)
+    [pq_out] = build_output(
+        storage, parts, storage.url("o2"), fmt="parquet", gzip=False, fields=CATALOG_EXTRACT
+    )
+    names = pq.read_schema(storage.local_path(pq_out.url)).names
+    assert "etag" not in names and "last_modified" not in names
