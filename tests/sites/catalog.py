@@ -580,11 +580,13 @@ class NightlyCatalog(Site):
                     for s, p in sorted(night.products.items())
                 )
                 return 200, f"<!doctype html><ul>{links}</ul>".encode(), []
+            if not path.startswith("/product/"):  # robots.txt and the like: not counted
+                return 404, b"<h1>not found</h1>", []
             counts = self._counts[night.number]
             inm, ims = headers.get("if-none-match"), headers.get("if-modified-since")
             counts.conditional += inm is not None or ims is not None
             sku = path.removeprefix("/product/")
-            if not path.startswith("/product/") or sku not in night.products:
+            if sku not in night.products:
                 counts.not_found += 1
                 self.hits.append(Hit(night.number, path, 404, inm, ims))
                 return 404, b"<h1>no such product</h1>", []
