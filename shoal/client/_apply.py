@@ -161,6 +161,8 @@ def apply(schedules: Schedules, todo: Plan) -> list[Change]:
 def _patch(body: Mapping[str, Any], have: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The top-level fields to PATCH so that ``have`` matches ``body``, and what differs."""
     names = (set(body) | set(DEFAULTS)) - {"name"}
+    if "cron" not in body:
+        names.discard("timezone")  # the zone of a cron: an interval schedule has none to match
     patch: dict[str, Any] = {}
     differs: list[str] = []
     for name in sorted(names):

@@ -43,7 +43,8 @@ ApiKey = Annotated[
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 
-out = Console(highlight=False, soft_wrap=True)
+#: a pipe gets whole lines (rich would cut a table to 80 columns, ids included)
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -88,20 +89,29 @@ def print_json(value: Any) -> None:
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    t = Table(*columns, box=None, header_style="bold", pad_edge=False)
+    t = Table(box=None, header_style="bold", pad_edge=False)
+    for i, name in enumerate(columns):
+        t.add_column(name, no_wrap=i == 0)  # the id: whole, or it cannot be pasted
     for row in rows:
         t.add_row(*(cell(v) for v in row))
-    out.print(t)
+    _emit(t)
 
 
 def fields(pairs: Sequence[tuple[str, Any]]) -> None:
     """One ``name  value`` line each (a single object, human-readable)."""
     t = Table(box=None, show_header=False, pad_edge=False)
-    t.add_column(style="bold")
+    t.add_column(style="bold", no_wrap=True)
     t.add_column()
     for name, value in pairs:
         t.add_row(name, cell(value))
-    out.print(t)
+    _emit(t)
+
+
+def _emit(t: Table) -> None:
+    """Print ``t`` without the spaces rich pads its last column with."""
+    with out.capture() as captured:
+        out.print(t)
+    out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 def cell(value: Any) -> Text:
