@@ -4,7 +4,9 @@ How an event travels:
 
 1. The transaction that ends a job (``Store.finish``, called by ``finalize_job``, ``fail_job``
    and ``submit`` when the flow run could not start) inserts its event through
-   ``event_maker``: the body is built once, so every attempt sends the same bytes.
+   ``event_maker``: the body is built once, so every attempt sends the same bytes. A job
+   whose quality gates failed also gets ``job.quality_failed`` (same body, its own id), added
+   to the same transaction: both events exist, or neither.
 2. The worker's dispatcher (``deployments/webhooks.py``) claims due events (``claim_due``) and
    runs one ``deliver_webhook`` task per attempt (``tasks/deliver_webhook.py``), which calls
    ``deliver``: sign with the account's current secret, POST, record the attempt, and schedule
@@ -28,6 +30,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+from sqlalchemy.orm import object_session
 
 from shoal import __version__, jobs
 from shoal.contract import JobSpec, WebhookEventType, WebhookPayload
@@ -61,42 +65,71 @@ _LEASE_MARGIN_S = 30.0
 
 def event_maker(settings: Settings, store: Store) -> Callable[[JobRow], WebhookEventRow | None]:
     """For ``Store.finish``: the event of a job that just ended, or None when the job has no
-    webhook or its webhook does not take this event type.
+    webhook or its webhook does not take this event type. ``job.quality_failed``, when due,
+    is added to the session that holds ``row`` (``Store.finish``'s transaction: it takes one
+    event, and this keeps both in that one transaction).
 
     Never raises: a job must end even if its event cannot be made (that is logged)."""
 
     def make(row: JobRow) -> WebhookEventRow | None:
         try:
-            return _make_event(row, settings, store)
+            made = _make_events(row, settings, store)
         except Exception:
             log.exception("could not make the webhook event of job %s", row.id)
             return None
+        if len(made) > 1:
+            session = object_session(row)
+            if session is None:
+                log.error("job %s: no transaction to add its %s event to", row.id, made[1].type)
+            else:
+                session.add_all(made[1:])
+        return made[0] if made else None
 
     return make
 
 
-def _make_event(row: JobRow, settings: Settings, store: Store) -> WebhookEventRow | None:
-    hook = JobSpec.model_validate(row.spec).webhook
+def event_types(row: JobRow) -> list[WebhookEventType]:
+    """The events a job that just ended sends (before its webhook's choice): its end event,
+    and ``job.quality_failed`` when a quality gate failed."""
     etype = EVENT_FOR_STATUS.get(row.status)
-    if hook is None or etype is None or etype not in hook.events:
-        return None
+    types: list[WebhookEventType] = [etype] if etype is not None else []
+    if (
+        row.quality
+        and not row.quality.get("passed", True)
+        and row.status in ("completed", "partial")
+    ):
+        types.append("job.quality_failed")
+    return types
+
+
+def _make_events(row: JobRow, settings: Settings, store: Store) -> list[WebhookEventRow]:
+    hook = JobSpec.model_validate(row.spec).webhook
+    if hook is None:
+        return []
+    types = [t for t in event_types(row) if t in hook.events]
+    if not types:
+        return []
     now = utcnow()
-    event_id = new_id("evt", 8)
-    body = WebhookPayload(
-        id=event_id, type=etype, created_at=now, data=jobs.to_public(row, store, settings)
-    ).model_dump_json()
-    return WebhookEventRow(
-        id=event_id,
-        job_id=row.id,
-        account_id=row.account_id,
-        type=etype,
-        url=hook.url,
-        payload=body,
-        state="pending",
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-    )
+    data = jobs.to_public(row, store, settings)
+    made = []
+    for etype in types:
+        event_id = new_id("evt", 8)
+        body = WebhookPayload(id=event_id, type=etype, created_at=now, data=data).model_dump_json()
+        made.append(
+            WebhookEventRow(
+                id=event_id,
+                job_id=row.id,
+                account_id=row.account_id,
+                type=etype,
+                url=hook.url,
+                payload=body,
+                state="pending",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+    return made
 
 
 # --- signing ------------------------------------------------------------------------------

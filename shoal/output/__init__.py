@@ -1,6 +1,7 @@
 """Part files and the job output built from them (NDJSON, CSV, Parquet; split; paged reads)."""
 
 from shoal.output._build import (
+    Extras,
     OutputFile,
     build_output,
     column_names,
@@ -35,6 +36,7 @@ __all__ = [
     "PART_COLUMNS",
     "PART_SCHEMA",
     "ChunkWriter",
+    "Extras",
     "Kept",
     "OutputFile",
     "build_output",

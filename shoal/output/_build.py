@@ -5,6 +5,12 @@ job's size. NDJSON lines are made by orjson, embedding the stored JSON text with
 ``orjson.Fragment`` instead of parsing it; CSV and Parquet get their typed extract columns from
 DuckDB's JSON functions, run on each batch; pyarrow writes the files. Parts are read one after
 the other, so the output keeps input order without a sort.
+
+Two result fields only some jobs carry (``Extras``): ``change`` (a job with ``compare``: each
+row's label from the change report, looked up by ``input_index`` in ``shoal.changes``' sorted
+labels, a slice per batch) and, in CSV/Parquet, ``not_modified`` (a ``conditional`` job; NDJSON
+has the key on the rows a 304 carried forward). Both are last, so the columns every output has
+keep their places.
 """
 
 from __future__ import annotations
@@ -50,6 +56,20 @@ _PARQUET_GROUP_ROWS = 65_536
 _STREAM_CHUNK = 1 << 20
 
 
+@dataclass(frozen=True)
+class Extras:
+    """Result fields of some jobs' outputs (module docstring).
+
+    ``change``: input indices -> their ``change`` labels (null: none), or None for no
+    ``change`` field; ``not_modified``: CSV/Parquet have the ``not_modified`` column."""
+
+    change: Callable[[pa.Array], pa.Array] | None = None
+    not_modified: bool = False
+
+
+_NO_EXTRAS = Extras()
+
+
 @dataclass
 class OutputFile:
     url: str
@@ -82,8 +102,8 @@ def with_currency(fields: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def flat_schema(fields: Mapping[str, str], fmt: Fmt) -> pa.Schema:
-    """The columns of a CSV or Parquet output for these extract fields."""
+def flat_schema(fields: Mapping[str, str], fmt: Fmt, extras: Extras = _NO_EXTRAS) -> pa.Schema:
+    """The columns of a CSV or Parquet output for these extract fields (and ``extras``)."""
     fields = with_currency(fields)
     types = {
         "string": pa.string(),
@@ -96,6 +116,10 @@ def flat_schema(fields: Mapping[str, str], fmt: Fmt) -> pa.Schema:
     extra = [
         pa.field(col, types.get(fields[f], pa.string())) for f, col in column_names(fields).items()
     ]
+    if extras.not_modified:
+        extra.append(pa.field("not_modified", pa.bool_()))
+    if extras.change is not None:
+        extra.append(pa.field("change", pa.string()))
     return pa.schema([*_BASE_FLAT_FIELDS, *extra])
 
 
@@ -138,33 +162,52 @@ def _typed_expr(v: str, typ: str, fmt: Fmt) -> str:
     )
 
 
-def _flat_sql(fields: Mapping[str, str], fmt: Fmt) -> str:
+def _flat_sql(fields: Mapping[str, str], fmt: Fmt, extras: Extras = _NO_EXTRAS) -> str:
     cols = [*RESULT_COLUMNS, "meta_json AS meta", "error_code", "error_message"]
     fields = with_currency(fields)
     names = column_names(fields)
+    tail = []
+    if extras.not_modified:
+        tail.append("coalesce(not_modified, false) AS not_modified")
+    if extras.change is not None:
+        tail.append("change")
     if not fields:
-        return f"SELECT {', '.join(cols)} FROM b"
+        return f"SELECT {', '.join([*cols, *tail])} FROM b"
     # JSON pointers, so field names with dots or quotes need no path escaping
     pointers = ", ".join(_sql_str("/" + f.replace("~", "~0").replace("/", "~1")) for f in fields)
     for i, (f, typ) in enumerate(fields.items(), start=1):
         cols.append(f"{_typed_expr(f'_v[{i}]', typ, fmt)} AS {_sql_ident(names[f])}")
+    cols.extend(tail)
     return (
         f"SELECT {', '.join(cols)} FROM "
         f"(SELECT *, json_extract(data_json, [{pointers}]) AS _v FROM b)"
     )
 
 
+def _with_change(batch: pa.RecordBatch, extras: Extras) -> pa.Table:
+    """The batch as a table, with its rows' ``change`` labels when the output has them."""
+    table = pa.Table.from_batches([batch])
+    if extras.change is None:
+        return table
+    return table.append_column("change", extras.change(batch.column("input_index")))
+
+
 def _flat_batches(
-    storage: Storage, part_urls: list[str], fields: Mapping[str, str], fmt: Fmt
+    storage: Storage,
+    part_urls: list[str],
+    fields: Mapping[str, str],
+    fmt: Fmt,
+    extras: Extras = _NO_EXTRAS,
 ) -> Iterator[pa.Table]:
-    schema = flat_schema(fields, fmt)
-    sql = _flat_sql(fields, fmt)
+    schema = flat_schema(fields, fmt, extras)
+    sql = _flat_sql(fields, fmt, extras)
+    columns = [*_FLAT_INPUT, "not_modified"] if extras.not_modified else _FLAT_INPUT
     con = _connect()
     try:
-        for batch in iter_part_batches(storage, part_urls, _FLAT_INPUT):
+        for batch in iter_part_batches(storage, part_urls, columns):
             if batch.num_rows == 0:
                 continue
-            con.register("b", pa.Table.from_batches([batch]))
+            con.register("b", _with_change(batch, extras))
             yield con.sql(sql).to_arrow_table().cast(schema)
             con.unregister("b")
     finally:
@@ -186,7 +229,7 @@ _OPTIONAL = (
 )
 
 
-def _ndjson_sql(present: tuple[str, ...]) -> str:
+def _ndjson_sql(present: tuple[str, ...], change: bool = False) -> str:
     """One finished NDJSON line per row, made by string concatenation in DuckDB.
 
     JSON text stored in the parts is embedded as it is (no parse); format keys appear only
@@ -220,6 +263,8 @@ def _ndjson_sql(present: tuple[str, ...]) -> str:
         if col in present:
             value = col if is_json else f"to_json({col})"
             parts.append(f"""CASE WHEN {col} IS NULL THEN '' ELSE ',"{key}":' || {value} END""")
+    if change:
+        parts.append("""',"change":' || """ + text("change"))
     parts.append("'}' || chr(10)")
     return "SELECT " + " || ".join(parts) + " AS line FROM b"
 
@@ -228,9 +273,12 @@ def _connect() -> duckdb.DuckDBPyConnection:
     return duckdb.connect(config={"threads": 2, "memory_limit": "1GB"})
 
 
-def _ndjson_batches(storage: Storage, part_urls: list[str]) -> Iterator[pa.Table]:
+def _ndjson_batches(
+    storage: Storage, part_urls: list[str], extras: Extras = _NO_EXTRAS
+) -> Iterator[pa.Table]:
     """Tables of one ``line`` column (each value one newline-terminated NDJSON line)."""
     sqls: dict[tuple[str, ...], str] = {}
+    change = extras.change is not None
     con = _connect()
     try:
         for batch in iter_part_batches(storage, part_urls, list(PART_COLUMNS)):
@@ -238,8 +286,8 @@ def _ndjson_batches(storage: Storage, part_urls: list[str]) -> Iterator[pa.Table
             if n == 0:
                 continue
             present = tuple(c for _, c, _ in _OPTIONAL if batch.column(c).null_count < n)
-            sql = sqls.get(present) or sqls.setdefault(present, _ndjson_sql(present))
-            con.register("b", pa.Table.from_batches([batch]))
+            sql = sqls.get(present) or sqls.setdefault(present, _ndjson_sql(present, change))
+            con.register("b", _with_change(batch, extras))
             yield con.sql(sql).to_arrow_table()
             con.unregister("b")
     finally:
@@ -362,19 +410,23 @@ def _ext(fmt: Fmt, gzip: bool) -> str:
 
 
 def _source(
-    storage: Storage, part_urls: list[str], fmt: Fmt, fields: Mapping[str, str]
+    storage: Storage, part_urls: list[str], fmt: Fmt, fields: Mapping[str, str], extras: Extras
 ) -> Iterable:
     if fmt == "ndjson":
-        return _ndjson_batches(storage, part_urls)
-    return _flat_batches(storage, part_urls, fields, fmt)
+        return _ndjson_batches(storage, part_urls, extras)
+    return _flat_batches(storage, part_urls, fields, fmt, extras)
 
 
 def _sink_factory(
-    fmt: Fmt, gzip: bool, fields: Mapping[str, str], max_part_bytes: int | None
+    fmt: Fmt,
+    gzip: bool,
+    fields: Mapping[str, str],
+    max_part_bytes: int | None,
+    extras: Extras = _NO_EXTRAS,
 ) -> Callable[[str], _Sink]:
     if fmt == "ndjson":
         return lambda path: _BytesSink(path, lambda t, _first: _lines_bytes(t), gzip)
-    schema = flat_schema(fields, fmt)
+    schema = flat_schema(fields, fmt, extras)
     if fmt == "csv":
         header = _encode_csv(schema.empty_table(), True)
         return lambda path: _BytesSink(
@@ -436,8 +488,9 @@ def build_output(
     gzip: bool,
     fields: Mapping[str, str],
     max_part_bytes: int | None = None,
+    extras: Extras = _NO_EXTRAS,
 ) -> list[OutputFile]:
-    """Build ``{dest_prefix}/result.{ext}`` from the parts, in order.
+    """Build ``{dest_prefix}/result.{ext}`` from the parts, in order (with ``extras``).
 
     Over ``max_part_bytes`` the output is split into ``result-00001.{ext}``, ... instead, each
     a complete file of whole rows. Returns the files, the first one first. Earlier results of
@@ -453,10 +506,10 @@ def build_output(
         work = tempfile.mkdtemp(prefix="shoal-output-")
     try:
         written = _write_files(
-            _source(storage, part_urls, fmt, fields),
+            _source(storage, part_urls, fmt, fields, extras),
             work,
             ext,
-            _sink_factory(fmt, gzip, fields, max_part_bytes),
+            _sink_factory(fmt, gzip, fields, max_part_bytes, extras),
             max_part_bytes,
         )
         prefix = dest_prefix.rstrip("/")
@@ -477,7 +530,12 @@ def build_output(
 
 
 def stream_output(
-    storage: Storage, part_urls: list[str], *, fmt: Fmt, fields: Mapping[str, str]
+    storage: Storage,
+    part_urls: list[str],
+    *,
+    fmt: Fmt,
+    fields: Mapping[str, str],
+    extras: Extras = _NO_EXTRAS,
 ) -> Iterator[bytes]:
     """The whole result so far in ``fmt`` (uncompressed), as chunks for a streaming response.
 
@@ -485,20 +543,20 @@ def stream_output(
     end, so it is built into a temp file first and then streamed.
     """
     if fmt == "ndjson":
-        for table in _ndjson_batches(storage, part_urls):
+        for table in _ndjson_batches(storage, part_urls, extras):
             yield bytes(_lines_bytes(table))
         return
     if fmt == "csv":
-        yield _encode_csv(flat_schema(fields, fmt).empty_table(), True)
-        for table in _flat_batches(storage, part_urls, fields, fmt):
+        yield _encode_csv(flat_schema(fields, fmt, extras).empty_table(), True)
+        for table in _flat_batches(storage, part_urls, fields, fmt, extras):
             yield _encode_csv(table, False)
         return
     with tempfile.TemporaryDirectory(prefix="shoal-stream-") as work:
         [(path, _)] = _write_files(
-            _flat_batches(storage, part_urls, fields, fmt),
+            _flat_batches(storage, part_urls, fields, fmt, extras),
             work,
             "parquet",
-            _sink_factory(fmt, False, fields, None),
+            _sink_factory(fmt, False, fields, None, extras),
             None,
         )
         with open(path, "rb") as fh:
