@@ -75,7 +75,7 @@ class JobBar:
         self.progress.stop()
 
     def __call__(self, job: Job) -> None:
-        label = f"{job.id} {job.status}"
+        label = f"{job.id} {job.status:<9}"  # the bar keeps its place as the status changes
         if self.task is None:
             self.task = self.progress.add_task(label, total=job.urls_total, errored=0)
         self.progress.update(
