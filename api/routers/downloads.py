@@ -15,7 +15,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from api.deps import SettingsDep, StorageDep, StoreDep
-from shoal import downloads
+from shoal import changes, downloads
+from shoal.contract import JobSpec
 from shoal.errors import Gone, NotFound
 from shoal.store import aware, utcnow
 
@@ -53,6 +54,11 @@ def download(
     downloads.verify(settings, job_id, filename, expires, sig)
     row = store.get_job(job_id)
     out = next((o for o in (row.outputs or []) if o["name"] == filename), None) if row else None
+    if row is not None and out is None:  # the change report's file (shoal.changes)
+        url = changes.changes_file(
+            storage, row.id, JobSpec.model_validate(row.spec), row.changes, filename
+        )
+        out = {"url": url} if url is not None else None
     if row is None or out is None:
         raise NotFound("no such download")
     expires_at = aware(row.output_expires_at)

@@ -303,3 +303,14 @@ def test_a_previous_job_of_another_account_is_not_compared(  # type: ignore[no-u
     cur = make_job(alice.account, status="running", urls_total=1, spec=spec)
     run(storage, cur.id, [ok(0)])
     assert finalize_job(cur.id, settings).changes is None
+
+
+def test_the_changes_file_downloads_through_its_signed_link(nights, settings, client) -> None:  # type: ignore[no-untyped-def]
+    _, cur = nights("csv", False)
+    link = finalize_job(cur.id, settings).changes["download_url"]
+    got = client.get(link[link.index("/v1/downloads/") :])
+    assert got.status_code == 200
+    assert [r["change"] for r in csv.DictReader(io.StringIO(got.text))] == ["changed", "added"]
+    # another name under the same signature scheme is not the changes file
+    bad = client.get(link[link.index("/v1/downloads/") :].replace("changes.csv", "other.csv"))
+    assert bad.status_code == 404
