@@ -12,7 +12,7 @@ from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep, own_job
 from api.errors import answers
 from api.prefect_access import scheduler_errors
 from deployments.launch import start_flow_run
-from shoal import jobs, output, submit
+from shoal import changes, jobs, output, submit
 from shoal.contract import (
     FINAL_STATUSES,
     ID_PATTERN,
@@ -226,21 +226,34 @@ def get_results(
     row = own_job(store, job_id, account.id)
     jobs.ensure_results_kept(row)
     parts = part_urls(storage, job_id)
+    spec = JobSpec.model_validate(row.spec)
+    # each row's change, once the job's change report is written (shoal.changes)
+    labels = changes.RowLabels.read(storage, job_id) if spec.compare is not None else None
     if format == "json":
         rows, total = output.read_results(storage, parts, limit=limit, offset=offset)
+        if labels is not None:
+            labels.label_rows(rows)
         return ResultPage(
             results=[PageResult.model_validate(r) for r in rows],
             total=total,
             limit=limit,
             offset=offset,
         )
-    spec = JobSpec.model_validate(row.spec)
     missing = jobs.missing_columns(format, spec.fields)
     if missing:
         raise InputError("no typed columns", errors=[FieldError("format", missing)])
     ext = {"ndjson": "ndjson", "csv": "csv", "parquet": "parquet"}[format]
     return StreamingResponse(
-        output.stream_output(storage, parts, fmt=format, fields=spec.fields),
+        output.stream_output(
+            storage,
+            parts,
+            fmt=format,
+            fields=spec.fields,
+            extras=output.Extras(
+                change=(labels or changes.RowLabels()) if spec.compare is not None else None,
+                not_modified=spec.conditional,
+            ),
+        ),
         media_type=_MEDIA[format],
         headers={"Content-Disposition": f'attachment; filename="{job_id}.{ext}"'},
     )
