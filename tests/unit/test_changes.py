@@ -314,3 +314,16 @@ def test_the_changes_file_downloads_through_its_signed_link(nights, settings, cl
     # another name under the same signature scheme is not the changes file
     bad = client.get(link[link.index("/v1/downloads/") :].replace("changes.csv", "other.csv"))
     assert bad.status_code == 404
+
+
+def test_results_pages_and_streams_show_each_rows_change(nights, settings, client, alice) -> None:  # type: ignore[no-untyped-def]
+    _, cur = nights("ndjson", True)
+    page = client.get(f"/v1/jobs/{cur.id}/results", headers=alice.headers).json()
+    assert [r["change"] for r in page["results"]] == [None, None, None, None]  # not ended yet
+    finalize_job(cur.id, settings)
+    page = client.get(f"/v1/jobs/{cur.id}/results?offset=1&limit=2", headers=alice.headers)
+    assert [r["change"] for r in page.json()["results"]] == ["changed", None]
+    got = client.get(f"/v1/jobs/{cur.id}/results?format=csv", headers=alice.headers)
+    assert [r["change"] for r in csv.DictReader(io.StringIO(got.text))] == [
+        "unchanged", "changed", "", "added",
+    ]  # fmt: skip
