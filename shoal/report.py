@@ -5,17 +5,34 @@ Counts by error code and the hosts that failed most, read from the job's part fi
 its pages; the reader keeps each row once), and the markdown that shows them beside the job's
 status, counts, name, account and where its output is. Plain Python: the flow turns it into
 Prefect artifacts.
+
+A job with a change report also gets a table (``change_table``): its most changed fields, then
+the added and removed keys, each with how many keys and an example from the changes file (the
+first rows of it, ``changes_sample``), so "what changed since last night" reads on the run's
+page; the summary names the quality gates that failed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import gzip
+import io
+import itertools
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from shoal.changes import changes_name
+from shoal.contract import JobSpec
 from shoal.output import iter_part_batches
+from shoal.quality import describe
 from shoal.storage import Storage
 from shoal.store import JobRow
 
@@ -80,6 +97,15 @@ def summary_markdown(
     ]
     if row.error:
         lines.append(f"| error | {_cell(row.error)} |")
+    failed = describe(row.quality)
+    if row.quality is not None:
+        lines.append(f"| quality | {_cell(failed) if failed else 'passed'} |")
+    if row.changes:
+        c = row.changes
+        lines.append(
+            f"| changes since `{c['previous_job_id']}` | {c['added']} added, "
+            f"{c['removed']} removed, {c['changed']} changed, {c['unchanged']} unchanged |"
+        )
     if report.by_code:
         lines += ["", "## Errors by code", "", "| code | URLs |", "|---|---|"]
         lines += [f"| `{code}` | {n} |" for code, n in report.by_code.most_common()]
@@ -88,3 +114,58 @@ def summary_markdown(
         lines += ["|---|---|"]
         lines += [f"| {_cell(h)} | {n} |" for h, n in report.by_host.most_common(top)]
     return "\n".join(lines) + "\n"
+
+
+def changes_sample(storage: Storage, row: JobRow, limit: int = 1000) -> list[dict[str, Any]]:
+    """The first ``limit`` rows of a job's changes file (none without a change report)."""
+    if not row.changes:
+        return []
+    spec = JobSpec.model_validate(row.spec)
+    name = changes_name(spec)
+    url = storage.url("jobs", row.id, "output", name)
+    with storage.open(url, "rb") as raw:
+        if spec.output.format == "parquet":
+            pf = pq.ParquetFile(raw)
+            batch = next(pf.iter_batches(batch_size=limit), None)
+            return batch.to_pylist() if batch is not None else []
+        with contextlib.ExitStack() as stack:
+            fh: Any = stack.enter_context(gzip.open(raw)) if name.endswith(".gz") else raw
+            text = io.TextIOWrapper(fh, encoding="utf-8")
+            lines: Any = csv.DictReader(text) if spec.output.format == "csv" else text
+            got = list(itertools.islice(lines, limit))
+        if spec.output.format == "csv":
+            return [{k: v or None for k, v in r.items()} for r in got]
+        return [orjson.loads(line) for line in got]
+
+
+def change_table(
+    changes: Mapping[str, Any], sample: list[dict[str, Any]], top: int = 10
+) -> list[dict[str, Any]]:
+    """The rows of the change report's table artifact: the ``top`` most changed fields, then
+    added and removed keys, each with its count of keys and an example from ``sample``."""
+    first: dict[tuple[str, str | None], dict[str, Any]] = {}
+    for r in sample:
+        first.setdefault((r["change"], r.get("field")), r)
+    fields = sorted(
+        ((n, f) for f, n in (changes.get("fields") or {}).items() if n), key=lambda x: (-x[0], x[1])
+    )
+    rows = []
+    for what, name, n in [
+        *(("changed", f, n) for n, f in fields[:top]),
+        ("added", None, changes.get("added", 0)),
+        ("removed", None, changes.get("removed", 0)),
+    ]:
+        if not n:
+            continue
+        example = first.get((what, name), {})
+        rows.append(
+            {
+                "change": what,
+                "field": name or "",
+                "keys": n,
+                "example key": example.get("key") or "",
+                "old": example.get("old") or "",
+                "new": example.get("new") or "",
+            }
+        )
+    return rows
