@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api import errors, prefect_access
 from api.ingress import Ingress
-from api.routers import account, downloads, health, jobs, uploads, webhooks
+from api.routers import account, downloads, health, jobs, schedules, uploads, webhooks
 from shoal import __version__
 from shoal.settings import get_settings
 
@@ -48,6 +48,7 @@ def create_app() -> FastAPI:
     for r in (
         health.router,
         jobs.router,
+        schedules.router,
         webhooks.router,
         uploads.router,
         downloads.router,

@@ -1,7 +1,8 @@
 """The API's side of Prefect: a warm client at start-up, a bounded, per-account fair number of
 flow-run starts in flight (``PrefectGate``), and what a failure to start a job's flow run tells
-the caller. Jobs' flow runs are started by ``deployments.launch.start_flow_run``; the API never
-imports flow code."""
+the caller; schedules' Prefect side (``deployments.prefect_schedules``) with the same care. Jobs'
+flow runs are started by ``deployments.launch.start_flow_run``; the API never imports flow
+code."""
 
 from __future__ import annotations
 
@@ -9,28 +10,32 @@ import asyncio
 import logging
 import os
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from functools import wraps
+from typing import TypeVar
 
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
 
+from deployments import prefect_schedules
 from deployments.launch import RETRY_BUDGET_S, PrefectBusy
-from shoal.errors import SchedulerBusy, Unavailable
+from shoal.errors import FieldError, InputError, SchedulerBusy, Unavailable
 from shoal.settings import Settings, deployment_names
-from shoal.store import JobRow
+from shoal.store import JobRow, ScheduleRow, get_store
 from shoal.submit import StartFlowRun
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 async def warm_up(settings: Settings, attempts: int = 60, pause_s: float = 1.0) -> None:
     """Make the first job's POST as quick as the next ones: open the Prefect client and read the
     deployment once at start-up (measured: the first ``run_deployment`` took 2.2 s, later ones
-    0.05 s). Retries while the worker has not registered the deployments yet; never raises.
+    0.05 s), then give Shoal schedules Prefect lacks their Prefect schedules. Retries while the
+    worker has not registered the deployments yet; never raises.
     Skipped without ``PREFECT_API_URL``: a client would start a throwaway local server."""
     if not os.environ.get("PREFECT_API_URL"):
         return
@@ -39,10 +44,16 @@ async def warm_up(settings: Settings, attempts: int = 60, pause_s: float = 1.0) 
         try:
             async with get_client() as client:
                 await client.read_deployment_by_name(name)
-            return
+            break
         except Exception:  # not registered yet, server still starting: try again
             await asyncio.sleep(pause_s)
-    log.warning("Prefect deployment %s not found at start-up; the first job may be slow", name)
+    else:
+        log.warning("Prefect deployment %s not found at start-up; the first job may be slow", name)
+        return
+    try:  # pool workers do not reconcile (plain `prefect worker`): the API does, once
+        await prefect_schedules.reconcile(settings, get_store(settings))
+    except Exception as exc:
+        log.warning("could not reconcile schedules with Prefect: %s", exc)
 
 
 def deployment_missing(names: list[str]) -> str:
@@ -133,3 +144,49 @@ def scheduler_errors(start: StartFlowRun) -> StartFlowRun:
             raise Unavailable(prefect_unreachable(url, exc)) from exc
 
     return _start
+
+
+# --- schedules (deployments/prefect_schedules.py), with failures saying their cause -------------
+
+
+async def _schedule_call(settings: Settings, call: Awaitable[T]) -> T:
+    try:
+        async with asyncio.timeout(START_WAIT_S):
+            return await call
+    except (PrefectBusy, TimeoutError) as exc:
+        raise Unavailable(
+            f"the scheduler (Prefect) is busy ({exc or 'no answer'}); try again"
+        ) from exc
+    except (httpx.TransportError, OSError) as exc:
+        url = get_current_settings().api.url or "(PREFECT_API_URL not set)"
+        raise Unavailable(prefect_unreachable(url, exc)) from exc
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 422:  # a schedule Prefect cannot read
+            raise InputError(
+                "Prefect refused the schedule",
+                errors=[FieldError("cron", exc.response.text[:300])],
+            ) from exc
+        raise Unavailable(f"the scheduler (Prefect) answered {exc.response.status_code}") from exc
+
+
+async def put_schedule(row: ScheduleRow, settings: Settings) -> str:
+    """Create or update the schedule's Prefect schedule; its Prefect id (``Unavailable`` when
+    Prefect or the deployment is not there)."""
+    return await _schedule_call(settings, prefect_schedules.put_schedule(row, settings))
+
+
+async def remove_schedule(schedule_id: str, settings: Settings) -> None:
+    await _schedule_call(settings, prefect_schedules.remove_schedule(schedule_id, settings))
+
+
+async def schedule_pauses(settings: Settings) -> dict[str, bool] | None:
+    """Shoal schedule id -> paused, as Prefect's schedules say now (a pause in its UI), or None
+    when Prefect cannot be asked (the store's last reading stands)."""
+    if not get_current_settings().api.url:  # a client would start a throwaway server
+        return None
+    try:
+        flags = await _schedule_call(settings, prefect_schedules.active_flags(settings))
+    except Unavailable as exc:
+        log.warning("could not read schedules from Prefect: %s", exc)
+        return None
+    return {sid: not active for sid, active in flags.items()}

@@ -2,6 +2,10 @@
 ``maintenance/embedded`` (every ``SHOAL_MAINTENANCE_INTERVAL_S``). The resume and webhook
 services run apart (``python -m deployments.services``), so they also serve pool workers.
 
+It also keeps every Shoal schedule a schedule of its deployment (``prefect_schedules.reconcile``
+at start, and every few minutes): registering the deployments again keeps them, but the store is
+the source of truth should Prefect have lost one.
+
 ``python -m deployments.serve`` (``shoal up`` starts it). It polls the Prefect server every
 ``SHOAL_WORKER_POLL_S`` (default 0.5 s), and each flow run is a fork of a warm process
 (``deployments/warm_start.py``), so a new job is running within a second. SIGINT or SIGTERM
@@ -16,13 +20,24 @@ import signal
 
 from prefect.runner import Runner
 
-from deployments import warm_start
+from deployments import prefect_schedules, warm_start
 from deployments.liveness import use_heartbeats
 from flows.maintenance import maintenance
 from flows.scrape_job import scrape_job
-from shoal.settings import EMBEDDED_MAINTENANCE, PRIORITIES, deployment_names, get_settings
+from shoal.settings import (
+    EMBEDDED_MAINTENANCE,
+    PRIORITIES,
+    Settings,
+    deployment_names,
+    get_settings,
+)
+from shoal.store import get_store
 
 __all__ = ["PRIORITIES", "main"]
+
+log = logging.getLogger(__name__)
+#: how often the worker checks that every Shoal schedule has its Prefect schedule
+RECONCILE_EVERY_S = 300.0
 
 
 async def _keep_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
@@ -34,6 +49,24 @@ async def _keep_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) ->
             if getattr(signal.getsignal(sig), "__name__", "") == "handle_sigterm":
                 loop.add_signal_handler(sig, stop.set)
         await asyncio.sleep(0.2)
+
+
+async def _keep_schedules(settings: Settings) -> None:
+    """Re-create Shoal schedules Prefect lacks, now that the deployments are registered, and
+    again every ``RECONCILE_EVERY_S`` (``deployments/prefect_schedules.py``: why they can go)."""
+    store = get_store(settings)
+    while True:
+        try:
+            done = await prefect_schedules.reconcile(settings, store)
+            if done.created or done.removed:
+                log.info(
+                    "schedules: %d put on Prefect, %d strays removed",
+                    len(done.created),
+                    len(done.removed),
+                )
+        except Exception as exc:  # Prefect busy or down: next time
+            log.warning("could not reconcile schedules with Prefect: %s", exc)
+        await asyncio.sleep(RECONCILE_EVERY_S)
 
 
 async def main() -> None:
@@ -71,6 +104,7 @@ async def main() -> None:
     tasks = [
         asyncio.create_task(runner.start()),
         asyncio.create_task(_keep_signals(loop, stop)),
+        asyncio.create_task(_keep_schedules(settings)),
     ]
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait([tasks[0], stopping], return_when=asyncio.FIRST_COMPLETED)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import math
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
@@ -25,7 +26,7 @@ from prefect.client.schemas.objects import Flow, FlowRun
 from prefect.runtime import flow_run as current_run
 from prefect.states import Cancelled, Completed, Failed, State
 
-from shoal import chunkprocs, downloads, output
+from shoal import chunkprocs, downloads, output, schedules
 from shoal.contract import FINAL_STATUSES, JobSpec
 from shoal.errors import JobFailed
 from shoal.finalize import fail_job, finalize_job
@@ -141,10 +142,10 @@ def _on_cancellation(flow: Flow, flow_run: FlowRun, state: State[Any]) -> None:
     procs = chunkprocs.current()
     if procs is not None:
         procs.persist_then_kill()
-    job_id = flow_run.parameters.get("job_id")
+    settings = get_settings()
+    job_id = flow_run.parameters.get("job_id") or _scheduled_job(flow_run, settings)
     if not job_id:
         return
-    settings = get_settings()
     owner, owner_attempt = get_store(settings).run_owner(job_id)
     mine = int(flow_run.parameters.get("resume") or 0)
     if _later_run_owns(owner, owner_attempt, str(flow_run.id), mine):
@@ -186,6 +187,15 @@ async def _publish_run_page(row: JobRow, settings: Settings, store: Store) -> No
         log.exception("job %s: could not publish its run page", row.id)
 
 
+def _scheduled_job(flow_run: FlowRun, settings: Settings) -> str | None:
+    """The job a scheduled flow run (parameters ``{schedule_id}``) made for itself, if any."""
+    schedule_id = flow_run.parameters.get("schedule_id")
+    if not schedule_id:
+        return None
+    job = get_store(settings).schedule_job_of(schedule_id, str(flow_run.id))
+    return job.id if job is not None else None
+
+
 def _later_run_owns(owner: str | None, owner_attempt: int, me: str | None, attempt: int) -> bool:
     """Whether another run of the job owns it now, so this one (``me``, attempt ``attempt``)
     must not touch it: a later attempt always wins (``Store.mark_running``); where ``me`` is
@@ -202,18 +212,51 @@ def _superseded(owner: str | None, owner_attempt: int) -> State[Any]:
     )
 
 
+async def _name_run(job_id: str, store: Store) -> None:
+    """Name a scheduled run after its job, as the runs the API starts are (best effort)."""
+    from prefect.client.orchestration import get_client
+
+    row = await asyncio.to_thread(store.get_job, job_id)
+    name = f"{job_id} · {row.name}" if row is not None and row.name else job_id
+    try:
+        async with get_client() as client:
+            await client.update_flow_run(UUID(str(current_run.get_id())), name=name)
+    except Exception:
+        log.warning("could not name the flow run of job %s", job_id, exc_info=True)
+
+
 @flow(name="scrape-job", on_cancellation=[_on_cancellation], log_prints=True)
 async def scrape_job(
-    job_id: str, resume: int = 0, previous_flow_run: str | None = None
+    job_id: str | None = None,
+    resume: int = 0,
+    previous_flow_run: str | None = None,
+    schedule_id: str | None = None,
 ) -> State[Any]:
     """Run one Shoal job end to end (see the module docstring).
 
     ``resume`` and ``previous_flow_run`` are set by the resume service on a run that takes over
     a job whose run died: this run then owns the job as attempt ``resume`` (a later attempt
-    always wins, so a run declared dead that still lives stops by itself)."""
+    always wins, so a run declared dead that still lives stops by itself).
+
+    A run Prefect's scheduler started for a Shoal schedule has only ``schedule_id``: it first
+    makes the schedule's next job (``shoal.schedules.begin_scheduled_run``, once per flow run)
+    and runs it, or ends ``Completed`` named ``Skipped`` while the previous run is going."""
     logger = get_run_logger()
     settings = get_settings()
     store = get_store(settings)
+    if job_id is None:
+        if not schedule_id:
+            return Failed(message="give job_id (a Shoal job) or schedule_id (a Shoal schedule)")
+        begun = await asyncio.to_thread(
+            schedules.begin_scheduled_run, schedule_id, str(current_run.get_id()), settings
+        )
+        logger.info(begun.message)
+        if begun.job_id is None:
+            if begun.skipped:
+                return Completed(name="Skipped", message=begun.message)
+            return Completed(message=begun.message)
+        job_id = begun.job_id
+        await _name_run(job_id, store)
     row = await asyncio.to_thread(store.get_job, job_id)
     if row is None:
         # the API writes the row before it starts the run: this worker reads another store

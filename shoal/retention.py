@@ -4,7 +4,8 @@ Run by the ``maintenance`` flow on a schedule. A job's files (staged input, part
 removed once it ended more than ``retention_days`` (its account's plan) ago *and* its download
 link has expired, so a link handed out is never cut short. The job row stays, with
 ``results_removed_at`` set: its results and downloads then answer ``410``. Uploads go after
-``upload_retention_days`` unless a job that has not ended refers to one.
+``upload_retention_days`` unless a job that has not ended refers to one, or a schedule does
+(each of its runs reads the upload, for as long as the schedule exists).
 """
 
 from __future__ import annotations
@@ -78,11 +79,13 @@ def remove_expired(settings: Settings, now: datetime | None = None) -> Retention
 
 def _remove_old_uploads(settings: Settings, now: datetime, report: RetentionReport) -> None:
     """Remove uploads older than ``upload_retention_days``, except those a job that has not
-    ended uses (it copies the upload when it starts; a resumed run may copy it again)."""
+    ended uses (it copies the upload when it starts; a resumed run may copy it again) and
+    those a schedule's job uses (its next run reads it)."""
     store = get_store(settings)
     storage = get_storage(settings)
     before = now - timedelta(days=settings.upload_retention_days)
     needed = {(job.spec.get("source") or {}).get("upload_id") for job in store.nonfinal_jobs()}
+    needed |= store.uploads_of_schedules()
     for upload in store.uploads_created_before(before, limit=10_000):
         if upload.id in needed:
             continue

@@ -187,21 +187,38 @@ async def _launch(
     if key is not None and held is not None and held.job_id != row.id:
         await asyncio.to_thread(storage.rm, storage.url("jobs", row.id), recursive=True)
         return await _replay(store, key, held.body_hash, held.job_id)
+    await start_job(row, settings=settings, store=store, start=start, key=key.key if key else None)
+    return Submitted(row)
+
+
+async def start_job(
+    row: JobRow,
+    *,
+    settings: Settings,
+    store: Store,
+    start: StartFlowRun,
+    key: str | None = None,
+) -> JobRow:
+    """Start the flow run of a committed ``queued`` job and record its id on the row.
+
+    A scheduler that is up but busy (``SchedulerBusy``) leaves the job ``queued`` for the resume
+    service; any other failure fails the job, releases ``key`` (an Idempotency-Key, so the
+    caller's retry makes a job that runs) and raises ``Unavailable``."""
     try:
         row.flow_run_id = await start(row, settings)
     except SchedulerBusy as exc:  # up but busy: the resume service starts the queued job
         log.warning("job %s stays queued: %s", row.id, exc)
-        return Submitted(row)
+        return row
     except Exception as exc:  # the job can't run; say why, keep nothing running
         log.exception("could not start the flow run of %s", row.id)
         await asyncio.to_thread(fail_job, row.id, settings, f"could not start the flow run: {exc}")
         if key is not None:  # let the caller's retry with the same key create a job that runs
-            await asyncio.to_thread(store.release_idempotency, row.account_id, key.key, row.id)
+            await asyncio.to_thread(store.release_idempotency, row.account_id, key, row.id)
         if isinstance(exc, Unavailable):  # the starter named the cause (api.prefect_access)
             raise
         raise Unavailable(f"the scheduler (Prefect) could not start the job ({exc})") from exc
     await asyncio.to_thread(store.update_job, row.id, flow_run_id=row.flow_run_id)
-    return Submitted(row)
+    return row
 
 
 async def _replay(store: Store, key: _Key, held_hash: str, job_id: str) -> Submitted:

@@ -26,6 +26,7 @@ from shoal.contract import (
     JobStatus,
     PageResult,
     ResultPage,
+    is_id,
 )
 from shoal.errors import Conflict, FieldError, InputError
 from shoal.output import part_urls
@@ -154,6 +155,13 @@ def list_jobs(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    schedule_id: Annotated[
+        str | None,
+        Query(
+            description="Only the runs of this schedule (`sch_…`).",
+            json_schema_extra={"pattern": ID_PATTERN},
+        ),
+    ] = None,
 ) -> JobList:
     statuses = [s.strip() for s in status.split(",")] if status else None
     if status and re.fullmatch(STATUS_FILTER, status) is None:
@@ -164,7 +172,9 @@ def list_jobs(
                 FieldError("status", f"unknown status {bad!r}; one of " + ", ".join(_STATUSES))
             ],
         )
-    rows, total = store.list_jobs(account.id, statuses, limit, offset)
+    if schedule_id is not None and not is_id(schedule_id):
+        return JobList(jobs=[], total=0, limit=limit, offset=offset)  # no schedule has that id
+    rows, total = store.list_jobs(account.id, statuses, limit, offset, schedule_id=schedule_id)
     return JobList(
         jobs=[jobs.to_public(r, store, settings) for r in rows],
         total=total,

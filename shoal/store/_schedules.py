@@ -149,6 +149,12 @@ class ScheduleRecords:
                 found.add(upload_id)
         return found
 
+    def count_skipped_run(self, schedule_id: str, flow_run_id: str) -> None:
+        """Count flow run ``flow_run_id`` of the schedule as skipped (once, however often it
+        starts)."""
+        with session_scope(self.url) as s:
+            _count_skip(s, schedule_id, flow_run_id)
+
     def start_schedule_run(
         self,
         schedule_id: str,
@@ -186,17 +192,7 @@ class ScheduleRecords:
             running = _unfinished(s, schedule_id)
             if running is not None:
                 if flow_run_id is not None:
-                    s.execute(
-                        update(ScheduleRow)
-                        .where(
-                            ScheduleRow.id == schedule_id,
-                            func.coalesce(ScheduleRow.last_skipped_flow_run, "") != flow_run_id,
-                        )
-                        .values(
-                            skipped_runs=ScheduleRow.skipped_runs + 1,
-                            last_skipped_flow_run=flow_run_id,
-                        )
-                    )
+                    _count_skip(s, schedule_id, flow_run_id)
                 return RunStart(running=running)
             schedule = s.get(ScheduleRow, schedule_id)
             assert schedule is not None
@@ -214,6 +210,17 @@ class ScheduleRecords:
             s.add(row)
             s.flush()
         return RunStart(job=row, created=True)
+
+
+def _count_skip(s: Session, schedule_id: str, flow_run_id: str) -> None:
+    s.execute(
+        update(ScheduleRow)
+        .where(
+            ScheduleRow.id == schedule_id,
+            func.coalesce(ScheduleRow.last_skipped_flow_run, "") != flow_run_id,
+        )
+        .values(skipped_runs=ScheduleRow.skipped_runs + 1, last_skipped_flow_run=flow_run_id)
+    )
 
 
 def _unfinished(s: Session, schedule_id: str) -> JobRow | None:
