@@ -20,18 +20,19 @@ from prefect.artifacts import (
     acreate_link_artifact,
     acreate_markdown_artifact,
     acreate_progress_artifact,
+    acreate_table_artifact,
     aupdate_progress_artifact,
 )
 from prefect.client.schemas.objects import Flow, FlowRun
 from prefect.runtime import flow_run as current_run
 from prefect.states import Cancelled, Completed, Failed, State
 
-from shoal import chunkprocs, downloads, output, schedules
+from shoal import chunkprocs, downloads, output, quality, schedules
 from shoal.contract import FINAL_STATUSES, JobSpec
 from shoal.errors import JobFailed
 from shoal.finalize import fail_job, finalize_job
 from shoal.jobs import input_url
-from shoal.report import run_report, summary_markdown
+from shoal.report import change_table, changes_sample, run_report, summary_markdown
 from shoal.scrape import JobRuntime
 from shoal.settings import Settings, get_settings
 from shoal.storage import get_storage
@@ -51,6 +52,9 @@ def _lost(rt: JobRuntime) -> bool:
 
 def _state_for(row: JobRow) -> State[Any]:
     msg = f"{row.urls_done} URLs, {row.urls_errored} errored"
+    gates = quality.describe(row.quality)  # a failed quality gate names itself on the run
+    if gates:
+        msg = f"{msg}; {gates}"
     if row.status == "completed":
         return Completed(message=msg)
     if row.status == "partial":
@@ -174,6 +178,16 @@ async def _publish_run_page(row: JobRow, settings: Settings, store: Store) -> No
             ),
             description=f"Summary of Shoal job {row.id}",
         )
+        if row.changes:
+            sample = await asyncio.to_thread(changes_sample, storage, row)
+            c = row.changes
+            await acreate_table_artifact(
+                key=f"{key}-changes",
+                table=change_table(c, sample),
+                description=f"Changes of Shoal job {row.id} since {c['previous_job_id']}: "
+                f"{c['added']} added, {c['removed']} removed, {c['changed']} changed, "
+                f"{c['unchanged']} unchanged (most changed fields first, one example each)",
+            )
         expires = aware(row.output_expires_at)
         if outputs and expires is not None:
             link = downloads.sign(settings, row.id, outputs[0]["name"], expires)

@@ -173,3 +173,14 @@ def test_a_cancelled_job_is_not_gated(gated, settings) -> None:  # type: ignore[
     get_store(settings).update_job(job.id, urls_total=5)
     ended = finalize_job(job.id, settings, cancelled=True)
     assert ended.status == "cancelled" and ended.quality is None
+
+
+def test_the_flow_runs_state_names_the_failed_checks(gated, settings) -> None:  # type: ignore[no-untyped-def]
+    from flows.scrape_job import _state_for
+
+    job = gated({"max_null_rate": {"price": 0.02}}, [row(0), row(1, price=None)])
+    state = _state_for(finalize_job(job.id, settings))
+    assert state.is_completed() and state.name == "Partial"
+    assert state.message == "2 URLs, 0 errored; quality failed: max_null_rate.price 0.5 > 0.02"
+    passing = gated({"max_null_rate": {"price": 0.9}}, [row(0)])
+    assert _state_for(finalize_job(passing.id, settings)).message == "1 URLs, 0 errored"
