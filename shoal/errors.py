@@ -2,6 +2,7 @@
 
     ShoalError                      base; never raised directly
     ├── InputError                  a request or input is invalid          -> 422
+    │   ├── RenderUnavailable       `render` asked, no browser on this host -> 422
     │   ├── MalformedBody           the body is not valid JSON / CSV        -> 400
     │   └── UnsupportedMedia        a body of a content type not accepted   -> 415
     ├── AuthError                   missing or unknown API key              -> 401
@@ -89,6 +90,13 @@ class ShoalError(Exception):
 
 class InputError(ShoalError):
     title = "Invalid input"
+
+
+class RenderUnavailable(InputError):
+    """Rendering was asked for where it cannot run: ``detail`` names the missing piece (the
+    browser, or Playwright) and how to install it."""
+
+    title = "Rendering not available"
 
 
 class MalformedBody(InputError):

@@ -180,6 +180,26 @@ class Settings(BaseSettings):
         description="Processes running a job's chunks; -1: one per core; 0 or 1: in the flow.",
     )
 
+    # rendering (shoal/render)
+    render_executable: str | None = Field(
+        None,
+        description="The Chromium to render with; unset: chromium-headless-shell, then "
+        "chromium, on PATH (Debian's packages; `make setup` installs the first as root).",
+    )
+    render_max_pages: int = Field(
+        8, ge=1, description="Pages open at once per worker process, over all its jobs."
+    )
+    render_browsers: int = Field(1, ge=1, description="Browsers per worker process.")
+    render_recycle_pages: int = Field(
+        500, ge=1, description="A browser is replaced after rendering this many pages."
+    )
+    render_recycle_mb: int = Field(
+        2048, ge=64, description="A browser whose processes' PSS grows past this is replaced."
+    )
+    render_js_heap_mb: int = Field(
+        512, ge=16, description="V8 heap cap of one page: a page over it crashes (render_failed)."
+    )
+
     # Prefect
     deployment_prefix: str = Field(
         "scrape-job",

@@ -1,0 +1,62 @@
+"""Rendering pages in a real headless Chromium, behind the fetch engine's network guard.
+
+    async with Renderer(get_settings()) as renderer:
+        page = await renderer.render(url, wait_for={"selector": ".price"}, deadline_s=30,
+                                     screenshot="viewport", proxy=None)
+        page.html, page.final_url, page.status, page.screenshot_png
+
+``missing_piece(settings)`` says, without starting anything, why rendering cannot run on this
+host (None when it can): the API answers ``render: true`` with 422 naming it. How the guard
+covers every request a page makes: ``_socks``; the pool of browsers: ``_pool``; one render:
+``_renderer``. Playwright loads on first use, so importing this package costs nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from shoal.errors import RenderUnavailable
+
+from ._models import DEFAULT_BLOCK, RESOURCE_TYPES, Rendered, Screenshot, WaitFor
+
+if TYPE_CHECKING:
+    from shoal.settings import Settings
+
+    from ._renderer import Renderer
+
+__all__ = [
+    "DEFAULT_BLOCK",
+    "RESOURCE_TYPES",
+    "RenderUnavailable",
+    "Rendered",
+    "Renderer",
+    "Screenshot",
+    "WaitFor",
+    "find_browser",
+    "missing_piece",
+]
+
+
+def find_browser(settings: Settings) -> str:
+    """The Chromium executable rendering uses; ``RenderUnavailable`` naming what is missing."""
+    from ._pool import find_browser as find
+
+    return find(settings)
+
+
+def missing_piece(settings: Settings) -> str | None:
+    """Why rendering cannot run here (what to install), or None when it can."""
+    try:
+        find_browser(settings)
+    except RenderUnavailable as exc:
+        return exc.detail
+    return None
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Renderer":
+        from ._renderer import Renderer
+
+        globals()["Renderer"] = Renderer
+        return Renderer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
