@@ -327,3 +327,47 @@ def test_results_pages_and_streams_show_each_rows_change(nights, settings, clien
     assert [r["change"] for r in csv.DictReader(io.StringIO(got.text))] == [
         "unchanged", "changed", "", "added",
     ]  # fmt: skip
+
+
+def test_a_report_over_parts_on_s3(s3_server) -> None:  # type: ignore[no-untyped-def]
+    from shoal.settings import Settings
+    from tests.s3server import REGION
+
+    bucket = s3_server.make_bucket()
+    s3 = get_storage(
+        Settings(
+            results_url=f"s3://{bucket}/shoal",
+            s3_endpoint_url=s3_server.endpoint_url,
+            s3_region=REGION,
+            signing_secret="x",
+        )
+    )
+    run(s3, "job_prev", [ok(0), ok(1)], [ok(2)])
+    run(s3, "job_cur", [ok(0), ok(1, price=1.0)], [ok(3)])
+    spec = JobSpec.model_validate(
+        {
+            "defaults": {},
+            "concurrency": 4,
+            "output": {"format": "csv", "gzip": True},
+            "fields": FIELDS,
+            "compare": {"key": "sku", "fields": ["price"], "previous_job_id": "job_prev"},
+        }
+    )
+    report = changes.report_changes(s3, "job_cur", spec, "job_prev")
+    c = report.comparison
+    assert (c.added, c.removed, c.changed, c.unchanged, c.fields) == (1, 1, 1, 1, {"price": 1})
+    assert report.url == f"s3://{bucket}/shoal/jobs/job_cur/output/changes.csv.gz"
+    body = (
+        s3_server.client()
+        .get_object(Bucket=bucket, Key="shoal/jobs/job_cur/output/changes.csv.gz")["Body"]
+        .read()
+    )
+    got = list(csv.DictReader(io.StringIO(gzip.decompress(body).decode())))
+    assert [(r["key"], r["change"], r["old"], r["new"]) for r in got] == [
+        ("S1", "changed", "11.0", "1.0"),
+        ("S3", "added", "", ""),
+        ("S2", "removed", "", ""),
+    ]
+    labels = changes.RowLabels.read(s3, "job_cur")
+    assert labels is not None
+    assert labels(pa.array([0, 1, 3], pa.int64())).to_pylist() == ["unchanged", "changed", "added"]
