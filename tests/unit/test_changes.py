@@ -371,3 +371,16 @@ def test_a_report_over_parts_on_s3(s3_server) -> None:  # type: ignore[no-untype
     labels = changes.RowLabels.read(s3, "job_cur")
     assert labels is not None
     assert labels(pa.array([0, 1, 3], pa.int64())).to_pylist() == ["unchanged", "changed", "added"]
+
+
+def test_a_conditional_jobs_csv_has_not_modified_before_change(settings, alice, make_job) -> None:  # type: ignore[no-untyped-def]
+    storage = get_storage(settings)
+    spec = _spec("csv", False, compare={"key": "url"}, conditional=True)
+    cur = make_job(alice.account, status="running", urls_total=2, spec=spec)
+    run(storage, cur.id, [ok(0), {**ok(1), "not_modified": True, "http_status": 304}])
+    row = finalize_job(cur.id, settings)
+    with storage.open(row.outputs[0]["url"], "rb") as fh:
+        reader = csv.DictReader(io.StringIO(fh.read().decode()))
+        got = list(reader)
+    assert reader.fieldnames is not None and reader.fieldnames[-2:] == ["not_modified", "change"]
+    assert [r["not_modified"] for r in got] == ["false", "true"]
