@@ -10,10 +10,10 @@ import asyncio
 import logging
 import os
 import weakref
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from functools import wraps
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from prefect.client.orchestration import get_client
@@ -149,7 +149,10 @@ def scheduler_errors(start: StartFlowRun) -> StartFlowRun:
 # --- schedules (deployments/prefect_schedules.py), with failures saying their cause -------------
 
 
-async def _schedule_call(settings: Settings, call: Awaitable[T]) -> T:
+async def _schedule_call(settings: Settings, call: Coroutine[Any, Any, T]) -> T:
+    if not get_current_settings().api.url:  # a client would start a throwaway local server
+        call.close()
+        raise Unavailable("the scheduler (Prefect) is not configured: PREFECT_API_URL is not set")
     try:
         async with asyncio.timeout(START_WAIT_S):
             return await call
