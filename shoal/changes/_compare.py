@@ -8,8 +8,10 @@ The rules (docs/API.md "Change reports" says them to callers):
 - A key of this run not among the previous run's ok rows is ``added`` (also when the previous
   run fetched it with an error: it delivered nothing for it). A key of the previous run's ok
   rows not in this run is ``removed`` — unless this run has an errored row for it (its URL, or
-  the previous row's URL for a field key): Shoal could not see it, so it is neither removed nor
-  compared. An errored row of this run gets no ``change``.
+  the previous row's URL for a field key) that is not a ``404``/``410``: Shoal could not see
+  the page (a timeout, a 5xx...), so it is neither removed nor compared. A page that answers
+  404 Not Found or 410 Gone is gone: that is how a shop removes a product, so its key is
+  ``removed``. An errored row of this run gets no ``change``.
 - Duplicates are never merged: the n-th row of a key in this run (input order) is compared with
   the n-th row of that key in the previous run; extra rows on either side are added or removed.
   ``duplicate_keys`` counts the keys seen more than once among this run's ok rows.
@@ -46,6 +48,8 @@ CHANGE_KINDS = pl.Enum(("added", "removed", "changed"))
 # the codes of the joined frame
 _ADDED, _REMOVED, _CHANGED, _UNCHANGED, _UNSEEN, _ERRORED, _NULL_KEY = range(7)
 _STREAMING: Final = "streaming"
+#: HTTP statuses of an errored row that say its page is gone (its key is removed)
+GONE = (404, 410)
 
 
 @dataclass
@@ -154,7 +158,7 @@ def _side(rows: pl.LazyFrame, plan: _Plan, *, current: bool) -> pl.LazyFrame:
     names = plan.names()
     kept = pl.col("status") == "ok"
     if current and plan.by_url:
-        kept = kept | (pl.col("status") == "error")
+        kept = kept | _unseen_error()
     cols = field_columns(plan.decoded(), names, text=plan.text)
     out = rows.filter(kept).select(
         pl.col("input_index").alias("_idx"),
@@ -215,13 +219,19 @@ def _joined(
     return joined.with_columns(flags).with_columns(state).collect(engine=_STREAMING)
 
 
+def _unseen_error() -> pl.Expr:
+    """An errored row that says nothing of its page (not a 404/410: the page is gone then)."""
+    gone = pl.col("http_status").is_in(list(GONE)).fill_null(False)
+    return (pl.col("status") == "error") & ~gone
+
+
 def _unseen(frame: pl.DataFrame, current: pl.LazyFrame) -> pl.DataFrame:
     """Removed rows of a field key whose previous URL errored in this run: not seen."""
     removed = frame.get_column("_state") == _REMOVED
     if not removed.any():
         return frame
     errored = (
-        current.filter(pl.col("status") == "error")
+        current.filter(_unseen_error())
         .select(pl.col("url").unique())
         .collect(engine=_STREAMING)
         .get_column("url")

@@ -384,3 +384,19 @@ def test_a_conditional_jobs_csv_has_not_modified_before_change(settings, alice, 
         got = list(reader)
     assert reader.fieldnames is not None and reader.fieldnames[-2:] == ["not_modified", "change"]
     assert [r["not_modified"] for r in got] == ["false", "true"]
+
+
+def gone(i: int, status: int = 404, url: str | None = None) -> dict[str, Any]:
+    return {**err(i, url), "http_status": status, "error": {"code": "http_4xx", "message": "x"}}
+
+
+@pytest.mark.parametrize("key", ["url", "sku"])
+def test_a_page_that_is_404_or_410_now_is_removed(storage, key) -> None:  # type: ignore[no-untyped-def]
+    prev = run(storage, "job_prev", [ok(0), ok(1), ok(2), ok(3)])
+    cur = run(storage, "job_cur", [ok(0), gone(1), gone(2, 410), gone(3, 403)])
+    c = compare(cur, prev, key=key)
+    # 404 and 410 say the product is gone; a 403 says nothing of it: not seen
+    assert (c.added, c.removed, c.changed, c.unchanged) == (0, 2, 0, 1)
+    assert [r[0] for r in rows_of(c)] == (
+        ["https://shop.test/p/1", "https://shop.test/p/2"] if key == "url" else ["S1", "S2"]
+    )
