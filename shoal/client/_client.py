@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -24,20 +23,13 @@ from typing import IO, Any
 
 import httpx
 
+from shoal.client import _calls as calls
 from shoal.client._errors import ShoalError
 from shoal.client._http import Http
 from shoal.client._models import Job, JobPage, Result, SubmittedJob, Upload
 from shoal.client._schedules import Schedules
 
 _BLOCK = 1 << 20
-#: the upload media type a file's extension names (``.gz`` is looked through)
-_MEDIA = {
-    ".csv": "text/csv",
-    ".ndjson": "application/x-ndjson",
-    ".jsonl": "application/x-ndjson",
-    ".json": "application/x-ndjson",
-    ".txt": "application/x-ndjson",  # NDJSON lines may be bare URLs
-}
 
 Progress = Callable[[Job], None]
 
@@ -99,35 +91,22 @@ class Client:
         (``concurrency``, ``priority``, ``webhook``, ``compare``, ``quality``...). An
         ``Idempotency-Key`` is sent (a new one unless given), so a retried request never
         makes a second job."""
-        given = [x is not None for x in (urls, file, upload_id, s3_uri)]
-        if sum(given) != 1:
-            raise ValueError("give exactly one of urls, file, upload_id or s3_uri")
+        calls.one_input(urls, file, upload_id, s3_uri)
         if file is not None:
             upload_id = self.upload(file).id
-        source: dict[str, Any]
-        if urls is not None:
-            source = {"urls": [u if isinstance(u, str) else dict(u) for u in urls]}
-        elif upload_id is not None:
-            source = {"upload_id": upload_id}
-        else:
-            source = {"s3_uri": s3_uri, **({"role_arn": role_arn} if role_arn else {})}
-        merged = dict(defaults or {})
-        if extract is not None:
-            merged["extract"] = dict(extract)
-        if selectors is not None:
-            merged["selectors"] = dict(selectors)
-        body: dict[str, Any] = {"input": source, **fields}
-        if merged:
-            body["defaults"] = merged
-        output = dict(body.pop("output", None) or {})
-        if format is not None:
-            output["format"] = format
-        if gzip is not None:
-            output["gzip"] = gzip
-        if output:
-            body["output"] = output
-        if name is not None:
-            body["name"] = name
+        body = calls.job_body(
+            urls=urls,
+            upload_id=upload_id,
+            s3_uri=s3_uri,
+            role_arn=role_arn,
+            extract=extract,
+            selectors=selectors,
+            format=format,
+            gzip=gzip,
+            name=name,
+            defaults=defaults,
+            fields=fields,
+        )
         return self.submit_body(body, idempotency_key=idempotency_key)
 
     def submit_body(
@@ -135,13 +114,10 @@ class Client:
     ) -> SubmittedJob:
         """``POST /v1/jobs`` with ``body`` as written (CONTRACT.md, "Create a job")."""
         key = idempotency_key or f"shoal-client-{uuid.uuid4()}"
-        r = self._http.request(
-            "POST", "/v1/jobs", json=dict(body), headers={"Idempotency-Key": key}, idempotent=True
-        )
-        return SubmittedJob.model_validate(r.json())
+        return self._http.run(calls.create_job(body, key))
 
     def get(self, job_id: str) -> Job:
-        return Job.model_validate(self._http.request("GET", f"/v1/jobs/{job_id}").json())
+        return self._http.run(calls.get_job(job_id))
 
     def list(
         self,
@@ -152,19 +128,15 @@ class Client:
         schedule_id: str | None = None,
     ) -> JobPage:
         """One page of the account's jobs, newest first; ``status`` filters (one or several)."""
-        if status is not None and not isinstance(status, str):
-            status = ",".join(status)
-        params = {"status": status, "limit": limit, "offset": offset, "schedule_id": schedule_id}
-        return JobPage.model_validate(self._http.request("GET", "/v1/jobs", params=params).json())
+        return self._http.run(calls.list_jobs(status, limit, offset, schedule_id))
 
     def cancel(self, job_id: str) -> Job:
         """Ask a graceful cancel (``409`` when the job has already ended)."""
-        return Job.model_validate(self._http.request("DELETE", f"/v1/jobs/{job_id}").json())
+        return self._http.run(calls.cancel_job(job_id))
 
     def retry(self, job_id: str) -> SubmittedJob:
         """A new job over the URLs that errored (``409`` when none did)."""
-        r = self._http.request("POST", f"/v1/jobs/{job_id}/retry")
-        return SubmittedJob.model_validate(r.json())
+        return self._http.run(calls.retry_job(job_id))
 
     def wait(
         self,
@@ -181,24 +153,14 @@ class Client:
         (up to ``max_poll``), back to ``poll`` when they did: a long quiet job costs few
         requests, a moving one shows its progress. Past ``timeout`` seconds: ``TimeoutError``
         (the job goes on)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        interval = poll
-        seen: tuple[Any, ...] = ()
+        pacing = calls.Poll(job_id, timeout, poll, max_poll)
         while True:
             job = self.get(job_id)
             if on_progress is not None:
                 on_progress(job)
             if job.final:
                 return job
-            now = (job.status, job.urls_done, job.urls_total)
-            interval = poll if now != seen else min(interval * 1.5, max_poll)
-            seen = now
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"job {job_id} is still {job.status}")
-                interval = min(interval, left)
-            self._http.sleep(interval)
+            self._http.sleep(pacing.next(job))
 
     # --- results ---------------------------------------------------------------------------
 
@@ -206,8 +168,7 @@ class Client:
         """Every result row so far, in input order, fetched a page at a time
         (``GET /v1/jobs/{id}/results``). While the job runs, the rows finished so far."""
         while True:
-            params = {"limit": page_size, "offset": offset}
-            page = self._http.request("GET", f"/v1/jobs/{job_id}/results", params=params).json()
+            page = self._http.run(calls.results_page(job_id, page_size, offset))
             rows = page.get("results") or []
             for row in rows:
                 yield Result.model_validate(row)
@@ -225,15 +186,10 @@ class Client:
             job = self.get(job)
         if not job.result_available or not job.download_url:
             raise ShoalError(None, "no result to download", f"job {job.id} is {job.status}")
-        target = Path(dest)
-        parts = [p.url for p in job.download_parts or []] or [job.download_url]
-        paths = [target] + [
-            target.with_name(f"{target.stem}.part{n}{target.suffix}")
-            for n in range(2, len(parts) + 1)
-        ]
-        for url, path in zip(parts, paths, strict=True):
+        targets = calls.download_targets(job, Path(dest))
+        for url, path in targets:
             _stream_to(url, path, self._http.client.timeout)
-        return paths
+        return [path for _, path in targets]
 
     # --- uploads ---------------------------------------------------------------------------
 
@@ -244,12 +200,11 @@ class Client:
         ``.jsonl``, ``.txt`` with a URL per line) or CSV (``.csv``, a ``url`` column); a ``.gz``
         name is sent as gzip. Other names let the server tell by the content."""
         if not isinstance(file, str | os.PathLike):
-            stream = file
-            body = _once(stream)
-            headers = {"Content-Type": media_type or "application/octet-stream"}
+            body = _once(file)
+            headers = calls.upload_headers(getattr(file, "name", None), media_type)
         else:
             path = Path(file)
-            headers = _upload_headers(path.name, media_type)
+            headers = calls.upload_headers(path.name, media_type)
             headers["Content-Length"] = str(path.stat().st_size)
 
             def body() -> Iterator[bytes]:
@@ -261,18 +216,7 @@ class Client:
         return Upload.model_validate(r.json())
 
     def get_upload(self, upload_id: str) -> Upload:
-        return Upload.model_validate(self._http.request("GET", f"/v1/uploads/{upload_id}").json())
-
-
-def _upload_headers(name: str, media_type: str | None) -> dict[str, str]:
-    lower = name.lower()
-    headers = {}
-    if lower.endswith(".gz"):
-        headers["Content-Encoding"] = "gzip"
-        lower = lower.removesuffix(".gz")
-    suffix = Path(lower).suffix
-    headers["Content-Type"] = media_type or _MEDIA.get(suffix, "application/octet-stream")
-    return headers
+        return self._http.run(calls.get_upload(upload_id))
 
 
 def _once(stream: IO[bytes]) -> Callable[[], Iterator[bytes]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from shoal.client import Client, Job, ShoalError
+from shoal.client import AsyncClient, Client, Job, ShoalError
 from tests.e2e.stack import Stack
 from tests.sites.catalog import Site, price_of
 
@@ -130,3 +130,20 @@ def test_list_cancel_and_retry(shoal: Client, site: Site) -> None:
     cancelled = shoal.cancel(slow.id)
     assert cancelled.cancel_requested_at is not None
     assert shoal.wait(slow.id, poll=0.2).status == "cancelled"
+
+
+async def test_the_async_client_end_to_end(stack: Stack, site: Site, tmp_path: Path) -> None:
+    plain = tmp_path / "urls.ndjson"
+    plain.write_text("".join(f'"{site.url(f"/p/{n}")}"\n' for n in range(100, 110)))
+    seen: list[int] = []
+    async with AsyncClient(stack.base, stack.key) as shoal:
+        job = await shoal.submit(file=plain, extract=SCHEMA, format="csv", gzip=True)
+        done = await shoal.wait(job.id, on_progress=lambda j: seen.append(j.urls_done), poll=0.2)
+        assert done.status == "completed" and seen[-1] == 10 and seen == sorted(seen)
+        rows = [r async for r in shoal.results(done.id, page_size=3)]
+        _check_rows([{"status": r.status, **(r.data or {})} for r in rows], list(range(100, 110)))
+        (saved,) = await shoal.download(done, tmp_path / "out.csv.gz")
+        listed = await shoal.list("completed", limit=100)
+    text = gzip.decompress(saved.read_bytes()).decode()
+    _check_rows(list(csv.DictReader(io.StringIO(text))), list(range(100, 110)))
+    assert done.id in {j.id for j in listed.jobs}

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from shoal.client import Client, ShoalError
+from shoal.client import AsyncClient, Client, Job, ShoalError
 from tests.net import free_port
 
 JOB = {
@@ -220,3 +220,46 @@ def test_extra_fields_of_a_newer_server_are_kept(api: Scripted) -> None:
     with Client(api.url, "k") as c:
         job = c.get("job_1")
     assert job.model_dump()["shiny_new"] == {"a": 1}
+
+
+async def test_the_async_client_retries_and_maps_errors_alike(
+    api: Scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+
+    async def record(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr("shoal.client._http.asyncio.sleep", record)
+    api.script = [
+        problem(429, "Too many requests", headers={"Retry-After": "3"}),
+        Answer(202, CREATED),
+        problem(404, "Not found", detail="no job job_2"),
+    ]
+    async with AsyncClient(api.url, "k") as c:
+        job = await c.submit(s3_uri="s3://bucket/urls.csv", extract={"p": "number"})
+        assert job.id == "job_1" and slept == [3.0]
+        with pytest.raises(ShoalError) as caught:
+            await c.get("job_2")
+    assert (caught.value.status, caught.value.detail) == (404, "no job job_2")
+    keys = {h["Idempotency-Key"] for m, _, h in api.seen if m == "POST"}
+    assert len(keys) == 1
+
+
+async def test_the_async_wait_awaits_its_progress_callback(
+    api: Scripted, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def no_sleep(seconds: float) -> None:
+        pass
+
+    monkeypatch.setattr("shoal.client._http.asyncio.sleep", no_sleep)
+    done = {**JOB, "status": "completed", "urls_done": 10}
+    api.script = [Answer(200, JOB), Answer(200, done)]
+    seen: list[str] = []
+
+    async def progress(job: Job) -> None:
+        seen.append(job.status)
+
+    async with AsyncClient(api.url, "k") as c:
+        assert (await c.wait("job_1", on_progress=progress)).status == "completed"
+    assert seen == ["running", "completed"]
