@@ -268,7 +268,9 @@ async def scrape_job(
         if begun.job_id is None:
             if begun.skipped:
                 return Completed(name="Skipped", message=begun.message)
-            return Completed(message=begun.message)
+            return (
+                Failed(message=begun.message) if begun.failed else Completed(message=begun.message)
+            )
         job_id = begun.job_id
         await _name_run(job_id, store)
     row = await asyncio.to_thread(store.get_job, job_id)

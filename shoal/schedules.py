@@ -301,6 +301,7 @@ class ScheduledStart:
     job_id: str | None
     message: str
     skipped: bool = False
+    failed: bool = False
 
 
 def create_run(
@@ -378,9 +379,13 @@ def begin_scheduled_run(schedule_id: str, flow_run_id: str, settings: Settings) 
     except LimitExceeded as exc:
         store.count_skipped_run(schedule_id, flow_run_id)
         return ScheduledStart(None, f"skipped: {exc.detail}", skipped=True)
+    except NotFound as exc:  # its account is gone
+        return ScheduledStart(None, f"{exc.detail}; nothing to run")
     except InputError as exc:
         where = "; ".join(f"{e.loc}: {e.msg}" for e in exc.errors) or exc.detail
-        return ScheduledStart(None, f"the job of schedule {schedule_id} is invalid now ({where})")
+        return ScheduledStart(
+            None, f"the job of schedule {schedule_id} is invalid now ({where})", failed=True
+        )
     if started.running is not None:
         r = started.running
         return ScheduledStart(
