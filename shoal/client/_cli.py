@@ -45,7 +45,9 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")
 
 #: a pipe gets whole lines (rich would cut a table to 80 columns, ids included)
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = Console(
+    stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 120
+)
 
 
 def local_key() -> str | None:

@@ -144,10 +144,10 @@ def submit(
                 out.print(f"{job.id} {job.status} ({_total(job.urls_total)} URLs)")
             return
         err.print(f"submitted {job.id}")
-        _follow(client, job.id, out_file, timeout, as_json)
+        follow(client, job.id, out_file, timeout, as_json)
 
 
-def _follow(
+def follow(
     client: Client, job_id: str, target: Path | None, timeout: float | None, as_json: bool
 ) -> None:
     """Wait with the bar, download what the job made (to ``target``, default ``<job id>.<its
@@ -172,6 +172,7 @@ def _follow(
 
 
 def _summary(job: Job) -> str:
+    """How the job ended, with its change report and failed quality checks when it has them."""
     took = ""
     if job.started_at and job.completed_at:
         took = f" in {(job.completed_at - job.started_at).total_seconds():.1f} s"
@@ -179,7 +180,25 @@ def _summary(job: Job) -> str:
         f"{job.id} {job.status}: {job.urls_done:,} URLs, {job.urls_errored:,} errored, "
         f"{job.credits_used:,} credits{took}"
     )
-    return line + (f" ({job.error})" if job.error else "")
+    lines = [line + (f" ({job.error})" if job.error else "")]
+    changes = job.changes
+    if changes:
+        counts = ", ".join(
+            f"{changes.get(k, 0):,} {k}" for k in ("added", "removed", "changed", "unchanged")
+        )
+        fields = ", ".join(f"{f} {n:,}" for f, n in (changes.get("fields") or {}).items())
+        lines.append(
+            f"changes since {changes.get('previous_job_id')}: {counts}"
+            + (f" (fields: {fields})" if fields else "")
+        )
+    quality = job.quality
+    if quality and not quality.get("passed", True):
+        failed = "; ".join(
+            f"{f.get('check')} {f.get('value')} (limit {f.get('limit')})"
+            for f in quality.get("failed") or []
+        )
+        lines.append(f"quality checks failed: {failed}")
+    return "\n".join(lines)
 
 
 def _total(n: int | None) -> str:
@@ -256,7 +275,7 @@ def retry(
         job = client.retry(job_id)
         if wait or out_file:
             err.print(f"submitted {job.id} (retry of {job_id})")
-            _follow(client, job.id, out_file, None, as_json)
+            follow(client, job.id, out_file, None, as_json)
         elif as_json:
             print_json(job)
         else:

@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from shoal.client._apply import Change, FileError, Plan, apply, plan, read_file
 from shoal.client._cli import ApiKey, AsJson, Url, connect, err, fields, out, print_json, table
+from shoal.client._cli_jobs import follow
 from shoal.client._client import Client
 from shoal.client._errors import ShoalError
 from shoal.client._models import Schedule
@@ -92,10 +93,24 @@ def get(ref: Ref, url: Url = None, api_key: ApiKey = None, as_json: AsJson = Fal
 
 
 @schedules_app.command("run")
-def run(ref: Ref, url: Url = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
-    """Start a run now (an ordinary job: follow it with `shoal jobs get`)."""
+def run(
+    ref: Ref,
+    wait: Annotated[
+        bool, typer.Option("--wait", "-w", help="Follow the run, then download its result.")
+    ] = False,
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Implies --wait.")] = None,
+    url: Url = None,
+    api_key: ApiKey = None,
+    as_json: AsJson = False,
+) -> None:
+    """Start a run now: an ordinary job (with --wait, followed as `shoal jobs submit --wait`
+    follows one, its change report and quality checks said at the end)."""
     with connect(url, api_key) as client:
         job = client.schedules.run(resolve(client, ref))
+        if wait or out_file:
+            err.print(f"started {job.id}")
+            follow(client, job.id, out_file, None, as_json)
+            return
     if as_json:
         print_json(job)
     else:

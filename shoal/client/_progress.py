@@ -3,7 +3,8 @@ ETA, drawn with rich on stderr (stdout stays for ``--json``).
 
 The ETA is the server's ``eta_s`` (from the job's measured throughput across all its chunks);
 rich's own estimate from the bar's samples stands in while the server has none. The rate is
-rich's: URLs done per second over the last 30 s of polls.
+rich's (URLs done per second over the last 30 s of polls) while the job runs, and the whole
+run's once it has ended.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from shoal.client._models import Job
 
 class _Rate(ProgressColumn):
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
+        speed = task.fields.get("rate") or task.finished_speed or task.speed
         return Text("- URLs/s" if speed is None else f"{speed:,.0f} URLs/s", style="cyan")
 
 
@@ -85,4 +86,14 @@ class JobBar:
             completed=job.urls_done,
             errored=job.urls_errored,
             eta_s=job.eta_s,
+            rate=_overall_rate(job),
         )
+
+
+def _overall_rate(job: Job) -> float | None:
+    """URLs a second over the whole run, once it has ended (a short job ends between two
+    polls, before rich has samples to tell a rate from)."""
+    if not job.final or job.started_at is None or job.completed_at is None:
+        return None
+    took = (job.completed_at - job.started_at).total_seconds()
+    return job.urls_done / took if took > 0 else None
