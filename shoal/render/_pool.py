@@ -158,7 +158,7 @@ class BrowserPool:
             pooled.retiring = True
             self.recycled += 1
         elif pooled.pages % _MEM_EVERY == 0 and not pooled.retiring:
-            self._spawn(self._check_memory(pooled))
+            self._spawn(self.check_memory(pooled))
         if (pooled.retiring or pooled.dead) and pooled.open_pages == 0:
             self._spawn(self._close(pooled))
 
@@ -210,7 +210,8 @@ class BrowserPool:
         with contextlib.suppress(ValueError):
             self._browsers.remove(pooled)
 
-    async def _check_memory(self, pooled: PooledBrowser) -> None:
+    async def check_memory(self, pooled: PooledBrowser) -> None:
+        """Retire ``pooled`` if its process tree's PSS is over ``render_recycle_mb``."""
         used = await asyncio.to_thread(pooled.memory_bytes)
         if used > self._settings.render_recycle_mb * 1024 * 1024 and not pooled.retiring:
             pooled.retiring = True

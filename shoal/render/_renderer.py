@@ -298,11 +298,13 @@ class _PageState:
         self.crashed = False
         self.dialogs = 0
         self.popups = 0
+        self._page: Page | None = None
         loop = asyncio.get_running_loop()
         self._crash: asyncio.Future[str] = loop.create_future()
         self.died: asyncio.Future[str] = loop.create_future()  # the browser's (PooledBrowser)
 
     def watch(self, context: BrowserContext, page: Page) -> None:
+        self._page = page
         page.on("crash", lambda _: self._on_crash("the tab crashed"))
         page.on("dialog", self._on_dialog)
         context.on("page", self._on_popup)
@@ -317,6 +319,8 @@ class _PageState:
         asyncio.ensure_future(_quietly(dialog.dismiss()))
 
     def _on_popup(self, popup: Page) -> None:
+        if popup is self._page:
+            return
         self.popups += 1
         asyncio.ensure_future(_quietly(popup.close()))
 

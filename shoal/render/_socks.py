@@ -58,12 +58,31 @@ class Refusal:
     detail: str
 
 
+#: entries a page's log keeps of each kind (a page may try a million connections)
+MAX_LOG = 1000
+
+
 @dataclass
 class GuardLog:
-    """What one page's connections did: what was dialled and what was refused."""
+    """What one page's connections did: what was dialled and what was refused (the first
+    ``MAX_LOG`` of each, and the counts)."""
 
     connected: list[tuple[str, int]] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
+    connections: int = 0
+    refusals: int = 0
+
+    def refuse(self, refusal: Refusal) -> None:
+        self.refusals += 1
+        if len(self.refused) < MAX_LOG:
+            self.refused.append(refusal)
+        else:
+            self.refused[-1] = refusal  # the last one names what a failed navigation hit
+
+    def connect(self, host: str, port: int) -> None:
+        self.connections += 1
+        if len(self.connected) < MAX_LOG:
+            self.connected.append((host, port))
 
     def refusal_for(self, host: str) -> Refusal | None:
         """The first refusal of ``host`` (as the browser asked for it), if any."""
@@ -159,22 +178,22 @@ class GuardProxy:
             try:
                 up_reader, upstream = await self._dial(host, port)
             except BlockedAddress as exc:
-                self.log.refused.append(Refusal(host, port, "blocked", str(exc)))
+                self.log.refuse(Refusal(host, port, "blocked", str(exc)))
                 await _reply(writer, _NOT_ALLOWED)
                 return
             except socket.gaierror as exc:
-                self.log.refused.append(Refusal(host, port, "dns", str(exc)))
+                self.log.refuse(Refusal(host, port, "dns", str(exc)))
                 await _reply(writer, _UNREACHABLE)
                 return
             except ProxyError as exc:
-                self.log.refused.append(Refusal(host, port, "proxy", str(exc)))
+                self.log.refuse(Refusal(host, port, "proxy", str(exc)))
                 await _reply(writer, _FAILURE)
                 return
             except (OSError, TimeoutError) as exc:
-                self.log.refused.append(Refusal(host, port, "connect", str(exc)))
+                self.log.refuse(Refusal(host, port, "connect", str(exc)))
                 await _reply(writer, _REFUSED)
                 return
-            self.log.connected.append((host, port))
+            self.log.connect(host, port)
             await _reply(writer, _OK)
             await _pipe(reader, writer, up_reader, upstream)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -182,7 +201,7 @@ class GuardProxy:
         except asyncio.CancelledError:
             pass  # close(): the page is gone (3.11's start_server logs a cancelled callback)
         except Exception as exc:  # a refusal of this one connection, never the page's end
-            self.log.refused.append(Refusal("?", 0, "connect", f"guard proxy: {exc!r}"))
+            self.log.refuse(Refusal("?", 0, "connect", f"guard proxy: {exc!r}"))
         finally:
             for w in (writer, upstream):
                 if w is not None:

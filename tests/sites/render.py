@@ -6,13 +6,13 @@
 Every page shows its price as ``<span class="price">PRICE</span>`` (``PRICE``, ``"19.99"``) only
 when its script has run; the served HTML holds ``<span class="price"></span>``.
 
-- ``/timer`` the price after a 300 ms ``setTimeout``; ``/xhr`` after ``fetch("/api/price")``
-  (answered after 100 ms); ``/scroll`` a tall page that writes the price on its first ``scroll``
-  event; ``/plain`` the price in the HTML itself (no script)
+- ``/timer?ms=300`` the price after a ``setTimeout`` of ``ms``; ``/xhr`` after
+  ``fetch("/api/price")`` (answered after 100 ms); ``/scroll`` a tall page that writes the
+  price on its first ``scroll`` event; ``/plain`` the price in the HTML itself (no script)
 - ``/never-idle`` the price at once, then a request to ``/api/tick`` every 100 ms forever
 - ``/loop`` ``while (true) {}`` in an inline script before the price
-- ``/dialogs`` ``alert``, ``confirm``, ``prompt`` then ``window.open("/popup")`` twice, then
-  the price; ``/popup`` a page
+- ``/dialogs`` ``alert``, ``confirm``, ``prompt`` (each blocks the script until answered), then
+  ``window.open("/popup")`` twice; the price only once both popups are closed; ``/popup``
 - ``/oom`` allocates until the renderer's V8 heap is exhausted (the tab crashes)
 - ``/huge?n=100000`` ``n`` ``<div class="item">`` elements, the price in the last one
 - ``/images`` the price by script, plus an image, a font and a video (``/img.png``,
@@ -83,7 +83,6 @@ def _ssrf_page(targets: list[str], ws: str | None) -> str:
 
 PAGES: dict[str, str] = {
     "/plain": _page("plain").replace(_PRICE, f'<span class="price">{PRICE}</span>'),
-    "/timer": _page("timer", script=f"setTimeout(() => {{ {_SET} }}, 300);"),
     "/xhr": _page(
         "xhr",
         script="fetch('/api/price').then(r => r.json()).then(d => "
@@ -101,8 +100,10 @@ PAGES: dict[str, str] = {
     "/loop": _page("loop", script=f"while (true) {{}} {_SET}"),
     "/dialogs": _page(
         "dialogs",
-        script="alert('a'); confirm('b'); prompt('c'); window.open('/popup'); "
-        f"window.open('/popup', '_blank'); {_SET}",
+        script="alert('a'); confirm('b'); prompt('c'); "
+        "const pops = [window.open('/popup'), window.open('/popup', '_blank')]; "
+        f"const t = setInterval(() => {{ if (pops.every(w => !w || w.closed)) {{ {_SET} "
+        "clearInterval(t); } }, 20);",
     ),
     "/popup": _page("popup"),
     "/state": _page(
@@ -171,6 +172,9 @@ class RenderSite:
         path = parts.path
         if path in PAGES:
             return _send(h, 200, PAGES[path])
+        if path == "/timer":
+            ms = int(query.get("ms", ["300"])[0])
+            return _send(h, 200, _page("timer", script=f"setTimeout(() => {{ {_SET} }}, {ms});"))
         if path == "/api/price":
             time.sleep(0.1)
             return _send(h, 200, json.dumps({"price": PRICE}), "application/json")

