@@ -36,9 +36,9 @@ import logging
 import os
 import tempfile
 import threading
-from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
@@ -54,16 +54,17 @@ from shoal.store import Store
 
 log = logging.getLogger(__name__)
 
+#: DuckDB's memory for the plan's join (it spills past it)
 #: rows per row group of the plan file: a chunk (250-5,000 URLs) reads 1-3 of them
 _GROUP_ROWS = 4096
-#: input lines per batch handed to DuckDB while the plan is built
-_INPUT_BATCH = 65_536
-#: previous row groups kept in memory per job and process (a row group is ≤ 1,024 rows)
-_CACHED_SPANS = 4
+#: input lines per batch looked up at once while the plan is built (each lookup hashes the
+#: previous URLs anew: fewer, bigger batches)
+_INPUT_BATCH = 262_144
 #: what makes two jobs' rows alike: the options that decide a row's content
 _CONTENT_OPTIONS = ("extract", "selectors", "formats", "render")
 #: the previous row's columns a 304 carries forward
 CARRIED = ("content_hash", "data_json", "html", "markdown", "text", "links_json", "metadata_json")
+_JSON_CARRIED = (("data_json", "data"), ("links_json", "links"), ("metadata_json", "metadata"))
 _PLAN_SCHEMA = pa.schema(
     [
         ("input_index", pa.int64()),
@@ -74,7 +75,7 @@ _PLAN_SCHEMA = pa.schema(
 )
 _PREV_SCHEMA = pa.schema(
     [
-        ("url", pa.string()),
+        ("h", pa.int64()),
         ("prev_index", pa.int64()),
         ("etag", pa.string()),
         ("last_modified", pa.string()),
@@ -157,56 +158,53 @@ def prepare(
         )
         storage.write_bytes_atomic(url, _parquet_bytes(_PLAN_SCHEMA.empty_table()))
         return 0
-    import duckdb  # the plan's join only; chunks never load it
-
+    # URLs as 64-bit hashes (``hash`` of the string, consistent within this process): 8 bytes
+    # a URL in memory instead of the URL; a 304's previous row is checked by URL itself
+    prev = pa.Table.from_batches(list(_prev_batches(storage, prev_parts)), _PREV_SCHEMA)
+    known = prev.column("h").combine_chunks() if prev.num_rows else pa.array([], pa.int64())
+    rows = 0
     fd, tmp = tempfile.mkstemp(suffix=".parquet")
     os.close(fd)
-    con = duckdb.connect(config={"threads": 2, "memory_limit": "512MB"})
     try:
-        cur = pa.RecordBatchReader.from_batches(_INPUT_SCHEMA, _input_batches(storage, input_url))
-        prev = pa.RecordBatchReader.from_batches(_PREV_SCHEMA, _prev_batches(storage, prev_parts))
-        con.register("cur", cur)
-        con.register("prev", prev)
-        con.execute(
-            "COPY (SELECT c.i AS input_index, p.etag, p.last_modified, p.prev_index "
-            "FROM cur c JOIN (SELECT * FROM prev QUALIFY row_number() OVER "
-            "(PARTITION BY url ORDER BY prev_index) = 1) p ON c.url = p.url "
-            f"ORDER BY c.i) TO '{tmp}' (FORMAT parquet, ROW_GROUP_SIZE {_GROUP_ROWS})"
-        )
-        con.close()
-        with pq.ParquetFile(tmp) as pf:
-            rows = int(pf.metadata.num_rows)
+        with pq.ParquetWriter(tmp, _PLAN_SCHEMA) as writer:
+            for hashes, first in _input_hashes(storage, input_url):
+                # the position of each URL in last night's rows (its first there), else null
+                pos = pc.index_in(hashes, value_set=known)
+                found = pc.is_valid(pos)
+                at = pc.filter(pos, found)
+                indices = pa.array(range(first, first + len(hashes)), pa.int64())
+                table = pa.table(
+                    [
+                        pc.filter(indices, found),
+                        prev.column("etag").take(at),
+                        prev.column("last_modified").take(at),
+                        prev.column("prev_index").take(at),
+                    ],
+                    schema=_PLAN_SCHEMA,
+                )
+                writer.write_table(table, row_group_size=_GROUP_ROWS)
+                rows += table.num_rows
         storage.put_file(tmp, url)
     finally:
-        con.close()
         if os.path.exists(tmp):
             os.unlink(tmp)
     log.info("job %s: %d URLs asked conditionally (from %s)", job_id, rows, prev_job_id)
     return rows
 
 
-_INPUT_SCHEMA = pa.schema([("url", pa.string()), ("i", pa.int64())])
-
-
-def _input_batches(storage: Storage, input_url: str) -> Iterator[pa.RecordBatch]:
-    urls: list[str] = []
+def _input_hashes(storage: Storage, input_url: str) -> Iterator[tuple[pa.Array, int]]:
+    """The staged input's URLs as hashes, in batches, with the input index of each first."""
+    hashes: list[int] = []
     first = 0
     with storage.open(input_url, "rb") as fh:
         for line in fh:
-            urls.append(orjson.loads(line).get("url"))
-            if len(urls) == _INPUT_BATCH:
-                yield _input_batch(urls, first)
-                first += len(urls)
-                urls = []
-    if urls:
-        yield _input_batch(urls, first)
-
-
-def _input_batch(urls: list[str], first: int) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays(
-        [pa.array(urls, pa.string()), pa.array(range(first, first + len(urls)), pa.int64())],
-        schema=_INPUT_SCHEMA,
-    )
+            hashes.append(hash(orjson.loads(line).get("url")))
+            if len(hashes) == _INPUT_BATCH:
+                yield pa.array(hashes, pa.int64()), first
+                first += len(hashes)
+                hashes = []
+    if hashes:
+        yield pa.array(hashes, pa.int64()), first
 
 
 def _prev_batches(storage: Storage, prev_parts: list[str]) -> Iterator[pa.RecordBatch]:
@@ -218,8 +216,9 @@ def _prev_batches(storage: Storage, prev_parts: list[str]) -> Iterator[pa.Record
         )
         kept = batch.filter(usable)
         if kept.num_rows:
+            hashes = pa.array([hash(u) for u in kept.column("url").to_pylist()], pa.int64())
             yield pa.RecordBatch.from_arrays(
-                [kept.column(c) for c in ("url", "input_index", "etag", "last_modified")],
+                [hashes, *(kept.column(c) for c in ("input_index", "etag", "last_modified"))],
                 schema=_PREV_SCHEMA,
             )
 
@@ -236,26 +235,37 @@ class Conditional:
     Thread-safe: chunks read their ranges, and 304s their previous rows, from worker
     threads."""
 
-    def __init__(self, storage: Storage, store: Store, job_id: str, spec: JobSpec) -> None:
-        prev = previous_job_id(spec)
-        assert prev is not None, "not a conditional job"
+    def __init__(
+        self,
+        storage: Storage,
+        job_id: str,
+        prev_job_id: str,
+        *,
+        plan: Callable[[str], object] | None = None,
+    ) -> None:
+        """``plan(input_url)`` writes the plan when a chunk finds none (see ``of_job``)."""
         self.storage = storage
-        self.store = store
         self.job_id = job_id
-        self.spec = spec
-        self.prev_job_id = prev
+        self.prev_job_id = prev_job_id
+        self._plan = plan
         self._lock = threading.Lock()
         self._spans: list[RowSpan] | None = None
         self._starts: list[int] = []
-        self._cache: OrderedDict[int, tuple[dict[int, int], pa.Table]] = OrderedDict()
 
-    def for_chunk(self, input_url: str, first: int, count: int) -> dict[int, Validators]:
+    @classmethod
+    def of_job(cls, storage: Storage, store: Store, job_id: str, spec: JobSpec) -> Conditional:
+        """A conditional job's ``Conditional`` (``previous_job_id(spec)`` is not None)."""
+        prev = previous_job_id(spec)
+        assert prev is not None, "not a conditional job"
+        return cls(storage, job_id, prev, plan=partial(prepare_job, storage, store, job_id, spec))
+
+    def for_chunk(self, input_url: str, first: int, count: int) -> ChunkAsks:
         """Validators of the URLs ``[first, first + count)`` of this job that have some
         (blocking: reads the plan's row groups of that range)."""
         url = plan_url(self.storage, self.job_id)
-        if not self.storage.exists(url):  # plan_job writes it; a chunk run some other way
-            prepare_job(self.storage, self.store, self.job_id, self.spec, input_url)
-        out: dict[int, Validators] = {}
+        if not self.storage.exists(url) and self._plan is not None:
+            self._plan(input_url)  # plan_job writes it; a chunk run some other way
+        out = ChunkAsks(self)
         last = first + count - 1
         with open_part(self.storage, url) as pf:
             meta = pf.metadata
@@ -273,44 +283,64 @@ class Conditional:
                         out[i] = Validators(etag, modified, prev)
         return out
 
-    def previous_row(self, prev_index: int) -> dict[str, Any] | None:
+    def span_of(self, prev_index: int) -> RowSpan | None:
+        """Where the previous job's row ``prev_index`` is (its footers, read once)."""
+        with self._lock:
+            if self._spans is None:
+                self._spans = row_spans(self.storage, part_urls(self.storage, self.prev_job_id))
+                self._starts = [s.first for s in self._spans]
+        k = bisect.bisect_right(self._starts, prev_index) - 1
+        if k < 0 or prev_index > self._spans[k].last:
+            return None
+        return self._spans[k]
+
+
+class ChunkAsks(dict[int, Validators]):
+    """One chunk's validators by input index, and the previous rows its 304s carry.
+
+    A 304 reads the previous row group holding its row once for the chunk, keeping the rows
+    of every URL of this chunk in it (not the group): an input in last night's order reads
+    each previous row group about once; one in another order scatters a chunk's rows over
+    many groups (see the module docstring for what that costs)."""
+
+    def __init__(self, cond: Conditional) -> None:
+        super().__init__()
+        self.cond = cond
+        self._lock = threading.Lock()
+        self._read: set[RowSpan] = set()
+        self._rows: dict[int, tuple[Any, ...]] = {}
+
+    def previous_row(self, prev_index: int, url: str) -> dict[str, Any] | None:
         """The carried columns of the previous job's row ``prev_index`` (decoded as
-        ``rows_table`` takes them), or None when that row is gone (blocking)."""
-        try:
-            with self._lock:
-                if self._spans is None:
-                    self._spans = row_spans(self.storage, part_urls(self.storage, self.prev_job_id))
-                    self._starts = [s.first for s in self._spans]
-                k = bisect.bisect_right(self._starts, prev_index) - 1
-                if k < 0 or prev_index > self._spans[k].last:
+        ``rows_table`` takes them), or None when that row is gone or is not ``url``'s (the
+        plan matched URLs by hash). Blocking; once per row."""
+        with self._lock:
+            if prev_index not in self._rows:
+                try:
+                    self._load(prev_index)
+                except FileNotFoundError:  # removed by retention since the plan was made
                     return None
-                cached = self._cache.get(k)
-                if cached is None:
-                    table = read_span(self.storage, self._spans[k], ["input_index", *CARRIED])
-                    pos = {v: n for n, v in enumerate(table.column("input_index").to_pylist())}
-                    cached = self._cache[k] = (pos, table)
-                    while len(self._cache) > _CACHED_SPANS:
-                        self._cache.popitem(last=False)
-                else:
-                    self._cache.move_to_end(k)
-        except FileNotFoundError:  # removed by retention since the plan was made
+            raw = self._rows.pop(prev_index, None)
+        if raw is None or raw[1] != url:
             return None
-        pos, table = cached
-        n = pos.get(prev_index)
-        if n is None:
-            return None
-        row = {c: table.column(c)[n].as_py() for c in CARRIED}
-        out: dict[str, Any] = {"content_hash": row["content_hash"]}
-        for col, key in (
-            ("data_json", "data"),
-            ("links_json", "links"),
-            ("metadata_json", "metadata"),
-        ):
+        row = dict(zip(CARRIED, raw[2:], strict=True))
+        out: dict[str, Any] = {"content_hash": row["content_hash"], "data": None}
+        for col, key in _JSON_CARRIED:
             if row[col] is not None:
                 out[key] = orjson.loads(row[col])
         for key in ("html", "markdown", "text"):
             if row[key] is not None:
                 out[key] = row[key]
-        if "data" not in out:
-            out["data"] = None
         return out
+
+    def _load(self, prev_index: int) -> None:
+        span = self.cond.span_of(prev_index)
+        if span is None or span in self._read:
+            return
+        self._read.add(span)
+        mine = [v.prev_index for v in self.values() if span.first <= v.prev_index <= span.last]
+        cols = ["input_index", "url", *CARRIED]
+        table = read_span(self.cond.storage, span, cols)
+        table = table.filter(pc.is_in(table.column("input_index"), pa.array(mine, pa.int64())))
+        for values in zip(*(table.column(c).to_pylist() for c in cols), strict=True):
+            self._rows[values[0]] = values

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from shoal import output
 from shoal.chunking import Chunk, read_chunk
-from shoal.conditional import Conditional, Validators, previous_job_id
+from shoal.conditional import ChunkAsks, Conditional, previous_job_id
 from shoal.contract import JobSpec
 from shoal.errors import ExtractError, FetchError
 from shoal.fetch import Engine, FetchOptions, FetchResponse
@@ -133,7 +133,7 @@ class JobRuntime:
         self.default_fetch = _fetch_options(self.defaults, self.settings)
         self.conditional = None
         if previous_job_id(self.spec) is not None:
-            self.conditional = Conditional(self.storage, self.store, self.job_id, self.spec)
+            self.conditional = Conditional.of_job(self.storage, self.store, self.job_id, self.spec)
 
     _registry: ClassVar[dict[str, JobRuntime]] = {}
 
@@ -278,10 +278,11 @@ def _error_row(row: dict[str, Any], exc: FetchError) -> dict[str, Any]:
 
 
 async def _scrape_one(
-    rt: JobRuntime, item: dict[str, Any], ask: Validators | None = None
+    rt: JobRuntime, item: dict[str, Any], asks: ChunkAsks | None = None
 ) -> dict[str, Any]:
-    """One URL -> one result row (the caller holds a slot of the job's gate). ``ask``: the
-    previous run's validators to ask with (a conditional job)."""
+    """One URL -> one result row (the caller holds a slot of the job's gate). ``asks``: the
+    chunk's validators from the previous run (a conditional job)."""
+    ask = asks.get(item["i"]) if asks else None
     overrides = item.get("o")
     if overrides:  # per-URL overrides replace whole keys of the defaults (shallow)
         opts = {**rt.defaults, **overrides}
@@ -320,7 +321,9 @@ async def _scrape_one(
         row["elapsed_ms"] = _ms_since(started)
         return _error_row(row, FetchError("connect", f"internal error: {exc!r}"))
     if resp.status == 304:
-        return await _not_modified(rt, item, row, resp, ask, _credits(rt.settings, opts))
+        return await _not_modified(
+            rt, item, row, resp, asks if ask else None, _credits(rt.settings, opts)
+        )
     headers = resp.headers
     row.update(
         status="ok",
@@ -355,14 +358,15 @@ async def _not_modified(
     item: dict[str, Any],
     row: dict[str, Any],
     resp: FetchResponse,
-    ask: Validators | None,
+    asks: ChunkAsks | None,
     cost: int,
 ) -> dict[str, Any]:
     """A ``304``: the previous run's row carried forward, free (``shoal.conditional``); the URL
     fetched again without validators when that row has gone since the plan; an ``http_304``
     error row, charged as any answered error is, when we asked without validators of ours (a
     site answering 304 to nothing, or to the caller's own ``If-*`` headers)."""
-    if ask is None or rt.conditional is None:
+    ask = asks.get(item["i"]) if asks else None
+    if asks is None or ask is None:
         row["elapsed_ms"] = resp.elapsed_ms
         row["credits"] = cost
         return _error_row(
@@ -375,7 +379,7 @@ async def _not_modified(
                 attempts=resp.attempts,
             ),
         )
-    previous = await asyncio.to_thread(rt.conditional.previous_row, ask.prev_index)
+    previous = await asyncio.to_thread(asks.previous_row, ask.prev_index, item["url"])
     if previous is None:
         log.info("job %s: previous row of %s gone; fetched again", rt.job_id, item["url"])
         return await _scrape_one(rt, item, None)
@@ -425,7 +429,7 @@ async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSum
     timeout, a chunk process told to stop, the flow process unwinding on SIGTERM), it writes
     its finished rows before it goes; a kill loses at most one piece's worth."""
     items = await asyncio.to_thread(read_chunk, rt.storage, input_url, chunk)
-    asks: dict[int, Validators] = {}
+    asks: ChunkAsks | None = None
     if rt.conditional is not None:
         try:
             asks = await asyncio.to_thread(
@@ -469,7 +473,7 @@ async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSum
                     held = True
                 if rt.stop.is_set():  # stopped: the URLs not started are skipped
                     continue
-                row = await _scrape_one(rt, item, asks.get(item["i"]) if asks else None)
+                row = await _scrape_one(rt, item, asks)
                 if writer.add(row) >= persist_rows:
                     full.set()
         finally:

@@ -233,3 +233,22 @@ async def test_the_output_shows_not_modified_and_never_the_validators(env, shop)
     )
     names = pq.read_schema(storage.local_path(pq_out.url)).names
     assert "etag" not in names and "last_modified" not in names
+
+
+async def test_a_previous_row_is_carried_only_for_its_own_url(env, shop) -> None:
+    first, night1 = await _run(env, shop.urls())
+    cond = conditional.Conditional(get_storage(env), "job_unused", first)
+
+    def asks(*prev: int) -> conditional.ChunkAsks:
+        out = conditional.ChunkAsks(cond)
+        out.update({n: conditional.Validators('"x"', None, p) for n, p in enumerate(prev)})
+        return out
+
+    both = asks(2, 5)
+    row = both.previous_row(2, night1[2]["url"])
+    assert row is not None and row["data"] == night1[2]["data"]
+    assert row["content_hash"] == night1[2]["content_hash"]
+    assert both.previous_row(5, night1[5]["url"])["data"] == night1[5]["data"]  # type: ignore[index]
+    # the plan matches URLs by 64-bit hash: a row of another URL is never carried
+    assert asks(2).previous_row(2, night1[3]["url"]) is None
+    assert asks(10_000).previous_row(10_000, night1[2]["url"]) is None  # no such row
