@@ -5,6 +5,7 @@ an unreachable API is a ``ShoalError`` too, and ``wait`` gives up at its deadlin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -58,17 +59,18 @@ def problem(status: int, title: str, headers: dict[str, str] | None = None, **ex
 
 class Scripted:
     """Answers each request with the next scripted answer (the last one repeats); records the
-    method, path and headers of every request."""
+    method, path and headers of every request, and its body."""
 
     def __init__(self) -> None:
         self.script: list[Answer] = []
         self.seen: list[tuple[str, str, dict[str, str]]] = []
+        self.bodies: list[bytes] = []
         scripted = self
 
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
+                scripted.bodies.append(self.rfile.read(length))
                 scripted.seen.append((self.command, self.path, dict(self.headers.items())))
                 a = scripted.script.pop(0) if len(scripted.script) > 1 else scripted.script[0]
                 body = json.dumps(a.body).encode()
@@ -96,13 +98,21 @@ class Scripted:
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
 
-@pytest.fixture
-def api() -> Iterator[Scripted]:
+@contextlib.contextmanager
+def scripted() -> Iterator[Scripted]:
     s = Scripted()
     s.thread.start()
-    yield s
-    s.server.shutdown()
-    s.server.server_close()
+    try:
+        yield s
+    finally:
+        s.server.shutdown()
+        s.server.server_close()
+
+
+@pytest.fixture
+def api() -> Iterator[Scripted]:
+    with scripted() as s:
+        yield s
 
 
 @pytest.fixture
