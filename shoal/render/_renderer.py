@@ -46,9 +46,14 @@ T = TypeVar("T")
 #: closing a context whose renderer is stuck in script: Chromium kills the renderer; past this
 #: the browser is treated as broken and replaced
 _CLOSE_S = 10.0
+#: scroll to the end, then let two frames pass so scroll handlers have run (a page may have
+#: replaced any of these: the timer is the fallback, and a failure is no failure of the page)
 _SCROLL = """async () => {
-  window.scrollTo(0, document.documentElement.scrollHeight);
-  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  try { window.scrollTo(0, document.documentElement.scrollHeight); } catch (e) {}
+  await new Promise(r => {
+    setTimeout(r, 100);
+    try { requestAnimationFrame(() => requestAnimationFrame(r)); } catch (e) { r(); }
+  });
 }"""
 
 
@@ -239,7 +244,12 @@ class Renderer:
             until = "load"
         response = await state.race(page.goto(url, wait_until=until))  # type: ignore[arg-type]
         t1 = time.monotonic()
-        await state.race(page.evaluate(_SCROLL))  # content shown on scroll
+        try:
+            await state.race(page.evaluate(_SCROLL))  # content shown on scroll
+        except _Crashed:
+            raise
+        except Exception:  # the page navigated on (a script redirect) or broke the scroll
+            await state.race(page.wait_for_load_state("domcontentloaded"))
         if wait.kind == "selector":
             await state.race(page.wait_for_selector(wait.selector or "", state="attached"))
         elif wait.kind == "ms":

@@ -23,6 +23,8 @@ when its script has run; the served HTML holds ``<span class="price"></span>``.
   the page writes ``data-done`` on ``<body>`` when every attempt has settled
 - ``/state`` shows the cookie and ``localStorage`` it finds (``none|none`` in a fresh
   context), then sets both
+- ``/js-redirect`` sends the browser to ``/plain`` from its ``load`` handler;
+  ``/hostile-globals`` the price, then ``scrollTo`` and ``requestAnimationFrame`` broken
 - ``/headers`` the request headers as JSON
 
 ``hits`` counts requests by path; ``log`` keeps (method, path?query, headers).
@@ -106,6 +108,14 @@ PAGES: dict[str, str] = {
         "clearInterval(t); } }, 20);",
     ),
     "/popup": _page("popup"),
+    "/js-redirect": _page(
+        "js redirect",
+        script="window.addEventListener('load', () => { location.href = '/plain'; });",
+    ),
+    "/hostile-globals": _page(
+        "hostile globals",
+        script=f"{_SET} window.scrollTo = null; window.requestAnimationFrame = null;",
+    ),
     "/state": _page(
         "state",
         script="const seen = (document.cookie || 'none') + '|' + "

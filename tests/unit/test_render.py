@@ -136,6 +136,17 @@ async def test_a_tab_that_crashes_is_tried_once_more_then_render_failed(
     assert PRICE_HTML in page.html
 
 
+async def test_a_script_redirect_and_broken_globals_do_not_break_a_render(
+    renderer: Renderer, site: RenderSite
+) -> None:
+    moved = await renderer.render(
+        site.url("/js-redirect"), wait_for={"selector": ".price:not(:empty)"}
+    )
+    assert moved.final_url == site.url("/plain") and PRICE_HTML in moved.html
+    broken = await renderer.render(site.url("/hostile-globals"))
+    assert PRICE_HTML in broken.html
+
+
 async def test_a_huge_dom_renders_whole(renderer: Renderer, site: RenderSite) -> None:
     page = await renderer.render(site.url("/huge?n=100000"), deadline_s=30)
     assert page.html.count('<div class="item">') == 100_000
