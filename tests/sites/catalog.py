@@ -440,11 +440,12 @@ class NightlyCatalog(Site):
         fields: Iterable[str] | None = None,
     ) -> NightDiff:
         """What changed from night ``since`` (default last night) to tonight, keyed by
-        ``"sku"`` or ``"url"``, comparing ``fields`` (default all of ``CATALOG_FIELDS``
-        except the key)."""
+        ``"sku"`` or ``"url"``, comparing ``fields`` (default: the fields of
+        ``CATALOG_EXTRACT`` but the key, as a change report compares them; ``price_currency``
+        only when named)."""
         before = self.nights[(since or self.night - 1) - 1].data()
         after = self.nights[-1].data()
-        compared = [f for f in (fields or CATALOG_FIELDS) if f != key]
+        compared = [f for f in (fields or CATALOG_EXTRACT) if f != key]
 
         def k(sku: str) -> str:
             return self.product_url(sku) if key == "url" else sku
