@@ -23,9 +23,10 @@ Polars' streaming engine; the join's result — a row per key with its change, a
 and the two values — is collected, because the labels, the counts and the changes file are all
 read from it: one join instead of three (``collect_all`` of the three took 2.0 s a million
 rows where one collect took 1.35 s). Numbering occurrences (``int_range().over(key)``) costs
-~2 s a million rows, so the join is first made on the key alone; only when a key shows twice
-in its result (``is_duplicated``, 0.25 s) is it made again on key and occurrence. Values are
-compared typed (``_scan``). Bench: ``bench/change_report.py``.
+~2 s a million rows, so the join is made on the key alone; the keys that show twice in its
+result (``is_duplicated``, 0.25 s) have their rows joined again on key and occurrence, those
+rows only (another scan of both runs, filtered). Values are compared typed (``_scan``).
+Bench: ``bench/change_report.py``.
 """
 
 from __future__ import annotations
@@ -175,18 +176,25 @@ def _side(rows: pl.LazyFrame, plan: _Plan, *, current: bool) -> pl.LazyFrame:
 def _compare(current: pl.LazyFrame, previous: pl.LazyFrame, plan: _Plan) -> Comparison:
     cur, prev = _side(current, plan, current=True), _side(previous, plan, current=False)
     frame = _joined(cur, prev, plan, by_occurrence=False)
-    keys = frame.get_column("_key").drop_nulls()
+    key = pl.col("_key")
+    repeated = frame.filter(key.is_not_null() & key.is_duplicated()).get_column("_key").unique()
     duplicate_keys = 0
-    if keys.is_duplicated().any():  # a key repeats in a run: match the n-th with the n-th
+    if not repeated.is_empty():
+        # a key repeats in a run: join its rows again, the n-th with the n-th; only those
+        # rows, so numbering and joining them is small
+        some = key.is_in(repeated.implode())
         occ = pl.int_range(pl.len(), dtype=pl.UInt32).over("_key").alias("_occ")
-        frame = _joined(cur.with_columns(occ), prev.with_columns(occ), plan, by_occurrence=True)
-        duplicate_keys = (
-            frame.filter(pl.col("_idx").is_not_null() & pl.col("_key").is_not_null())
-            .group_by("_key")
-            .len()
-            .filter(pl.col("len") > 1)
-            .height
+        again = _joined(
+            cur.filter(some).with_columns(occ),
+            prev.filter(some).with_columns(occ),
+            plan,
+            by_occurrence=True,
         )
+        frame = pl.concat([frame.filter(~some.fill_null(False)), again.select(frame.columns)])
+        duplicate_keys = (
+            again.filter(pl.col("_idx").is_not_null()).group_by("_key").len()
+            .filter(pl.col("len") > 1).height
+        )  # fmt: skip
     if not plan.by_url:
         frame = _unseen(frame, current)
     return _summarize(frame, plan, duplicate_keys)

@@ -400,3 +400,27 @@ def test_a_page_that_is_404_or_410_now_is_removed(storage, key) -> None:  # type
     assert [r[0] for r in rows_of(c)] == (
         ["https://shop.test/p/1", "https://shop.test/p/2"] if key == "url" else ["S1", "S2"]
     )
+
+
+def test_a_url_listed_twice_is_matched_in_order_and_other_keys_as_ever(storage) -> None:
+    p0 = "https://shop.test/p/0"
+    prev = run(storage, "job_prev", [ok(0), ok(1, url=p0, price=2.0), ok(2), ok(3)])
+    cur = run(storage, "job_cur", [ok(0), ok(1, url=p0, price=3.0), ok(2), ok(4)])
+    c = compare(cur, prev)
+    assert c.duplicate_keys == 1
+    assert (c.added, c.removed, c.changed, c.unchanged) == (1, 1, 1, 2)
+    assert labels_of(c) == {0: "unchanged", 1: "changed", 2: "unchanged", 4: "added"}
+    assert [r[:5] for r in rows_of(c)] == [
+        (p0, "changed", "price", "2.0", "3.0"),
+        ("https://shop.test/p/4", "added", None, None, None),
+        ("https://shop.test/p/3", "removed", None, None, None),
+    ]
+
+
+def test_repeated_keys_beside_rows_without_a_key(storage) -> None:
+    prev = run(storage, "job_prev", [ok(0, sku="A")])
+    cur = run(storage, "job_cur", [ok(0, sku="A"), ok(1, sku="A"), ok(2, sku=None)])
+    c = compare(cur, prev, key="sku")
+    assert (c.duplicate_keys, c.null_keys) == (1, 1)
+    assert (c.added, c.removed, c.changed, c.unchanged) == (1, 0, 0, 1)
+    assert labels_of(c) == {0: "unchanged", 1: "added"}
