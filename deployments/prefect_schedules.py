@@ -37,7 +37,7 @@ from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 from prefect.exceptions import ObjectNotFound
 
 from shoal.errors import Unavailable
-from shoal.schedules import anchor_of
+from shoal.schedule_times import anchor_of
 from shoal.settings import Settings, deployment_names
 from shoal.store import ScheduleRow, Store
 

@@ -2,8 +2,8 @@
 schedule's previous run.
 
 What a schedule is lives here: its checks (a cron of five fields in an IANA timezone, or an
-interval of at least a minute; a job template that ``POST /v1/jobs`` would take), its next run
-times, its public view, and how one of its runs becomes a job. *When* runs happen is Prefect's:
+interval of at least a minute; a job template that ``POST /v1/jobs`` would take), its public
+view, and how one of its runs becomes a job (its times: ``shoal.schedule_times``). *When* runs happen is Prefect's:
 each schedule is a schedule of a ``scrape-job`` deployment (``deployments/prefect_schedules.py``)
 whose flow runs arrive with ``{"schedule_id": ...}`` and call :func:`begin_scheduled_run`; run
 now (:func:`run_now`) makes its job through the same :func:`create_run`.
@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cronsim import CronSim, CronSimError
 from pydantic import ValidationError
 
 from shoal import jobs, submit
@@ -45,83 +42,30 @@ from shoal.errors import (
     NotFound,
     field_errors,
 )
+from shoal.schedule_times import NEXT_RUNS, anchor_of, cron_problem, next_runs, zone
 from shoal.settings import Settings
 from shoal.storage import Storage
 from shoal.store import AccountRow, JobRow, RunStart, ScheduleRow, Store, aware, new_id, utcnow
 
+__all__ = [
+    "NEXT_RUNS",
+    "ScheduledStart",
+    "anchor_of",
+    "begin_scheduled_run",
+    "check",
+    "create_run",
+    "cron_problem",
+    "new_schedule",
+    "next_runs",
+    "patched",
+    "run_now",
+    "to_public",
+    "zone",
+]
 log = logging.getLogger(__name__)
 
-#: how many upcoming times ``next_runs`` lists
-NEXT_RUNS = 5
 #: fields of a schedule that are the schedule's, not the template's (``job.compare`` is refused)
 _SCHEDULE_ONLY = ("compare", "quality")
-
-
-# --- timing ----------------------------------------------------------------------------------
-
-
-def cron_problem(cron: str) -> str | None:
-    """None when ``cron`` is five cron fields Shoal and Prefect both read, else why not."""
-    if len(cron.split()) != 5:
-        return "give five fields: minute hour day-of-month month day-of-week"
-    try:
-        CronSim(cron, datetime(2000, 1, 1))
-    except CronSimError as exc:
-        return f"not a valid cron expression: {exc}"
-    return None
-
-
-def zone(name: str) -> ZoneInfo | None:
-    """The IANA timezone of that name, or None when there is none."""
-    if not name or name != name.strip() or name.startswith("/") or ".." in name:
-        return None  # ZoneInfo reads files by name: nothing path-like
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return None
-
-
-def _cron_times(cron: str, tz: ZoneInfo, after: datetime) -> Iterator[datetime]:
-    """The cron's times after ``after``, in UTC: the cron is read on the zone's wall clock, so
-    ``0 2 * * *`` stays 02:00 local across DST changes. A wall time the spring change skips
-    runs at the same instant its zone's pre-change offset gives (02:30 -> 03:30 summer time);
-    one the autumn change repeats runs once, at its first occurrence. Prefect's scheduler reads
-    cron schedules the same way (``CronSchedule``: wall times localized with ``fold=0``)."""
-    local = after.astimezone(tz).replace(tzinfo=None)
-    seen: set[datetime] = set()
-    # one hour back: a wall time the autumn change repeats may still be ahead in UTC
-    for wall in CronSim(cron, local - timedelta(hours=1)):
-        at = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
-        if at > after and at not in seen:
-            seen.add(at)
-            yield at
-
-
-def next_runs(row: ScheduleRow, now: datetime | None = None, n: int = NEXT_RUNS) -> list[datetime]:
-    """The next ``n`` run times of the schedule after ``now``, in UTC (none when paused).
-
-    An interval schedule runs at ``created_at + k * interval_s`` (Prefect's anchor date)."""
-    now = now or utcnow()
-    if row.paused:
-        return []
-    if row.cron:
-        tz = zone(row.timezone or "UTC") or ZoneInfo("UTC")
-        found: list[datetime] = []
-        for at in _cron_times(row.cron, tz, now):
-            found.append(at)
-            if len(found) == n:
-                break
-        return found
-    anchor = anchor_of(row)
-    step = timedelta(seconds=row.interval_s or 60)
-    k = max(0, int((now - anchor) / step) + 1)
-    return [anchor + step * (k + i) for i in range(n)]
-
-
-def anchor_of(row: ScheduleRow) -> datetime:
-    """The instant an interval schedule counts from (its creation, to the second)."""
-    created = aware(row.created_at) or utcnow()
-    return created.replace(microsecond=0)
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -213,23 +157,6 @@ def new_schedule(
         id=new_id("sch"), account_id=account.id, created_at=now, updated_at=now, **_values(body)
     )
     return store.insert_schedule(row)
-
-
-def as_create(row: ScheduleRow) -> ScheduleCreate:
-    """The schedule as the body that would create it."""
-    return ScheduleCreate.model_validate(
-        {
-            "name": row.name,
-            "cron": row.cron,
-            "timezone": row.timezone if row.cron else None,
-            "interval_s": row.interval_s,
-            "job": row.job,
-            "compare": row.compare,
-            "conditional": bool(row.conditional),
-            "quality": row.quality,
-            "paused": bool(row.paused),
-        }
-    )
 
 
 def patched(
