@@ -319,3 +319,28 @@ def test_a_job_of_a_deleted_schedule_stays(settings, store: Store, alice) -> Non
     assert isinstance(kept, JobRow) and kept.schedule_id == row.id
     done = schedules.begin_scheduled_run(row.id, "fr-late", settings)
     assert done.job_id is None and "no longer exists" in done.message
+
+
+def test_an_s3_input_is_read_by_each_run_not_when_the_run_is_made(
+    settings, store: Store, alice
+) -> None:
+    """Each run's job names the object and stages it when its flow runs (``shoal.staging``), so
+    every run reads the object as it is then: nothing is staged or counted at creation."""
+    storage = get_storage(settings)
+    row = _schedule(store, alice.account.id, job={"input": {"s3_uri": "s3://bucket/urls.ndjson"}})
+    first = _run(settings, store, row, "fr-1").job
+    store.finish(first.id, "completed")
+    second = _run(settings, store, row, "fr-2").job
+    for job in (first, second):
+        spec = JobSpec.model_validate(store.get_job(job.id).spec)  # type: ignore[union-attr]
+        assert spec.source is not None and spec.source.uri == "s3://bucket/urls.ndjson"
+        assert job.urls_total is None
+        assert not storage.exists(storage.url("jobs", job.id, "input.ndjson"))
+
+
+def test_a_run_whose_template_no_longer_checks_fails_saying_why(settings, store, alice) -> None:
+    row = _schedule(store, alice.account.id, job={"input": {"upload_id": "upl_GONE"}})
+    done = schedules.begin_scheduled_run(row.id, "fr-1", settings)
+    assert done.failed and done.job_id is None
+    assert "job.input.upload_id: no upload upl_GONE" in done.message
+    assert store.get_schedule(row.id).runs == 0  # type: ignore[union-attr]
