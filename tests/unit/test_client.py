@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +27,8 @@ SCHEMA = {"name": "string", "price": "number"}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(tmp_path_factory.mktemp("stack") / "data").start()
+    # output over 40 kB is split into parts (one test downloads them); the others stay below
+    s = Stack(tmp_path_factory.mktemp("stack") / "data", SHOAL_MAX_PART_BYTES="40000").start()
     try:
         yield s
     finally:
@@ -147,3 +149,18 @@ async def test_the_async_client_end_to_end(stack: Stack, site: Site, tmp_path: P
     text = gzip.decompress(saved.read_bytes()).decode()
     _check_rows(list(csv.DictReader(io.StringIO(text))), list(range(100, 110)))
     assert done.id in {j.id for j in listed.jobs}
+
+
+def test_an_output_in_parts_downloads_every_part(shoal: Client, site: Site, tmp_path: Path) -> None:
+    n = 400
+    done = shoal.wait(shoal.submit([site.url(f"/p/{i}") for i in range(n)]).id, poll=0.2)
+    assert done.status == "completed" and done.download_parts and len(done.download_parts) > 1
+    saved = shoal.download(done, tmp_path / "all.ndjson")
+    assert saved[:2] == [tmp_path / "all.ndjson", tmp_path / "all.part2.ndjson"]
+    assert len(saved) == len(done.download_parts)
+    indexes = []
+    for path, part in zip(saved, done.download_parts, strict=True):
+        lines = path.read_text().splitlines()
+        assert len(lines) == part.rows and path.stat().st_size == part.size_bytes
+        indexes += [json.loads(line)["input_index"] for line in lines]
+    assert indexes == list(range(n))
