@@ -8,6 +8,7 @@ when the job waited for ended ``failed`` or ``cancelled``; 2 for a usage error.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -318,8 +319,6 @@ def results(
     api_key: ApiKey = None,
 ) -> None:
     """The job's result rows so far as NDJSON, in input order (paged through the API)."""
-    import json
-
     with connect(url, api_key) as client:
         for n, row in enumerate(client.results(job_id)):
             if limit is not None and n >= limit:

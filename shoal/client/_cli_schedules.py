@@ -122,7 +122,10 @@ def pause(ref: Ref, url: Url = None, api_key: ApiKey = None, as_json: AsJson = F
     """Pause: no run starts until it is resumed (the Prefect UI shows it paused too)."""
     with connect(url, api_key) as client:
         s = client.schedules.pause(resolve(client, ref))
-    print_json(s) if as_json else out.print(f"{s.id} {s.name} paused")
+    if as_json:
+        print_json(s)
+    else:
+        out.print(f"{s.id} {s.name} paused")
 
 
 @schedules_app.command("resume")
@@ -130,7 +133,10 @@ def resume(ref: Ref, url: Url = None, api_key: ApiKey = None, as_json: AsJson = 
     """Resume a paused schedule."""
     with connect(url, api_key) as client:
         s = client.schedules.resume(resolve(client, ref))
-    print_json(s) if as_json else out.print(f"{s.id} {s.name} resumed")
+    if as_json:
+        print_json(s)
+    else:
+        out.print(f"{s.id} {s.name} resumed")
 
 
 @schedules_app.command("apply")
