@@ -53,7 +53,7 @@ def _lines(job_id: str) -> list[dict]:
 
 
 async def test_the_second_night_gets_304s_and_carries_the_first_nights_rows(
-    shop: NightlyCatalog,
+    shop: NightlyCatalog, record_property
 ) -> None:
     urls = shop.urls(upcoming=5)  # a fixed list: the 5 products added tonight 404 on night 1
     body = {
@@ -100,6 +100,12 @@ async def test_the_second_night_gets_304s_and_carries_the_first_nights_rows(
         if not x.get("not_modified") and sku in shop.products:
             assert (x["http_status"], x["credits"]) == (200, 1)
             assert x["data"] == shop.data()[sku]
+    one = shop.counts(1)
+    record_property(
+        "summary",
+        f"conditional fetch: night 1 {one.full} x 200 ({one.bytes:,} B), night 2 "
+        f"{counts.full} x 200 ({counts.bytes:,} B) + {counts.not_modified} x 304",
+    )
     job = store.get_job(second)
     assert job is not None
     # credits: the full answers and the 404s, never a 304
