@@ -9,18 +9,27 @@ sends ``If-None-Match`` / ``If-Modified-Since`` for each URL whose row in that p
 own where it sent them, else the previous ones, so the run after can ask again.
 
 Finding a URL's previous row scales with the chunk, not with the job. Once per job (at plan
-time, ``prepare``), this job's staged input is joined on URL with the previous job's ok rows
-that have a validator (DuckDB, streaming both sides) into ``jobs/<id>/conditional.parquet``:
-``input_index`` (this job's) → ``etag``, ``last_modified``, ``prev_index``, sorted by
-``input_index`` in row groups of ``_GROUP_ROWS``. A chunk reads only the row groups of its own
-range (their footers' min/max). The previous row's content is read only for a 304, by the row
-group of the previous part holding ``prev_index`` (footers again), the last few kept in memory:
-an input in the same order as last night's reads each previous row group once.
+time, ``prepare``), this job's staged input is matched on URL with the previous job's ok rows
+that have a validator, into ``jobs/<id>/conditional.parquet``: ``input_index`` (this job's) →
+``etag``, ``last_modified``, ``prev_index``, in input order, row groups of ``_GROUP_ROWS``. The
+match holds URLs as 64-bit hashes (8 bytes a URL, not the URL) and ``pyarrow.compute.index_in``
+finds each input URL's first previous row; a 304's previous row is then checked by URL itself.
+A chunk reads only the plan's row groups of its own range (their footers' min/max). The
+previous row's content is read only for a 304: the previous part's row group holding it, once
+per chunk, keeping the rows of the chunk's own URLs (``ChunkAsks``).
 
-Measured (``bench/conditional_plan.py``, 1,000,000 URLs, local disk, 2 cores shared):
-see that script's output in ``bench/RESULTS.md``. The alternatives it replaces: each chunk
-reading the previous job's ``url`` and validator columns whole (one pass over 1M rows per
-chunk: 200 chunks × the whole file), or a Python dict of 1M URLs in every chunk process.
+Measured with ``bench/conditional_plan.py`` (1,000,000 URLs, previous parts of 5,000 rows,
+local disk, 2026-12-05, CPU seconds: the 2 cores were shared with a load of ~16):
+
+- the plan: 2.5-3.3 CPU s, peak RSS 358-374 MB, once per job (DuckDB's join of the URL
+  strings took 2.8 CPU s but 648 MB; capped at 256 MB it spilled 1.7 GB and had not ended
+  after 15 minutes);
+- a chunk's range: 20 chunks of 5,000 and the 5,000 carried rows of one of them, 0.41 CPU s
+  in all, 148 MB peak, when the input is in last night's order. In another order (shuffled)
+  a chunk's rows are spread over every previous row group: carrying 5,000 rows read them all
+  once, 2.4 CPU s (~0.5 ms a 304, about what fetching and parsing the page costs);
+- what a chunk would pay without the plan (the previous job's URLs and validators read into
+  a dict): 1.7 CPU s and 521 MB, in every chunk (200 for a million URLs).
 
 No previous results (never, or removed by retention), a previous job asked for other content
 (``extract``, ``selectors``, ``formats`` or ``render`` differ: its rows are not what this job
