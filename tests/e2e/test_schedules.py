@@ -126,6 +126,12 @@ def test_prefects_scheduler_and_run_now_make_numbered_jobs(
         assert second["flow_run_id"] == flow_run["id"]
         assert ended["name"].startswith(second["id"])  # named after its job
         assert second["urls_done"] == 5
+        # compared with run 1 (the site's pages did not change), as every run after the first
+        assert first["changes"] is None
+        changes = second["changes"]
+        assert changes["previous_job_id"] == first["id"]
+        assert (changes["added"], changes["removed"], changes["changed"]) == (0, 0, 0)
+        assert changes["unchanged"] == 5
 
         # the same flow run started again (a retry, a crashed start): no second job
         _due_now(prefect, flow_run["id"])
