@@ -16,6 +16,7 @@ from ._tables import (
     ChunkRow,
     IdempotencyRow,
     JobRow,
+    ScheduleRow,
     UploadRow,
     WebhookDeliveryRow,
     WebhookEventRow,
@@ -99,8 +100,8 @@ class AccountAdmin:
 
     def remove_account(self, account_id: str) -> dict[str, int]:
         """Delete the account and every row of it, in one transaction: keys, jobs with their
-        chunk counters, idempotency keys and webhook events and deliveries, uploads, and the
-        account row with its webhook secret. Returns rows removed per table. Files are the
+        chunk counters, idempotency keys and webhook events and deliveries, uploads, schedules,
+        and the account row with its webhook secret. Returns rows removed per table. Files are the
         caller's (``shoal accounts remove``)."""
         jobs = select(JobRow.id).where(JobRow.account_id == account_id)
         steps: list[tuple[str, Any]] = [
@@ -119,6 +120,8 @@ class AccountAdmin:
             ),
             ("jobs", delete(JobRow).where(JobRow.account_id == account_id)),
             ("uploads", delete(UploadRow).where(UploadRow.account_id == account_id)),
+            # their Prefect schedules go at the next reconcile (deployments/prefect_schedules)
+            ("schedules", delete(ScheduleRow).where(ScheduleRow.account_id == account_id)),
             ("api_keys", delete(ApiKeyRow).where(ApiKeyRow.account_id == account_id)),
             ("accounts", delete(AccountRow).where(AccountRow.id == account_id)),
         ]

@@ -344,3 +344,12 @@ def test_a_run_whose_template_no_longer_checks_fails_saying_why(settings, store,
     assert done.failed and done.job_id is None
     assert "job.input.upload_id: no upload upl_GONE" in done.message
     assert store.get_schedule(row.id).runs == 0  # type: ignore[union-attr]
+
+
+def test_removing_an_account_removes_its_schedules(settings, store: Store, alice, bob) -> None:
+    row = _schedule(store, alice.account.id)
+    _run(settings, store, row)
+    kept = _schedule(store, bob.account.id)
+    removed = store.remove_account(alice.account.id)  # a foreign key refers to the account
+    assert (removed["schedules"], removed["jobs"]) == (1, 1)
+    assert store.get_schedule(row.id) is None and store.get_schedule(kept.id) is not None
