@@ -3,10 +3,11 @@ schedule's previous run.
 
 What a schedule is lives here: its checks (a cron of five fields in an IANA timezone, or an
 interval of at least a minute; a job template that ``POST /v1/jobs`` would take), its public
-view, and how one of its runs becomes a job (its times: ``shoal.schedule_times``). *When* runs happen is Prefect's:
-each schedule is a schedule of a ``scrape-job`` deployment (``deployments/prefect_schedules.py``)
-whose flow runs arrive with ``{"schedule_id": ...}`` and call :func:`begin_scheduled_run`; run
-now (:func:`run_now`) makes its job through the same :func:`create_run`.
+view, and how one of its runs becomes a job (its times: ``shoal.schedule_times``). *When* runs
+happen is Prefect's: each schedule is a schedule of a ``scrape-job`` deployment
+(``deployments/prefect_schedules.py``) whose flow runs arrive with ``{"schedule_id": ...}`` and
+call :func:`begin_scheduled_run`; run now (:func:`run_now`) makes its job through the same
+:func:`create_run`.
 
 A run's job gets the schedule's ``compare`` (default: by URL, every field) with
 ``previous_job_id`` set to the schedule's previous ``completed`` or ``partial`` run, its
