@@ -252,3 +252,16 @@ async def test_a_previous_row_is_carried_only_for_its_own_url(env, shop) -> None
     # the plan matches URLs by 64-bit hash: a row of another URL is never carried
     assert asks(2).previous_row(2, night1[3]["url"]) is None
     assert asks(10_000).previous_row(10_000, night1[2]["url"]) is None  # no such row
+
+
+async def test_a_site_without_validators_is_asked_plainly(env) -> None:
+    site = NightlyCatalog(5, validators="none").start()
+    try:
+        first, _ = await _run(env, site.urls())
+        site.next_night()
+        second, rows = await _run(env, site.urls(), previous=first)
+    finally:
+        site.stop()
+    assert conditional.prepare(get_storage(env), second, "unused", first) == 0  # its plan
+    assert site.counts(2).conditional == 0 and site.counts(2).full == 5
+    assert all(r["http_status"] == 200 and r["credits"] == 1 for r in rows)
