@@ -3,6 +3,19 @@
 Runs uvicorn in a thread on 127.0.0.1 (port 0). It counts hits per path and measures requests
 in flight, so tests can check the job's concurrency cap and that resumed chunks are not fetched
 again.
+
+``NightlyCatalog`` (same server) is a shop that changes between "nights" on the test's command,
+with ETag/Last-Modified and 304s, per-night counters and the exact diff of each night: for
+schedules, change reports, conditional fetch and quality gates (issue 13).
+
+    shop = NightlyCatalog(200, validators="both").start()
+    urls = shop.urls(upcoming=5)            # a fixed list: 5 products added later 404 until then
+    ... job 1 with defaults {"extract": CATALOG_EXTRACT, "selectors": CATALOG_SELECTORS} ...
+    diff = shop.next_night(add=5, remove=3, reprice=10, restock=2, null_prices=2)
+    ... job 2 ...
+    assert report == diff.counts()          # added, removed, changed, unchanged, fields
+    shop.counts(2).not_modified, shop.counts(2).full, shop.counts(2).bytes
+    shop.break_price_markup()               # a night where every price reads null
 """
 
 from __future__ import annotations
