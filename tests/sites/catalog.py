@@ -339,10 +339,15 @@ class NightDiff:
             "fields": dict(fields),
         }
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self, *, text: bool = False) -> list[dict[str, Any]]:
         """The changes file's rows (``key, change, field, old, new, url``): one per added or
         removed key (``field``, ``old``, ``new`` null), one per changed field; sorted by key,
-        then field."""
+        then field. ``text``: ``old``/``new`` as the changes file writes them (a string's
+        content, a number as a float ``29.0``, ``true``/``false``; null stays None)."""
+        if text:
+            return [
+                {**r, "old": _as_text(r["old"]), "new": _as_text(r["new"])} for r in self.rows()
+            ]
         out = [
             {"key": k, "change": c, "field": None, "old": None, "new": None, "url": self.urls[k]}
             for c, keys in (("added", self.added), ("removed", self.removed))
@@ -355,6 +360,16 @@ class NightDiff:
                      "url": self.urls[k]}
                 )  # fmt: skip
         return sorted(out, key=lambda r: (r["key"], r["field"] or ""))
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(float(value))
+    return json.dumps(value, separators=(",", ":"))
 
 
 class _NightlyApp:

@@ -125,6 +125,12 @@ def test_a_night_changes_exactly_what_its_diff_says(shop: NightlyCatalog) -> Non
     assert len(rows) == 2 + 1 + sum(len(f) for f in diff.changed.values())
     assert {r["change"] for r in rows} == {"added", "removed", "changed"}
     assert all(r["url"] == shop.product_url(r["key"]) for r in rows)
+    as_text = diff.rows(text=True)
+    stock = next(r for r in as_text if r["field"] == "in_stock")
+    assert {stock["old"], stock["new"]} == {"true", "false"}
+    price = next(r for r in rows if r["field"] == "price" and r["new"] is not None)
+    [same] = [r for r in as_text if (r["key"], r["field"]) == (price["key"], "price")]
+    assert (same["old"], same["new"]) == (repr(float(price["old"])), repr(float(price["new"])))
     by_url = shop.diff(key="url", fields=["price"])
     assert by_url.added == [shop.product_url(s) for s in diff.added]
     assert len(by_url.changed) == 4 and all(set(f) == {"price"} for f in by_url.changed.values())
