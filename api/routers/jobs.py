@@ -288,4 +288,7 @@ def get_single_result(
     rows, _ = output.read_results(storage, part_urls(storage, job_id), limit=1, offset=0)
     if not rows:
         raise Conflict(f"job {job_id} has no result yet (status {row.status})")
+    labels = changes.RowLabels.read(storage, job_id)
+    if labels is not None:
+        labels.label_rows(rows)
     return PageResult.model_validate(rows[0])

@@ -424,3 +424,17 @@ def test_repeated_keys_beside_rows_without_a_key(storage) -> None:
     assert (c.duplicate_keys, c.null_keys) == (1, 1)
     assert (c.added, c.removed, c.changed, c.unchanged) == (1, 0, 0, 1)
     assert labels_of(c) == {0: "unchanged", 1: "added"}
+
+
+def test_the_single_result_of_a_one_url_job_shows_its_change(
+    settings, alice, make_job, client
+) -> None:  # type: ignore[no-untyped-def]
+    storage = get_storage(settings)
+    prev = make_job(alice.account, status="completed", urls_total=1, spec=_spec())
+    run(storage, prev.id, [ok(0)])
+    spec = _spec(compare={"key": "url", "previous_job_id": prev.id})
+    cur = make_job(alice.account, status="running", urls_total=1, spec=spec)
+    run(storage, cur.id, [ok(0, price=1.0)])
+    finalize_job(cur.id, settings)
+    got = client.get(f"/v1/jobs/{cur.id}/result", headers=alice.headers)
+    assert got.status_code == 200 and got.json()["change"] == "changed"
