@@ -454,7 +454,12 @@ def to_public(row: JobRow, store: Store, settings: Settings) -> JobPublic:
         error=row.error,
         schedule_id=row.schedule_id,
         run_number=row.run_number,
-        changes=row.changes,
+        # the changes file's link lives and dies with the output's (same expiry, retention)
+        changes=(
+            {**row.changes, "download_url": row.changes.get("download_url") if url else None}
+            if row.changes
+            else row.changes
+        ),
         quality=row.quality,
     )
 

@@ -438,3 +438,20 @@ def test_the_single_result_of_a_one_url_job_shows_its_change(
     finalize_job(cur.id, settings)
     got = client.get(f"/v1/jobs/{cur.id}/result", headers=alice.headers)
     assert got.status_code == 200 and got.json()["change"] == "changed"
+
+
+def test_the_changes_link_goes_with_the_outputs(nights, settings, store) -> None:  # type: ignore[no-untyped-def]
+    from datetime import timedelta
+
+    from shoal import jobs
+
+    _, cur = nights()
+    row = finalize_job(cur.id, settings)
+    shown = jobs.to_public(row, store, settings)
+    assert (
+        shown.changes is not None and shown.changes["download_url"] == row.changes["download_url"]
+    )
+    store.update_job(cur.id, output_expires_at=utcnow() - timedelta(seconds=1))
+    shown = jobs.to_public(store.get_job(cur.id), store, settings)
+    assert shown.download_url is None and shown.changes is not None
+    assert shown.changes["download_url"] is None and shown.changes["changed"] == 1
