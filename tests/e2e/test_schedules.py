@@ -13,20 +13,24 @@ import json
 import os
 import signal
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
 
+from tests.e2e.prefect_runs import (
+    deployment,
+    due_now,
+    final_state,
+    prefect_api,
+    scheduled_runs,
+    scheduled_runs_now,
+)
 from tests.e2e.stack import Stack, poll_until
 from tests.sites.catalog import Site
 
 FINAL = {"completed", "partial", "cancelled", "failed"}
 SCHEMA = {"name": "string", "price": "number"}
-
-
-def _prefect(stack: Stack) -> httpx.Client:
-    return httpx.Client(base_url=f"http://127.0.0.1:{stack.prefect_port}/api", timeout=30)
 
 
 def _create(client: httpx.Client, site: Site, name: str, **body: Any) -> dict[str, Any]:
@@ -35,58 +39,6 @@ def _create(client: httpx.Client, site: Site, name: str, **body: Any) -> dict[st
     r = client.post("/v1/schedules", json={"name": name, "interval_s": 60, "job": job, **body})
     assert r.status_code == 201, r.text
     return r.json()
-
-
-def _deployment(prefect: httpx.Client) -> dict[str, Any]:
-    r = prefect.get("/deployments/name/scrape-job/embedded-normal")
-    r.raise_for_status()
-    return r.json()
-
-
-def _scheduled_runs(stack: Stack, prefect: httpx.Client, schedule_id: str) -> list[dict[str, Any]]:
-    """The flow runs Prefect's scheduler made for the schedule (it makes them a few seconds
-    after the schedule appears), earliest first."""
-    dep = _deployment(prefect)
-    query = {
-        "deployments": {"id": {"any_": [dep["id"]]}},
-        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
-        "sort": "EXPECTED_START_TIME_ASC",
-    }
-
-    def get() -> dict[str, Any]:
-        runs = prefect.post("/flow_runs/filter", json=query).json()
-        return {"runs": [r for r in runs if r["parameters"] == {"schedule_id": schedule_id}]}
-
-    found = poll_until(get, lambda a: bool(a["runs"]), 60, "no scheduled run", stack._logs, 0.5)
-    return found["runs"]
-
-
-def _due_now(prefect: httpx.Client, flow_run_id: str) -> None:
-    """Make a scheduled flow run due now, as its time coming would."""
-    now = datetime.now(UTC).isoformat()
-    r = prefect.post(
-        f"/flow_runs/{flow_run_id}/set_state",
-        json={
-            "state": {"type": "SCHEDULED", "state_details": {"scheduled_time": now}},
-            "force": True,
-        },
-    )
-    r.raise_for_status()
-
-
-def _final_state(stack: Stack, prefect: httpx.Client, flow_run_id: str) -> dict[str, Any]:
-    def get() -> dict[str, Any]:
-        return prefect.get(f"/flow_runs/{flow_run_id}").json()
-
-    run = poll_until(
-        get,
-        lambda r: r["state"]["type"] in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"),
-        120,
-        f"flow run {flow_run_id} never ended",
-        stack._logs,
-        0.25,
-    )
-    return run
 
 
 def _runs(client: httpx.Client, schedule_id: str) -> list[dict[str, Any]]:
@@ -98,8 +50,8 @@ def test_prefects_scheduler_and_run_now_make_numbered_jobs(
 ) -> None:
     made = _create(client, site, "every-minute")
     sid = made["id"]
-    with _prefect(stack) as prefect:
-        scheduled = _scheduled_runs(stack, prefect, sid)
+    with prefect_api(stack) as prefect:
+        scheduled = scheduled_runs(stack, prefect, sid)
         # the scheduler's times are the ones the API announced
         starts = [datetime.fromisoformat(r["expected_start_time"]) for r in scheduled]
         announced = [datetime.fromisoformat(t) for t in made["next_runs"]]
@@ -114,8 +66,8 @@ def test_prefects_scheduler_and_run_now_make_numbered_jobs(
 
         # a run of Prefect's scheduler, due now: it makes run 2 and runs it in the same flow run
         flow_run = scheduled[0]
-        _due_now(prefect, flow_run["id"])
-        ended = _final_state(stack, prefect, flow_run["id"])
+        due_now(prefect, flow_run["id"])
+        ended = final_state(stack, prefect, flow_run["id"])
         assert ended["state"]["type"] == "COMPLETED", ended["state"]
         jobs = _runs(client, sid)
         assert [(j["run_number"], j["status"]) for j in jobs] == [
@@ -134,8 +86,8 @@ def test_prefects_scheduler_and_run_now_make_numbered_jobs(
         assert changes["unchanged"] == 5
 
         # the same flow run started again (a retry, a crashed start): no second job
-        _due_now(prefect, flow_run["id"])
-        _final_state(stack, prefect, flow_run["id"])
+        due_now(prefect, flow_run["id"])
+        final_state(stack, prefect, flow_run["id"])
         assert len(_runs(client, sid)) == 2
         got = client.get(f"/v1/schedules/{sid}").json()
         assert (got["runs"], got["last_job_id"], got["skipped_runs"]) == (2, second["id"], 0)
@@ -151,14 +103,14 @@ def test_a_run_due_while_one_goes_is_skipped_and_counted(
     r = client.post("/v1/schedules", json={"name": "slow-one", "interval_s": 60, "job": job})
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
-    with _prefect(stack) as prefect:
-        scheduled = _scheduled_runs(stack, prefect, sid)
+    with prefect_api(stack) as prefect:
+        scheduled = scheduled_runs(stack, prefect, sid)
         going = client.post(f"/v1/schedules/{sid}/run").json()
         stack.wait_job(client, going["id"], {"running"}, timeout=60)
         assert client.post(f"/v1/schedules/{sid}/run").status_code == 409
 
-        _due_now(prefect, scheduled[0]["id"])
-        ended = _final_state(stack, prefect, scheduled[0]["id"])
+        due_now(prefect, scheduled[0]["id"])
+        ended = final_state(stack, prefect, scheduled[0]["id"])
         assert ended["state"]["type"] == "COMPLETED" and ended["state"]["name"] == "Skipped"
         assert "skipped" in ended["state"]["message"] and going["id"] in ended["state"]["message"]
         got = client.get(f"/v1/schedules/{sid}").json()
@@ -167,19 +119,9 @@ def test_a_run_due_while_one_goes_is_skipped_and_counted(
 
         # deleting the schedule lets the run in flight finish
         assert client.delete(f"/v1/schedules/{sid}").status_code == 204
-        assert _scheduled_runs_now(prefect, sid) == []  # its future runs went with it
+        assert scheduled_runs_now(prefect, sid) == []  # its future runs went with it
         done = stack.wait_job(client, going["id"], FINAL, timeout=120)
         assert done["status"] == "completed" and done["urls_done"] == 6
-
-
-def _scheduled_runs_now(prefect: httpx.Client, schedule_id: str) -> list[dict[str, Any]]:
-    dep = _deployment(prefect)
-    query = {
-        "deployments": {"id": {"any_": [dep["id"]]}},
-        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
-    }
-    runs = prefect.post("/flow_runs/filter", json=query).json()
-    return [r for r in runs if r["parameters"] == {"schedule_id": schedule_id}]
 
 
 def test_a_pause_in_prefect_shows_and_schedules_outlive_a_worker_restart(
@@ -187,8 +129,8 @@ def test_a_pause_in_prefect_shows_and_schedules_outlive_a_worker_restart(
 ) -> None:
     made = _create(client, site, "survivor")
     sid = made["id"]
-    with _prefect(stack) as prefect:
-        dep = _deployment(prefect)
+    with prefect_api(stack) as prefect:
+        dep = deployment(prefect)
         (ours,) = [s for s in dep["schedules"] if s["slug"] == f"shoal-{sid}"]
         assert ours["parameters"] == {"schedule_id": sid} and ours["active"] is True
 
@@ -212,22 +154,22 @@ def test_a_pause_in_prefect_shows_and_schedules_outlive_a_worker_restart(
             assert time.monotonic() < deadline, "the worker was not restarted"
             time.sleep(0.1)
         poll_until(
-            lambda: _deployment(prefect),
+            lambda: deployment(prefect),
             lambda d: d["paused"] is False and d["status"] == "READY",
             90,
             "the restarted worker did not take its deployment back",
             stack._logs,
             0.25,
         )
-        dep = _deployment(prefect)
+        dep = deployment(prefect)
         (ours,) = [s for s in dep["schedules"] if s["slug"] == f"shoal-{sid}"]
         assert ours["active"] is True
         assert client.get(f"/v1/schedules/{sid}").json()["paused"] is False
 
         # and it runs: a scheduled run of it, due now, becomes run 1
-        scheduled = _scheduled_runs(stack, prefect, sid)
-        _due_now(prefect, scheduled[0]["id"])
-        assert _final_state(stack, prefect, scheduled[0]["id"])["state"]["type"] == "COMPLETED"
+        scheduled = scheduled_runs(stack, prefect, sid)
+        due_now(prefect, scheduled[0]["id"])
+        assert final_state(stack, prefect, scheduled[0]["id"])["state"]["type"] == "COMPLETED"
         (job,) = _runs(client, sid)
         assert (job["run_number"], job["status"]) == (1, "completed")
         assert client.delete(f"/v1/schedules/{sid}").status_code == 204
