@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.pgserver import PgServer
 from tests.s3server import _STRAY_AWS_ENV, CREDENTIALS, S3Server
-from tests.sites.catalog import Site
+from tests.sites.catalog import NightlyCatalog, Site
+from tests.sites.receiver import Receiver
 
 
 @pytest.fixture
@@ -19,6 +20,33 @@ def site() -> Iterator[Site]:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture
+def nightly() -> Iterator[Callable[..., NightlyCatalog]]:
+    """Starts ``NightlyCatalog(*args, **kwargs)`` sites on 127.0.0.1 for the test (each
+    stopped after it)."""
+    started: list[NightlyCatalog] = []
+
+    def start(*args: object, **kwargs: object) -> NightlyCatalog:
+        started.append(NightlyCatalog(*args, **kwargs).start())  # type: ignore[arg-type]
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for s in started:
+            s.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on 127.0.0.1 (``tests/sites/receiver.py``)."""
+    r = Receiver().start()
+    try:
+        yield r
+    finally:
+        r.stop()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ against a catalog that changes between nights on the test's command.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -33,21 +33,8 @@ PRODUCTS = 120
 
 
 @pytest.fixture
-def shop() -> Iterator[NightlyCatalog]:
-    site = NightlyCatalog(PRODUCTS, seed=29, validators="both").start()
-    try:
-        yield site
-    finally:
-        site.stop()
-
-
-@pytest.fixture
-def hooks() -> Iterator[Receiver]:
-    receiver = Receiver().start()
-    try:
-        yield receiver
-    finally:
-        receiver.stop()
+def shop(nightly: Callable[..., NightlyCatalog]) -> NightlyCatalog:
+    return nightly(PRODUCTS, seed=29, validators="both")
 
 
 def _run_now(stack: Stack, client: httpx.Client, sid: str) -> dict[str, Any]:
@@ -88,14 +75,14 @@ def _events(hooks: Receiver, job_id: str) -> list[str]:
 
 
 def test_three_nights_of_a_catalog_and_a_broken_one(
-    stack: Stack, client: httpx.Client, shop: NightlyCatalog, hooks: Receiver
+    stack: Stack, client: httpx.Client, shop: NightlyCatalog, receiver: Receiver
 ) -> None:
     urls = shop.urls()
     job: dict[str, Any] = {
         "input": {"urls": urls},
         "defaults": {"extract": CATALOG_EXTRACT, "selectors": CATALOG_SELECTORS},
         "concurrency": 8,
-        "webhook": hooks.url("/nightly"),
+        "webhook": receiver.url("/nightly"),
     }
     r = client.post(
         "/v1/schedules",
@@ -182,13 +169,13 @@ def test_three_nights_of_a_catalog_and_a_broken_one(
     assert (failed["check"], failed["limit"], failed["value"]) == ("max_null_rate.price", 0.2, 1.0)
     assert four["quality"]["passed"] is False
     poll_until(
-        lambda: {"events": _events(hooks, four["id"])},
+        lambda: {"events": _events(receiver, four["id"])},
         lambda got: got["events"] == ["job.completed", "job.quality_failed"],
         60,
         "job.quality_failed and job.completed were not both sent",
         stack._logs,
     )
-    assert _events(hooks, one["id"]) == ["job.completed"]
+    assert _events(receiver, one["id"]) == ["job.completed"]
     with prefect_api(stack) as prefect:
         run = prefect.get(f"/flow_runs/{four['flow_run_id']}").json()
     assert "max_null_rate.price" in run["state"]["message"]

@@ -7,7 +7,7 @@ has ``job.quality_failed`` besides ``job.completed``."""
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -16,38 +16,23 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from flows.scrape_job import scrape_job
-from shoal import changes, jobs
-from shoal.contract import JobCreate, JobSpec
+from shoal import changes
+from shoal.contract import JobSpec
 from shoal.settings import get_settings
 from shoal.storage import get_storage
 from shoal.store import get_store
+from tests.integration.test_scrape_job_flow import _create
 from tests.sites.catalog import CATALOG_EXTRACT, CATALOG_SELECTORS, NightlyCatalog
 
 PRODUCTS = 300
 COMPARED = ["name", "price", "in_stock"]
 
+ACCOUNT = "nightly-changes"
+
 
 @pytest.fixture
-def shop() -> Iterator[NightlyCatalog]:
-    site = NightlyCatalog(PRODUCTS, seed=21).start()
-    try:
-        yield site
-    finally:
-        site.stop()
-
-
-def _create(body: dict[str, Any], previous: str | None = None) -> str:
-    """A queued job as ``POST /v1/jobs`` makes it (inline URLs staged), without a flow run."""
-    settings = get_settings()
-    store = get_store(settings)
-    account, _ = store.get_or_create_account("nightly-changes")
-    req = JobCreate.model_validate(body)
-    prev = store.get_job(previous) if previous else None
-    spec, items = jobs.validate(req, settings, account, previous=prev)
-    row = jobs.new_job_row(req, spec, account, urls_total=len(items))
-    jobs.stage_inline(get_storage(settings), row.id, items)
-    store.insert_job(row)
-    return row.id
+def shop(nightly: Callable[..., NightlyCatalog]) -> NightlyCatalog:
+    return nightly(PRODUCTS, seed=21)
 
 
 def _changes_rows(job_id: str) -> list[dict[str, Any]]:
@@ -79,11 +64,13 @@ async def test_night_two_reports_what_the_site_changed_and_a_broken_night_fails_
         "webhook": "https://hooks.example/shoal",
     }
     compare = {"key": "sku", "fields": COMPARED}
-    first = _create(body)
+    first = _create(body, ACCOUNT)
     assert (await scrape_job(first, return_state=True)).is_completed()
 
     shop.next_night(add=5, remove=4, reprice=20, restock=7)
-    second = _create({**body, "compare": {**compare, "previous_job_id": first}}, first)
+    second = _create(
+        {**body, "compare": {**compare, "previous_job_id": first}}, ACCOUNT, previous=first
+    )
     state = await scrape_job(second, return_state=True)
     store = get_store(get_settings())
     row = store.get_job(second)
@@ -115,7 +102,9 @@ async def test_night_two_reports_what_the_site_changed_and_a_broken_night_fails_
     assert table.type == "table" and "price" in str(table.data)
 
     shop.break_price_markup()
-    third = _create({**body, "compare": {**compare, "previous_job_id": second}}, second)
+    third = _create(
+        {**body, "compare": {**compare, "previous_job_id": second}}, ACCOUNT, previous=second
+    )
     state = await scrape_job(third, return_state=True)
     row = store.get_job(third)
     assert row is not None and row.status == "partial"

@@ -5,44 +5,27 @@ change (the catalog site's counters prove it), carries night 1's rows forward fo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import orjson
 import pytest
 
 from flows.scrape_job import scrape_job
-from shoal import jobs
 from shoal.conditional import plan_url
-from shoal.contract import JobCreate
 from shoal.settings import get_settings
 from shoal.storage import get_storage
 from shoal.store import get_store
+from tests.integration.test_scrape_job_flow import _create
 from tests.sites.catalog import CATALOG_EXTRACT, CATALOG_SELECTORS, NightlyCatalog
 
 PRODUCTS = 600
 
+ACCOUNT = "nightly"
+
 
 @pytest.fixture
-def shop() -> Iterator[NightlyCatalog]:
-    site = NightlyCatalog(PRODUCTS, seed=7).start()
-    try:
-        yield site
-    finally:
-        site.stop()
-
-
-def _create(body: dict, previous: str | None = None) -> str:
-    """A queued job as ``POST /v1/jobs`` makes it (inline URLs staged), without a flow run."""
-    settings = get_settings()
-    store = get_store(settings)
-    account, _ = store.get_or_create_account("nightly")
-    req = JobCreate.model_validate(body)
-    prev = store.get_job(previous) if previous else None
-    spec, items = jobs.validate(req, settings, account, previous=prev)
-    row = jobs.new_job_row(req, spec, account, urls_total=len(items))
-    jobs.stage_inline(get_storage(settings), row.id, items)
-    store.insert_job(row)
-    return row.id
+def shop(nightly: Callable[..., NightlyCatalog]) -> NightlyCatalog:
+    return nightly(PRODUCTS, seed=7)
 
 
 def _lines(job_id: str) -> list[dict]:
@@ -61,14 +44,14 @@ async def test_the_second_night_gets_304s_and_carries_the_first_nights_rows(
         "defaults": {"extract": CATALOG_EXTRACT, "selectors": CATALOG_SELECTORS},
         "concurrency": 16,
     }
-    first = _create(body)
+    first = _create(body, ACCOUNT)
     state = await scrape_job(first, return_state=True)
     assert state.is_completed()
     night1 = _lines(first)
     assert shop.counts(1).full == PRODUCTS and shop.counts(1).conditional == 0
 
     diff = shop.next_night(add=5, remove=4, reprice=30, restock=6, null_prices=3)
-    second = _create({**body, "compare": {"previous_job_id": first}}, previous=first)
+    second = _create({**body, "compare": {"previous_job_id": first}}, ACCOUNT, previous=first)
     store = get_store(get_settings())
     row = store.get_job(second)
     assert row is not None

@@ -17,14 +17,16 @@ from shoal.store import get_store
 from tests.sites.catalog import Site, price_of
 
 
-def _create(body: dict, account_name: str = "integration") -> str:
+def _create(body: dict, account_name: str = "integration", previous: str | None = None) -> str:
     """A queued job as ``POST /v1/jobs`` makes it, without starting a flow run: inline URLs are
-    staged now, a file input (upload, S3) is left to the flow."""
+    staged now, a file input (upload, S3) is left to the flow. ``previous``: the job a
+    ``compare.previous_job_id`` in ``body`` names (validated against it)."""
     settings = get_settings()
     store = get_store(settings)
     account, _ = store.get_or_create_account(account_name)
     req = JobCreate.model_validate(body)
-    spec, items = jobs.validate(req, settings, account)
+    prev = store.get_job(previous) if previous else None
+    spec, items = jobs.validate(req, settings, account, previous=prev)
     row = jobs.new_job_row(req, spec, account, urls_total=len(items) if items else None)
     if items:
         jobs.stage_inline(get_storage(settings), row.id, items)

@@ -14,7 +14,6 @@ from shoal.settings import Settings, get_settings
 from shoal.store import AccountRow, JobRow, Store, get_store, new_id, utcnow
 from shoal.store._db import get_engine
 from tests.sites.hostile import HostileSite
-from tests.sites.receiver import Receiver
 from tests.sites.tls import TestCA
 
 
@@ -156,13 +155,3 @@ def tls_site(ca: TestCA) -> Iterator[HostileSite]:
     s = HostileSite(tls=ca.server_context()).start()
     yield s
     s.stop()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """A webhook receiver on 127.0.0.1 (``tests/sites/receiver.py``)."""
-    r = Receiver().start()
-    try:
-        yield r
-    finally:
-        r.stop()
