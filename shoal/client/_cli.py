@@ -90,6 +90,14 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+def report(value: Any, line: str, as_json: bool) -> None:
+    """What a command answers: ``value`` as JSON with ``--json``, else ``line`` for people."""
+    if as_json:
+        print_json(value)
+    else:
+        out.print(line)
+
+
 def table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     t = Table(box=None, header_style="bold", pad_edge=False)
     for i, name in enumerate(columns):

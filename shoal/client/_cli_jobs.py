@@ -23,6 +23,7 @@ from shoal.client._cli import (
     fields,
     out,
     print_json,
+    report,
     table,
 )
 from shoal.client._client import Client
@@ -139,10 +140,7 @@ def submit(
             **top,
         )
         if not (wait or out_file):
-            if as_json:
-                print_json(job)
-            else:
-                out.print(f"{job.id} {job.status} ({_total(job.urls_total)} URLs)")
+            report(job, f"{job.id} {job.status} ({_total(job.urls_total)} URLs)", as_json)
             return
         err.print(f"submitted {job.id}")
         follow(client, job.id, out_file, timeout, as_json)
@@ -256,10 +254,7 @@ def cancel(job_id: str, url: Url = None, api_key: ApiKey = None, as_json: AsJson
     """Cancel gracefully: requests in flight finish, the partial output is kept."""
     with connect(url, api_key) as client:
         job = client.cancel(job_id)
-    if as_json:
-        print_json(job)
-    else:
-        out.print(f"{job.id} cancel requested ({job.urls_done:,} URLs done)")
+    report(job, f"{job.id} cancel requested ({job.urls_done:,} URLs done)", as_json)
 
 
 @jobs_app.command("retry")
@@ -277,10 +272,9 @@ def retry(
         if wait or out_file:
             err.print(f"submitted {job.id} (retry of {job_id})")
             follow(client, job.id, out_file, None, as_json)
-        elif as_json:
-            print_json(job)
         else:
-            out.print(f"{job.id} {job.status} ({_total(job.urls_total)} URLs, retry of {job_id})")
+            line = f"{job.id} {job.status} ({_total(job.urls_total)} URLs, retry of {job_id})"
+            report(job, line, as_json)
 
 
 @jobs_app.command("download")

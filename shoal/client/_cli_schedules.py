@@ -18,7 +18,18 @@ import typer
 from rich.markup import escape
 
 from shoal.client._apply import Change, FileError, Plan, apply, plan, read_file
-from shoal.client._cli import ApiKey, AsJson, Url, connect, err, fields, out, print_json, table
+from shoal.client._cli import (
+    ApiKey,
+    AsJson,
+    Url,
+    connect,
+    err,
+    fields,
+    out,
+    print_json,
+    report,
+    table,
+)
 from shoal.client._cli_jobs import follow
 from shoal.client._client import Client
 from shoal.client._errors import ShoalError
@@ -111,10 +122,7 @@ def run(
             err.print(f"started {job.id}")
             follow(client, job.id, out_file, None, as_json)
             return
-    if as_json:
-        print_json(job)
-    else:
-        out.print(f"{job.id} {job.status}")
+    report(job, f"{job.id} {job.status}", as_json)
 
 
 @schedules_app.command("pause")
@@ -122,10 +130,7 @@ def pause(ref: Ref, url: Url = None, api_key: ApiKey = None, as_json: AsJson = F
     """Pause: no run starts until it is resumed (the Prefect UI shows it paused too)."""
     with connect(url, api_key) as client:
         s = client.schedules.pause(resolve(client, ref))
-    if as_json:
-        print_json(s)
-    else:
-        out.print(f"{s.id} {s.name} paused")
+    report(s, f"{s.id} {s.name} paused", as_json)
 
 
 @schedules_app.command("resume")
@@ -133,10 +138,7 @@ def resume(ref: Ref, url: Url = None, api_key: ApiKey = None, as_json: AsJson = 
     """Resume a paused schedule."""
     with connect(url, api_key) as client:
         s = client.schedules.resume(resolve(client, ref))
-    if as_json:
-        print_json(s)
-    else:
-        out.print(f"{s.id} {s.name} resumed")
+    report(s, f"{s.id} {s.name} resumed", as_json)
 
 
 @schedules_app.command("apply")
