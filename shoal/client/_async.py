@@ -21,12 +21,11 @@ from typing import Any
 import httpx
 
 from shoal.client import _calls as calls
+from shoal.client import _files as files
 from shoal.client._errors import ShoalError
 from shoal.client._http import AsyncHttp
 from shoal.client._models import Job, JobPage, Result, SubmittedJob, Upload
 from shoal.client._schedules import AsyncSchedules
-
-_BLOCK = 1 << 20
 
 AsyncProgress = Callable[[Job], Awaitable[None] | None]
 
@@ -141,21 +140,17 @@ class AsyncClient:
     async def results(
         self, job_id: str, *, page_size: int = 1000, offset: int = 0
     ) -> AsyncIterator[Result]:
-        while True:
-            page = await self._http.run(calls.results_page(job_id, page_size, offset))
-            rows = page.get("results") or []
-            for row in rows:
-                yield Result.model_validate(row)
-            offset += len(rows)
-            if not rows or offset >= int(page.get("total", 0)):
-                return
+        at: int | None = offset
+        while at is not None:
+            page = await self._http.run(calls.results_page(job_id, page_size, at))
+            for row in page.results():
+                yield row
+            at = page.next
 
     async def download(self, job: str | Job, dest: str | os.PathLike[str]) -> builtins.list[Path]:
         """See ``Client.download``."""
         if isinstance(job, str):
             job = await self.get(job)
-        if not job.result_available or not job.download_url:
-            raise ShoalError(None, "no result to download", f"job {job.id} is {job.status}")
         targets = calls.download_targets(job, Path(dest))
         async with httpx.AsyncClient(
             timeout=self._http.client.timeout, follow_redirects=True
@@ -169,13 +164,11 @@ class AsyncClient:
     ) -> Upload:
         """See ``Client.upload`` (a path here: it is read again for a retry)."""
         path = Path(file)
-        headers = calls.upload_headers(path.name, media_type)
-        headers["Content-Length"] = str(path.stat().st_size)
+        headers = calls.upload_headers(path.name, media_type, path.stat().st_size)
 
         async def body() -> AsyncIterator[bytes]:
-            with path.open("rb") as f:  # a local file: blocking reads of 1 MiB are brief
-                while block := f.read(_BLOCK):
-                    yield block
+            for block in files.file_blocks(path):
+                yield block
 
         r = await self._http.request("POST", "/v1/uploads", headers=headers, body=body)
         return Upload.model_validate(r.json())
@@ -185,15 +178,10 @@ class AsyncClient:
 
 
 async def _stream_to(plain: httpx.AsyncClient, url: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        async with plain.stream("GET", url) as r:
-            if not r.is_success:
-                await r.aread()
-                raise ShoalError.from_response(r)
-            with tmp.open("wb") as f:
-                async for block in r.aiter_bytes(_BLOCK):
-                    f.write(block)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    async with plain.stream("GET", url) as r:
+        if not r.is_success:
+            await r.aread()
+            raise ShoalError.from_response(r)
+        with files.replacing(path) as f:
+            async for block in r.aiter_bytes(files.BLOCK):
+                f.write(block)

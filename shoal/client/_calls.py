@@ -6,14 +6,23 @@ for an answer. Nothing here does I/O.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import httpx
 
-from shoal.client._models import Job, JobPage, Schedule, SchedulePage, SubmittedJob, Upload
+from shoal.client._errors import ShoalError
+from shoal.client._models import (
+    Job,
+    JobPage,
+    Result,
+    Schedule,
+    SchedulePage,
+    SubmittedJob,
+    Upload,
+)
 
 T = TypeVar("T")
 
@@ -43,10 +52,6 @@ class Call(Generic[T]):
 
 def _model(cls: Callable[..., T]) -> Callable[[httpx.Response], T]:
     return lambda r: cls.model_validate(r.json())  # type: ignore[attr-defined,no-any-return]
-
-
-def _json(r: httpx.Response) -> Any:
-    return r.json()
 
 
 def _nothing(r: httpx.Response) -> None:
@@ -130,18 +135,36 @@ def retry_job(job_id: str) -> Call[SubmittedJob]:
     return Call("POST", f"/v1/jobs/{job_id}/retry", _model(SubmittedJob))
 
 
-def results_page(job_id: str, limit: int, offset: int) -> Call[Any]:
+@dataclass(frozen=True)
+class ResultsPage:
+    """One page of a job's results, as the API sent its rows."""
+
+    rows: list[Any]
+    #: the offset of the page after this one; ``None`` after the last
+    next: int | None
+
+    def results(self) -> Iterator[Result]:
+        return (Result.model_validate(row) for row in self.rows)
+
+
+def results_page(job_id: str, limit: int, offset: int) -> Call[ResultsPage]:
+    def parse(r: httpx.Response) -> ResultsPage:
+        page = r.json()
+        rows = page.get("results") or []
+        end = offset + len(rows)
+        return ResultsPage(rows, end if rows and end < int(page.get("total", 0)) else None)
+
     params = {"limit": limit, "offset": offset}
-    return Call("GET", f"/v1/jobs/{job_id}/results", _json, params)
+    return Call("GET", f"/v1/jobs/{job_id}/results", parse, params)
 
 
 def get_upload(upload_id: str) -> Call[Upload]:
     return Call("GET", f"/v1/uploads/{upload_id}", _model(Upload))
 
 
-def upload_headers(name: object, media_type: str | None) -> dict[str, str]:
+def upload_headers(name: object, media_type: str | None, size: int | None = None) -> dict[str, str]:
     """Headers of an upload named ``name``: its media type and, for ``.gz``, its coding
-    (a stream without a name: the server tells by the content)."""
+    (a stream without a name: the server tells by the content); its length when known."""
     lower = name.lower() if isinstance(name, str) else ""
     headers = {}
     if lower.endswith(".gz"):
@@ -149,11 +172,16 @@ def upload_headers(name: object, media_type: str | None) -> dict[str, str]:
         lower = lower.removesuffix(".gz")
     suffix = Path(lower).suffix
     headers["Content-Type"] = media_type or _MEDIA.get(suffix, "application/octet-stream")
+    if size is not None:
+        headers["Content-Length"] = str(size)
     return headers
 
 
 def download_targets(job: Job, dest: Path) -> list[tuple[str, Path]]:
-    """Each part's link and the file it goes to (``dest``, then ``<stem>.part<N><suffix>``)."""
+    """Each part's link and the file it goes to (``dest``, then ``<stem>.part<N><suffix>``);
+    ``ShoalError`` when the job has no result to download."""
+    if not job.result_available or not job.download_url:
+        raise ShoalError(None, "no result to download", f"job {job.id} is {job.status}")
     parts = [p.url for p in job.download_parts or []] or [job.download_url or ""]
     paths = [dest] + [
         dest.with_name(f"{dest.stem}.part{n}{dest.suffix}") for n in range(2, len(parts) + 1)

@@ -15,6 +15,7 @@ Every error answer raises :class:`ShoalError` (status, title, detail, field erro
 from __future__ import annotations
 
 import builtins
+import functools
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,12 +25,11 @@ from typing import IO, Any
 import httpx
 
 from shoal.client import _calls as calls
+from shoal.client import _files as files
 from shoal.client._errors import ShoalError
 from shoal.client._http import Http
 from shoal.client._models import Job, JobPage, Result, SubmittedJob, Upload
 from shoal.client._schedules import Schedules
-
-_BLOCK = 1 << 20
 
 Progress = Callable[[Job], None]
 
@@ -167,14 +167,11 @@ class Client:
     def results(self, job_id: str, *, page_size: int = 1000, offset: int = 0) -> Iterator[Result]:
         """Every result row so far, in input order, fetched a page at a time
         (``GET /v1/jobs/{id}/results``). While the job runs, the rows finished so far."""
-        while True:
-            page = self._http.run(calls.results_page(job_id, page_size, offset))
-            rows = page.get("results") or []
-            for row in rows:
-                yield Result.model_validate(row)
-            offset += len(rows)
-            if not rows or offset >= int(page.get("total", 0)):
-                return
+        at: int | None = offset
+        while at is not None:
+            page = self._http.run(calls.results_page(job_id, page_size, at))
+            yield from page.results()
+            at = page.next
 
     def download(self, job: str | Job, dest: str | os.PathLike[str]) -> builtins.list[Path]:
         """Stream the job's result file to ``dest`` (written whole, then renamed into place);
@@ -184,8 +181,6 @@ class Client:
         The signed link needs no key; it may redirect (to S3)."""
         if isinstance(job, str):
             job = self.get(job)
-        if not job.result_available or not job.download_url:
-            raise ShoalError(None, "no result to download", f"job {job.id} is {job.status}")
         targets = calls.download_targets(job, Path(dest))
         for url, path in targets:
             _stream_to(url, path, self._http.client.timeout)
@@ -204,14 +199,8 @@ class Client:
             headers = calls.upload_headers(getattr(file, "name", None), media_type)
         else:
             path = Path(file)
-            headers = calls.upload_headers(path.name, media_type)
-            headers["Content-Length"] = str(path.stat().st_size)
-
-            def body() -> Iterator[bytes]:
-                with path.open("rb") as f:
-                    while block := f.read(_BLOCK):
-                        yield block
-
+            headers = calls.upload_headers(path.name, media_type, path.stat().st_size)
+            body = functools.partial(files.file_blocks, path)
         r = self._http.request("POST", "/v1/uploads", headers=headers, body=body)
         return Upload.model_validate(r.json())
 
@@ -228,25 +217,19 @@ def _once(stream: IO[bytes]) -> Callable[[], Iterator[bytes]]:
         if used:
             raise ShoalError(None, "cannot resend a stream", "pass a path to retry an upload")
         used = True
-        while block := stream.read(_BLOCK):
-            yield block
+        yield from files.blocks(stream)
 
     return body
 
 
 def _stream_to(url: str, path: Path, timeout: httpx.Timeout) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with (
-            httpx.Client(timeout=timeout, follow_redirects=True) as plain,
-            plain.stream("GET", url) as r,
-        ):
-            if not r.is_success:
-                r.read()
-                raise ShoalError.from_response(r)
-            with tmp.open("wb") as f:
-                for block in r.iter_bytes(_BLOCK):
-                    f.write(block)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with (
+        httpx.Client(timeout=timeout, follow_redirects=True) as plain,
+        plain.stream("GET", url) as r,
+    ):
+        if not r.is_success:
+            r.read()
+            raise ShoalError.from_response(r)
+        with files.replacing(path) as f:
+            for block in r.iter_bytes(files.BLOCK):
+                f.write(block)
