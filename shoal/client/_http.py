@@ -66,10 +66,10 @@ class _Attempts:
     """The retry policy of one request: each outcome gives the seconds to wait before the
     next attempt, or raises what the caller gets."""
 
-    def __init__(self, retries: int, base: str, safe: bool) -> None:
+    def __init__(self, retries: int, base: str, method: str, idempotent: bool | None) -> None:
         self.left = retries
         self.base = base
-        self.safe = safe
+        self.safe = method == "GET" if idempotent is None else idempotent
         self.wait = 1.0
 
     def _next(self, wait: float) -> float:
@@ -93,8 +93,41 @@ class _Attempts:
         return self._next(retry_after(response, self.wait))
 
 
-def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in (params or {}).items() if v is not None}
+def _client_options(
+    base: str, key: str | None, timeout: float, transport: object | None
+) -> dict[str, Any]:
+    """The options of the ``httpx`` client to ``base`` with the key."""
+    return {
+        "base_url": base,
+        "headers": {"Authorization": f"Bearer {api_key(key)}", "User-Agent": "shoal-client"},
+        "timeout": timeout,
+        "transport": transport,
+    }
+
+
+def _call_options(call: Call[Any]) -> dict[str, Any]:
+    """The keywords of ``request`` that send ``call``."""
+    return {
+        "json": call.json,
+        "params": call.params,
+        "headers": call.headers,
+        "idempotent": call.idempotent,
+    }
+
+
+def _send_options(
+    json: Any,
+    params: Mapping[str, Any] | None,
+    headers: Mapping[str, str] | None,
+    body: Callable[[], Any] | None,
+) -> dict[str, Any]:
+    """The keywords of one attempt's ``httpx`` request (``body`` made anew for each)."""
+    return {
+        "json": json,
+        "params": {k: v for k, v in (params or {}).items() if v is not None},
+        "headers": headers,
+        "content": body() if body is not None else None,
+    }
 
 
 class Http:
@@ -112,25 +145,13 @@ class Http:
         self.base = base_url(url)
         self.retries = retries
         self.sleep: Callable[[float], None] = time.sleep
-        self.client = httpx.Client(
-            base_url=self.base,
-            headers={"Authorization": f"Bearer {api_key(key)}", "User-Agent": "shoal-client"},
-            timeout=timeout,
-            transport=transport,
-        )
+        self.client = httpx.Client(**_client_options(self.base, key, timeout, transport))
 
     def close(self) -> None:
         self.client.close()
 
     def run(self, call: Call[T]) -> T:
-        r = self.request(
-            call.method,
-            call.path,
-            json=call.json,
-            params=call.params,
-            headers=call.headers,
-            idempotent=call.idempotent,
-        )
+        r = self.request(call.method, call.path, **_call_options(call))
         return call.parse(r)
 
     def request(
@@ -147,18 +168,11 @@ class Http:
         """The 2xx answer to ``method path``; anything else raises :class:`ShoalError`.
 
         ``body`` makes the request body anew for each attempt (a file is read again)."""
-        safe = method == "GET" if idempotent is None else idempotent
-        attempts = _Attempts(self.retries, self.base, safe)
+        attempts = _Attempts(self.retries, self.base, method, idempotent)
         while True:
             try:
-                response = self.client.request(
-                    method,
-                    path,
-                    json=json,
-                    params=_params(params),
-                    headers=headers,
-                    content=body() if body is not None else None,
-                )
+                options = _send_options(json, params, headers, body)
+                response = self.client.request(method, path, **options)
             except httpx.TransportError as exc:
                 wait = attempts.failed(exc)
             else:
@@ -184,25 +198,13 @@ class AsyncHttp:
         self.base = base_url(url)
         self.retries = retries
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-        self.client = httpx.AsyncClient(
-            base_url=self.base,
-            headers={"Authorization": f"Bearer {api_key(key)}", "User-Agent": "shoal-client"},
-            timeout=timeout,
-            transport=transport,
-        )
+        self.client = httpx.AsyncClient(**_client_options(self.base, key, timeout, transport))
 
     async def close(self) -> None:
         await self.client.aclose()
 
     async def run(self, call: Call[T]) -> T:
-        r = await self.request(
-            call.method,
-            call.path,
-            json=call.json,
-            params=call.params,
-            headers=call.headers,
-            idempotent=call.idempotent,
-        )
+        r = await self.request(call.method, call.path, **_call_options(call))
         return call.parse(r)
 
     async def request(
@@ -216,18 +218,11 @@ class AsyncHttp:
         body: AsyncBody | None = None,
         idempotent: bool | None = None,
     ) -> httpx.Response:
-        safe = method == "GET" if idempotent is None else idempotent
-        attempts = _Attempts(self.retries, self.base, safe)
+        attempts = _Attempts(self.retries, self.base, method, idempotent)
         while True:
             try:
-                response = await self.client.request(
-                    method,
-                    path,
-                    json=json,
-                    params=_params(params),
-                    headers=headers,
-                    content=body() if body is not None else None,
-                )
+                options = _send_options(json, params, headers, body)
+                response = await self.client.request(method, path, **options)
             except httpx.TransportError as exc:
                 wait = attempts.failed(exc)
             else:
