@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -22,15 +21,6 @@ from tests.e2e.stack import Stack
 from tests.sites.catalog import Site, price_of
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(tmp_path_factory.mktemp("stack") / "data").start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def shoal(

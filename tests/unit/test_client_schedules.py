@@ -5,9 +5,6 @@ its own."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-
 import pytest
 
 from shoal.client import AsyncClient, Client, ShoalError
@@ -15,20 +12,6 @@ from tests.e2e.stack import Stack
 from tests.sites.catalog import Site
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(tmp_path_factory.mktemp("stack") / "data").start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture
-def key(stack: Stack) -> str:
-    return stack.keys_create(f"sched-{uuid.uuid4().hex[:8]}")
 
 
 def body(site: Site, name: str = "nightly") -> dict:
