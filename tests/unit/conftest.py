@@ -6,13 +6,14 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from shoal.settings import Settings, get_settings
-from shoal.store import AccountRow, JobRow, Store, get_store, new_id, utcnow
+from shoal.storage import get_storage
+from shoal.store import AccountRow, JobRow, Store, UploadRow, get_store, new_id, utcnow
 from shoal.store._db import get_engine
 from tests.e2e.stack import Stack
 from tests.sites.hostile import HostileSite
@@ -102,6 +103,31 @@ def make_job(store) -> Callable[..., JobRow]:
         for k, v in values.items():
             setattr(row, k, v)
         return store.insert_job(row)
+
+    return _make
+
+
+@pytest.fixture
+def make_upload(settings, store) -> Callable[..., UploadRow]:
+    """Store an NDJSON upload directly (its file and its row, no API), made at ``created_at``."""
+    storage = get_storage(settings)
+
+    def _make(
+        account: AccountRow, upload_id: str, created_at: datetime, body: bytes = b"{}\n"
+    ) -> UploadRow:
+        url = storage.url("uploads", upload_id, "input.ndjson")
+        storage.write_bytes_atomic(url, body)
+        row = UploadRow(
+            id=upload_id,
+            account_id=account.id,
+            format="ndjson",
+            size_bytes=len(body),
+            lines=1,
+            urls_valid=1,
+            url=url,
+            created_at=created_at,
+        )
+        return store.insert_upload(row)
 
     return _make
 

@@ -120,29 +120,15 @@ def test_old_records_are_pruned(store, settings, alice, make_job):
     assert store.counters(live.id).done == 1 and store.counters(ended.id).done == 0
 
 
-def test_old_uploads_go_unless_an_unfinished_job_needs_them(store, settings, alice, make_job):
-    from shoal.store import UploadRow
-
+def test_old_uploads_go_unless_an_unfinished_job_needs_them(
+    store, settings, alice, make_job, make_upload
+):
     storage = get_storage(settings)
     ids = []
     for n, age_days in enumerate((8, 8, 6)):
         uid = f"upl_T{n}"
-        url = storage.url("uploads", uid, "input.ndjson")
-        storage.write_bytes_atomic(url, b'{"url": "https://example.com/"}\n')
-        store.insert_upload(
-            UploadRow(
-                id=uid,
-                account_id=alice.account.id,
-                format="ndjson",
-                size_bytes=1,
-                lines=1,
-                urls_valid=1,
-                errors=[],
-                fields={},
-                url=url,
-                created_at=NOW - timedelta(days=age_days),
-            )
-        )
+        body = b'{"url": "https://example.com/"}\n'
+        make_upload(alice.account, uid, NOW - timedelta(days=age_days), body)
         ids.append(uid)
     make_job(
         alice.account,

@@ -16,7 +16,7 @@ from shoal import retention, schedules
 from shoal.contract import JobSpec, ScheduleCreate
 from shoal.errors import InputError
 from shoal.storage import get_storage
-from shoal.store import JobRow, ScheduleRow, Store, UploadRow, new_id, utcnow
+from shoal.store import JobRow, ScheduleRow, Store, new_id, utcnow
 
 STORES = ("sqlite", "postgres")
 
@@ -288,23 +288,12 @@ def test_inline_input_is_staged_for_each_run_and_dropped_when_skipped(
     assert set(storage.glob(storage.url("jobs", "*", "input.ndjson"))) == before
 
 
-def test_retention_keeps_an_upload_a_schedule_uses(settings, store: Store, alice) -> None:
-    storage = get_storage(settings)
+def test_retention_keeps_an_upload_a_schedule_uses(
+    settings, store: Store, alice, make_upload
+) -> None:
     old = utcnow() - timedelta(days=settings.upload_retention_days + 1)
     for upload_id in ("upl_KEPT", "upl_GONE"):
-        storage.write_bytes_atomic(storage.url("uploads", upload_id, "urls.ndjson"), b"{}\n")
-        store.insert_upload(
-            UploadRow(
-                id=upload_id,
-                account_id=alice.account.id,
-                format="ndjson",
-                size_bytes=3,
-                lines=1,
-                urls_valid=1,
-                url=storage.url("uploads", upload_id, "urls.ndjson"),
-                created_at=old,
-            )
-        )
+        make_upload(alice.account, upload_id, old)
     _schedule(store, alice.account.id, job={"input": {"upload_id": "upl_KEPT"}})
     report = retention.remove_expired(settings)
     assert report.uploads_removed == ["upl_GONE"]
