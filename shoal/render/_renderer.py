@@ -6,7 +6,7 @@
 Per page: a new SOCKS5 guard listener (``_socks``) and a new browser context using it as its
 proxy (no cookies, storage, cache or service workers shared between URLs or jobs; service
 workers blocked, downloads refused), one tab; dialogs dismissed, popups closed as they open;
-``block_resources`` aborted by type (one ``route`` for the context). The deadline covers
+``block_resources`` failed by type inside Chromium (``_block``). The deadline covers
 everything from the moment the page has its slot (``render_max_pages``): navigation, the wait,
 the scroll, serialising the DOM and the screenshot. Closing the context runs after the answer,
 still holding the slot, so a page that loops forever in script costs its slot until Chromium
@@ -38,7 +38,7 @@ from ._pool import BrowserPool, PooledBrowser, find_browser
 from ._socks import GuardProxy, guard_dialers
 
 if TYPE_CHECKING:
-    from playwright.async_api import BrowserContext, Page, Route
+    from playwright.async_api import BrowserContext, CDPSession, Page
 
     from shoal.settings import Settings
 
@@ -206,10 +206,10 @@ class Renderer:
             )
             # Playwright's own timeouts never decide: the caller's deadline does
             context.set_default_timeout(0)
-            if block:
-                await context.route("**/*", _blocker(block))
             page = await context.new_page()
             state.watch(context, page)
+            if block:
+                await _block(context, page, block)
             return await self._load(page, url, wait, screenshot, guard, state)
         except _Crashed:
             raise
@@ -352,14 +352,35 @@ class _PageState:
         raise _Crashed(self._crash.result() if self._crash.done() else self.died.result())
 
 
-def _blocker(block: frozenset[str]) -> Any:
-    async def handle(route: Route) -> None:
-        if route.request.resource_type in block:
-            await route.abort("blockedbyclient")
-        else:
-            await route.fallback()
+#: Playwright's resource types (the contract's names) as the DevTools protocol spells them
+_CDP_TYPES = {
+    "document": "Document", "stylesheet": "Stylesheet", "image": "Image", "media": "Media",
+    "font": "Font", "script": "Script", "texttrack": "TextTrack", "xhr": "XHR", "fetch": "Fetch",
+    "eventsource": "EventSource", "websocket": "WebSocket", "manifest": "Manifest",
+    "other": "Other",
+}  # fmt: skip
 
-    return handle
+
+async def _block(context: BrowserContext, page: Page, block: frozenset[str]) -> None:
+    """Fail the page's requests of the ``block`` types before they leave the browser.
+
+    Chromium's own request interception (DevTools ``Fetch``) with a pattern per resource type:
+    only requests of those types pause (and fail at once), the rest never do. Playwright's
+    ``route`` pauses every request for a round trip through this process to read its type:
+    measured on a page of 61 requests, 688-705 CPU ms and 545-591 ms a page with a route
+    against 484-518 CPU ms and 344-386 ms without. Cross-site iframes (other targets) keep
+    their images: blocking saves bytes, it guards nothing (the SOCKS guard does)."""
+    session: CDPSession = await context.new_cdp_session(page)
+
+    def paused(event: dict[str, Any]) -> None:
+        failing = session.send(
+            "Fetch.failRequest", {"requestId": event["requestId"], "errorReason": "BlockedByClient"}
+        )
+        asyncio.ensure_future(_quietly(failing))
+
+    session.on("Fetch.requestPaused", paused)
+    patterns = [{"urlPattern": "*", "resourceType": _CDP_TYPES[t]} for t in sorted(block)]
+    await session.send("Fetch.enable", {"patterns": patterns})
 
 
 async def _quietly(step: Awaitable[Any]) -> None:
