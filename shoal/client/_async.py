@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import builtins
 import os
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -94,8 +93,7 @@ class AsyncClient:
     async def submit_body(
         self, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> SubmittedJob:
-        key = idempotency_key or f"shoal-client-{uuid.uuid4()}"
-        return await self._http.run(calls.create_job(body, key))
+        return await self._http.run(calls.create_job(body, idempotency_key))
 
     async def get(self, job_id: str) -> Job:
         return await self._http.run(calls.get_job(job_id))

@@ -6,6 +6,7 @@ for an answer. Nothing here does I/O.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,9 +109,10 @@ def one_input(*given: object) -> None:
         raise ValueError("give exactly one of urls, file, upload_id or s3_uri")
 
 
-def create_job(body: Mapping[str, Any], idempotency_key: str) -> Call[SubmittedJob]:
+def create_job(body: Mapping[str, Any], idempotency_key: str | None) -> Call[SubmittedJob]:
+    """``POST /v1/jobs`` with an ``Idempotency-Key`` (a new one unless given)."""
     # idempotent: the key makes a repeated POST answer the job the first one made
-    headers = {"Idempotency-Key": idempotency_key}
+    headers = {"Idempotency-Key": idempotency_key or f"shoal-client-{uuid.uuid4()}"}
     return Call("POST", "/v1/jobs", _model(SubmittedJob), None, dict(body), headers, True)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import builtins
 import functools
 import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -113,8 +112,7 @@ class Client:
         self, body: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> SubmittedJob:
         """``POST /v1/jobs`` with ``body`` as written (CONTRACT.md, "Create a job")."""
-        key = idempotency_key or f"shoal-client-{uuid.uuid4()}"
-        return self._http.run(calls.create_job(body, key))
+        return self._http.run(calls.create_job(body, idempotency_key))
 
     def get(self, job_id: str) -> Job:
         return self._http.run(calls.get_job(job_id))
