@@ -17,7 +17,8 @@ machine falls on both sides:
   costs by itself.
 - **shoal**: ``Renderer.render(url, wait_for={"selector": ".price:not(:empty)"})`` with
   ``render_max_pages=C``: per page a SOCKS5 guard listener and a context proxied through it,
-  the default ``block_resources`` route, dialog/popup handlers, the scroll, the deadline.
+  the default ``block_resources`` (DevTools Fetch patterns), dialog/popup/crash handlers, the
+  scroll to the end, the deadline.
 
 Every page's HTML is checked for its own price. Reported: pages/s (median of rounds), the
 ratio shoal/bare, the CPU seconds per page of the whole process tree (this Python, Playwright's
