@@ -30,6 +30,7 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+import httpx
 from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.responses import DeploymentResponse as Deployment
@@ -115,7 +116,11 @@ async def _put(
     settings: Settings,
     deployments: dict[str, Deployment],
     found: list[Found],
+    *,
+    retried: bool = False,
 ) -> str:
+    """Update the schedule's Prefect schedule on its deployment, or create it; delete any on
+    other deployments. A create that loses a race with another process updates the winner's."""
     target_name = deployment_of(row, settings)
     target = deployments.get(target_name)
     if target is None:
@@ -138,17 +143,25 @@ async def _put(
             slug=slug_of(row.id),
         )
         return mine.prefect_id
-    made = await client.create_deployment_schedules(
-        target.id,
-        [
-            DeploymentScheduleCreate(
-                schedule=prefect_schedule(row),
-                active=not row.paused,
-                parameters={"schedule_id": row.id},
-                slug=slug_of(row.id),
-            )
-        ],
-    )
+    try:
+        made = await client.create_deployment_schedules(
+            target.id,
+            [
+                DeploymentScheduleCreate(
+                    schedule=prefect_schedule(row),
+                    active=not row.paused,
+                    parameters={"schedule_id": row.id},
+                    slug=slug_of(row.id),
+                )
+            ],
+        )
+    except httpx.HTTPStatusError as exc:
+        # 409: its slug is taken since we read the deployment: another process (the API's
+        # create, a worker's or the API's reconcile) made it meanwhile. Make that one right.
+        if exc.response.status_code != 409 or retried:
+            raise
+        fresh = await _deployments(client, settings)
+        return await _put(client, row, settings, fresh, _found(fresh).get(row.id, []), retried=True)
     return str(made[0].id)
 
 

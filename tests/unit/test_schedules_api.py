@@ -357,3 +357,26 @@ def test_post_jobs_compare_previous_job_id_is_the_callers_ended_job(  # type: ig
     assert r.status_code == 202, r.text
     spec = store.get_job(r.json()["id"]).spec
     assert spec["compare"]["previous_job_id"] == done.id and spec["quality"]["min_rows"] == 2
+
+
+def test_two_puts_of_one_schedule_at_once_make_one_prefect_schedule(api, alice) -> None:  # type: ignore[no-untyped-def]
+    """The API's create and a reconcile (a worker's start, the API's) both find no Prefect
+    schedule and both create one: the loser's 409 makes it update the winner's instead of
+    answering 503 (seen in CI: "the scheduler (Prefect) answered 409")."""
+    from shoal.store import get_store
+
+    made = _create(api, alice, name="raced")
+    asyncio.run(prefect_schedules.remove_schedule(made["id"], _settings()))
+    row = get_store(_settings()).get_schedule(made["id"])
+
+    async def both() -> list[str]:
+        return list(
+            await asyncio.gather(
+                prefect_schedules.put_schedule(row, _settings()),
+                prefect_schedules.put_schedule(row, _settings()),
+            )
+        )
+
+    ids = asyncio.run(both())
+    ours = [s for s in asyncio.run(_prefect_schedules()) if s.slug == f"shoal-{made['id']}"]
+    assert len(ours) == 1 and ids == [str(ours[0].id)] * 2
