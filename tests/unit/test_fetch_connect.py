@@ -369,19 +369,19 @@ async def test_a_blackholed_first_address_costs_the_stagger_not_the_timeout(
     site: HostileSite, blackhole: None
 ) -> None:
     """The name answers ``::1`` (blackholed) first, then 127.0.0.1 (the site). Tried one after
-    the other, the first would eat the whole 3 s connect timeout; raced RFC 8305 style, the
-    second starts 250 ms later and wins."""
+    the other, the first would eat the whole 20 s connect timeout; raced RFC 8305 style, the
+    second starts 250 ms later and wins (the bound is far from both, for a loaded machine)."""
     resolver = MapResolver({"dual.test": ["::1", "127.0.0.1"]})
     async with Engine(
-        concurrency=1, settings=_settings(connect_timeout_s=3.0), resolver=resolver
+        concurrency=1, settings=_settings(connect_timeout_s=20.0), resolver=resolver
     ) as engine:
         started = time.monotonic()
         resp = await engine.fetch(
-            f"http://dual.test:{site.port}/ok", FetchOptions(respect_robots=False, timeout_s=10)
+            f"http://dual.test:{site.port}/ok", FetchOptions(respect_robots=False, timeout_s=30)
         )
         elapsed = time.monotonic() - started
     assert resp.status == 200
-    assert 0.2 <= elapsed < 1.5, elapsed
+    assert 0.2 <= elapsed < 10, elapsed
     assert resolver.asked == ["dual.test"]  # dialled what the guarded resolver answered
 
 

@@ -393,7 +393,9 @@ async def test_host_delay_spaces_requests(site: HostileSite) -> None:
         )
     starts = sorted(r.at for r in site.log if r.target.startswith("/ok?d="))
     assert len(starts) == 4
-    assert all(b - a >= 0.18 for a, b in zip(starts, starts[1:], strict=False))
+    # 0.2 s apart as sent; the site's thread stamps arrivals, and on a loaded CI machine its
+    # scheduling moved one by over 20 ms (without the delay they arrive together)
+    assert all(b - a >= 0.15 for a, b in zip(starts, starts[1:], strict=False))
 
 
 # ----------------------------------------------------------------------------- robots.txt

