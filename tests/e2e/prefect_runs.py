@@ -4,6 +4,7 @@ run to end."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,8 +13,28 @@ import httpx
 from tests.e2e.stack import Stack, poll_until
 
 
+class _RetryBusy(httpx.HTTPTransport):
+    """Ask again when Prefect's server answers 503 (its SQLite database was locked: seen in CI
+    on a UI-style PATCH of a schedule), as Prefect's own client and its UI do: up to 6 times,
+    0.25 s doubling between."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        wait = 0.25
+        for _ in range(6):
+            response = super().handle_request(request)
+            if response.status_code != 503:
+                return response
+            response.close()
+            time.sleep(wait)  # a backoff between attempts, not a wait for an event
+            wait *= 2
+        return super().handle_request(request)
+
+
 def prefect_api(stack: Stack) -> httpx.Client:
-    return httpx.Client(base_url=f"http://127.0.0.1:{stack.prefect_port}/api", timeout=30)
+    """A client of the stack's Prefect API (what its UI calls)."""
+    return httpx.Client(
+        base_url=f"http://127.0.0.1:{stack.prefect_port}/api", timeout=30, transport=_RetryBusy()
+    )
 
 
 def deployment(prefect: httpx.Client) -> dict[str, Any]:
