@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def client(stack: Stack):  # type: ignore[no-untyped-def]
     with stack.client() as c:
         yield c
+
+
+@pytest.fixture
+def key(stack: Stack) -> str:
+    """The API key of a new account of ``stack``, one a test (the stack is shared)."""
+    return stack.keys_create(f"sched-{uuid.uuid4().hex[:8]}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,7 +14,6 @@ from shoal.settings import Settings, get_settings
 from shoal.storage import get_storage
 from shoal.store import AccountRow, JobRow, Store, UploadRow, get_store, new_id, utcnow
 from shoal.store._db import get_engine
-from tests.e2e.stack import Stack
 from tests.sites.hostile import HostileSite
 from tests.sites.tls import TestCA
 
@@ -183,19 +181,3 @@ def tls_site(ca: TestCA) -> Iterator[HostileSite]:
     s = HostileSite(tls=ca.server_context()).start()
     yield s
     s.stop()
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """The real stack (``shoal up``), one a test module, for the client and CLI tests."""
-    s = Stack(tmp_path_factory.mktemp("stack") / "data").start()
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture
-def key(stack: Stack) -> str:
-    """The API key of a new account of ``stack``, one a test."""
-    return stack.keys_create(f"sched-{uuid.uuid4().hex[:8]}")

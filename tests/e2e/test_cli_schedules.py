@@ -21,8 +21,6 @@ from shoal.client import Client
 from tests.e2e.stack import Stack
 from tests.sites.catalog import Site
 
-pytestmark = pytest.mark.e2e
-
 
 @pytest.fixture
 def client(stack: Stack, key: str) -> Iterator[Client]:

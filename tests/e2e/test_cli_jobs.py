@@ -15,12 +15,9 @@ import time
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 from tests.e2e.stack import Stack
 from tests.sites.catalog import Site, price_of
-
-pytestmark = pytest.mark.e2e
 
 
 def shoal(

@@ -11,8 +11,6 @@ from shoal.client import AsyncClient, Client, ShoalError
 from tests.e2e.stack import Stack
 from tests.sites.catalog import Site
 
-pytestmark = pytest.mark.e2e
-
 
 def body(site: Site, name: str = "nightly") -> dict:
     return {
