@@ -121,6 +121,9 @@ async def _run_chunks(
                 return
             state = await scrape_chunk(rt.job_id, in_url, chunk, return_state=True)
             summary = await chunk_summary(state)
+            # each chunk process has its own browsers: the job's rendering is the sum
+            rt.rendered += summary.get("rendered", 0)
+            rt.render_s += summary.get("render_s", 0.0)
             if not summary["complete"] and not rt.stop.is_set():
                 # a worker process stopped the chunk (cancel, deadline) before our monitor saw it
                 await _check_stop(rt, row, attempt)
@@ -157,10 +160,12 @@ def _on_cancellation(flow: Flow, flow_run: FlowRun, state: State[Any]) -> None:
     finalize_job(job_id, settings, cancelled=True, error="cancelled from the Prefect UI")
 
 
-async def _publish_run_page(row: JobRow, settings: Settings, store: Store) -> None:
+async def _publish_run_page(
+    row: JobRow, settings: Settings, store: Store, rendered: int = 0, render_s: float = 0.0
+) -> None:
     """What an operator reads on the run's page: a summary (status, counts, errors by code, the
-    hosts that failed most, where the output is) and a link to the download. Never fails the
-    job: it has ended already."""
+    hosts that failed most, where the output is, pages rendered and the time rendering took)
+    and a link to the download. Never fails the job: it has ended already."""
     try:
         storage = get_storage(settings)
         report = await asyncio.to_thread(run_report, storage, output.part_urls(storage, row.id))
@@ -175,6 +180,8 @@ async def _publish_run_page(row: JobRow, settings: Settings, store: Store) -> No
                 report,
                 account_name=account.name if account else None,
                 output_location=location,
+                rendered=rendered,
+                render_s=render_s,
             ),
             description=f"Summary of Shoal job {row.id}",
         )
@@ -343,6 +350,10 @@ async def scrape_job(
         # the true fraction: a job cancelled at 65 of 300 reads 21.7, not 100
         pct = round(100.0 * row.urls_done / row.urls_total, 1) if row.urls_total else 100.0
         await aupdate_progress_artifact(artifact, progress=pct)
+        if rt.rendered or rt.render_s:
+            logger.info(
+                "job %s: %d pages rendered, %.1f s rendering", job_id, rt.rendered, rt.render_s
+            )
     except Exception as exc:
         logger.exception("job %s failed", job_id)
         # JobFailed says why for the caller (unreadable input...); anything else is ours
@@ -356,5 +367,6 @@ async def scrape_job(
         if rt is not None:
             await rt.close()
         await asyncio.to_thread(chunkprocs.shutdown_if_idle)  # also when planning failed
-    await _publish_run_page(row, settings, store)
+    rendered, render_s = (rt.rendered, rt.render_s) if rt is not None else (0, 0.0)
+    await _publish_run_page(row, settings, store, rendered, render_s)
     return _state_for(row)

@@ -18,6 +18,11 @@ changes), so a SIGTERM or ``kill -9`` of the flow process leaves no worker behin
 A chunk whose process died fails with ``BrokenProcessPool`` (the task retries it); the dead
 process is replaced on the next dispatch. Plain Python: no Prefect import.
 
+Rendering. A job with ``render`` starts browsers in each process that runs its chunks (its
+``JobRuntime.renderer``, on the first rendered URL; ``SHOAL_RENDER_MAX_PAGES`` is per process)
+and closes them at ``end_job``. Each chunk's summary carries the pages it rendered and the
+seconds it took, which the flow sums for the run page.
+
 Rows. A chunk persists its finished rows as it goes (``shoal.output.ChunkWriter``), in the
 process that runs it. What is finished but not yet in a piece is written before a process goes
 whenever it can be: a chunk cancelled by ``stop`` writes it as it unwinds; a process whose flow

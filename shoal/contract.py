@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from shoal.headers import CONTROL, TOKEN
+from shoal.render._models import RESOURCE_TYPES, Screenshot, WaitFor
 
 FieldType = Literal["string", "number", "integer", "boolean", "url", "list[string]"]
 Format = Literal["data", "html", "markdown", "text", "links", "metadata", "screenshot"]
@@ -203,10 +204,93 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ScreenshotOptions(_Request):
+    full_page: bool = Field(False, description="The whole page, not only the viewport.")
+
+
+class ScreenshotFormat(_Request):
+    """The object form of the ``screenshot`` format: ``{"screenshot": {"full_page": true}}``."""
+
+    screenshot: ScreenshotOptions
+
+
+#: an entry of ``formats``: a name, or the screenshot's object form
+FormatItem = Format | ScreenshotFormat
+
+
+def format_names(formats: list[Any] | None) -> list[str]:
+    """The names of ``formats`` (as a model or as its JSON dump): the object form of the
+    screenshot reads as ``screenshot``."""
+    names = []
+    for f in formats or ():
+        if isinstance(f, str):
+            names.append(f)
+        else:
+            names.append("screenshot")
+    return names
+
+
+def screenshot_of(formats: list[Any] | None) -> Screenshot | None:
+    """``viewport`` or ``full_page`` when ``formats`` asks for a screenshot, else None."""
+    for f in formats or ():
+        if f == "screenshot":
+            return "viewport"
+        if isinstance(f, ScreenshotFormat):
+            return "full_page" if f.screenshot.full_page else "viewport"
+        if isinstance(f, dict) and "screenshot" in f:
+            return "full_page" if (f["screenshot"] or {}).get("full_page") else "viewport"
+    return None
+
+
+def _wait_for(value: Any) -> Any:
+    """``wait_for`` as given, checked with the renderer's own parser (``WaitFor.parse``)."""
+    try:
+        WaitFor.parse(value)
+    except (ValueError, TypeError) as exc:
+        raise PydanticCustomError("wait_for", "{why}", {"why": str(exc)}) from None
+    return value
+
+
+WaitForField = Annotated[
+    str | dict[str, Any],
+    AfterValidator(_wait_for),
+    WithJsonSchema(
+        {
+            "description": 'When a rendered page is read: `"load"` (default), `"networkidle"`, '
+            '`{"selector": ".price"}` (present in the DOM) or `{"ms": 500}` (0-60000) after load.',
+            "anyOf": [
+                {"type": "string", "enum": ["load", "networkidle"]},
+                {
+                    "type": "object",
+                    "properties": {"selector": {"type": "string", "minLength": 1}},
+                    "required": ["selector"],
+                    "additionalProperties": False,
+                },
+                {
+                    "type": "object",
+                    "properties": {"ms": {"type": "integer", "minimum": 0, "maximum": 60000}},
+                    "required": ["ms"],
+                    "additionalProperties": False,
+                },
+            ],
+        }
+    ),
+]
+#: what ``block_resources`` may name: the renderer's ``RESOURCE_TYPES``
+ResourceType = Literal[
+    "document", "stylesheet", "image", "media", "font", "script", "texttrack", "xhr", "fetch",
+    "eventsource", "websocket", "manifest", "other",
+]  # fmt: skip
+assert set(ResourceType.__args__) == RESOURCE_TYPES  # type: ignore[attr-defined]
+_BLOCK_DOC = 'Resource types a rendered page does not load; default `["image", "media", "font"]`.'
+
+
 class ScrapeOptions(_Request):
     """What to do with one URL. Used for ``defaults`` and, as a subset, per-URL overrides."""
 
     render: bool = False
+    wait_for: WaitForField | None = None
+    block_resources: list[ResourceType] | None = Field(None, description=_BLOCK_DOC)
     proxy_type: ProxyType = "none"
     extract: dict[FieldName, FieldType] | None = Field(
         None,
@@ -216,7 +300,7 @@ class ScrapeOptions(_Request):
     selectors: dict[FieldName, str] | None = Field(
         None, description=_SELECTORS_DOC, json_schema_extra=_field_names_doc
     )
-    formats: list[Format] = Field(default_factory=lambda: list[Format](["data"]))
+    formats: list[FormatItem] = Field(default_factory=lambda: list[FormatItem](["data"]))
     timeout_s: float = Field(30, ge=1, le=120)
     headers: dict[str, str] = Field(default_factory=dict, json_schema_extra=_HEADERS_DOC)
     respect_robots: bool = True
@@ -252,12 +336,14 @@ class UrlItem(_Request):
     url: UrlText
     meta: Meta = None
     render: bool | None = None
+    wait_for: WaitForField | None = None
+    block_resources: list[ResourceType] | None = Field(None, description=_BLOCK_DOC)
     proxy_type: ProxyType | None = None
     extract: dict[FieldName, FieldType] | None = Field(None, json_schema_extra=_field_names_doc)
     selectors: dict[FieldName, str] | None = Field(
         None, description=_SELECTORS_DOC, json_schema_extra=_field_names_doc
     )
-    formats: list[Format] | None = None
+    formats: list[FormatItem] | None = None
     timeout_s: float | None = Field(None, ge=1, le=120)
     headers: dict[str, str] | None = Field(None, json_schema_extra=_HEADERS_DOC)
     respect_robots: bool | None = None
@@ -572,6 +658,9 @@ class JobSpec(BaseModel):
     quality: QualitySpec | None = None
     #: set on a schedule's runs: ask with the previous run's validators (``conditional: true``)
     conditional: bool = False
+    #: the defaults or an inline URL ask for the screenshot format: CSV and Parquet outputs
+    #: then have a ``screenshot_url`` column (NDJSON rows carry the key where they have one)
+    screenshots: bool = False
 
 
 class Progress(BaseModel):
@@ -672,6 +761,9 @@ class PageResult(BaseModel):
     text: str | None = None
     links: list[str] | None = None
     metadata: dict[str, Any] | None = None
+    screenshot_url: str | None = Field(
+        None, description="Signed link to the page's PNG (the `screenshot` format)."
+    )
     not_modified: bool | None = None
     change: Literal["added", "changed", "unchanged"] | None = None
 

@@ -39,7 +39,7 @@ class FieldError:
 # pydantic inserts the member type of a union into locations; callers never wrote those
 _TYPE_TAGS = frozenset(
     {"str", "int", "float", "bool", "dict", "list", "UrlItem", "InlineInput", "SingleUrlInput",
-     "UploadInput", "S3Input", "JobCreate", "ScrapeOptions", "OutputSpec"}
+     "UploadInput", "S3Input", "JobCreate", "ScrapeOptions", "OutputSpec", "ScreenshotFormat"}
 )  # fmt: skip
 
 

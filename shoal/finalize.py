@@ -78,7 +78,9 @@ def finalize_job(
         gzip=spec.output.gzip,
         fields=spec.fields,
         max_part_bytes=settings.max_part_bytes,
-        extras=output.Extras(change=labels, not_modified=spec.conditional),
+        extras=output.Extras(
+            change=labels, not_modified=spec.conditional, screenshot_url=spec.screenshots
+        ),
     )
     store.finish(
         job_id,

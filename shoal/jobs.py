@@ -31,11 +31,13 @@ from shoal.contract import (
     WebhookCreate,
     WebhookSpec,
     http_url_problem,
+    screenshot_of,
     selector_problem,
 )
 from shoal.errors import FieldError, Gone, InputError
 from shoal.fetch import AddressPolicy, BlockedAddress
 from shoal.headers import header_problem
+from shoal.render import missing_piece
 from shoal.settings import Settings
 from shoal.storage import Storage
 from shoal.store import AccountRow, Counters, JobRow, Store, UploadRow, aware, new_id, utcnow
@@ -47,8 +49,14 @@ valid_http_url = http_url_problem
 
 
 def _check_options(
-    opts: dict[str, Any], loc: str, settings: Settings, errors: list[FieldError]
+    opts: dict[str, Any],
+    loc: str,
+    settings: Settings,
+    errors: list[FieldError],
+    render_default: bool | None = False,
 ) -> None:
+    """Check options against the operator's configuration. ``render_default``: what ``render``
+    is where ``opts`` does not say (the job's default; None: not known yet, a file's row)."""
     proxy = opts.get("proxy_type")
     if proxy not in (None, "none") and proxy not in settings.proxy_pools():
         errors.append(
@@ -57,11 +65,14 @@ def _check_options(
             )
         )
     if opts.get("render"):
-        errors.append(
-            FieldError(f"{loc}.render", "rendering is not available: no browser is configured")
-        )
-    if "screenshot" in (opts.get("formats") or []):
-        errors.append(FieldError(f"{loc}.formats", "screenshot needs render"))
+        # the API's host stands for the workers': a worker without a browser answers its
+        # rendered URLs with render_failed rows naming the same missing piece
+        missing = missing_piece(settings)
+        if missing is not None:
+            errors.append(FieldError(f"{loc}.render", f"rendering is not available: {missing}"))
+    render = opts.get("render", render_default)
+    if screenshot_of(opts.get("formats")) is not None and render is False:
+        errors.append(FieldError(f"{loc}.formats", "the screenshot format needs render: true"))
     for name, value in (opts.get("headers") or {}).items():
         if why := header_problem(name, value):
             errors.append(FieldError(f"{loc}.headers.{name}", why))
@@ -84,17 +95,19 @@ def stage_record(
     *,
     loc: str = "",
     url_loc: str | None = None,
+    render_default: bool | None = None,
 ) -> bytes | None:
     """One URL record (inline or from a file) as its staged input line, or ``None`` with why
     added to ``errors``: the URL (at ``url_loc``, default ``<loc>.url``), the overrides against
     the operator's configuration (``<loc>.<option>``), a ``meta`` that JSON cannot store
-    (``<loc>.meta``). The one set of per-record rules for inline URLs and URL files."""
+    (``<loc>.meta``). The one set of per-record rules for inline URLs and URL files.
+    ``render_default``: the job's ``render`` (None where no job is known yet: an upload)."""
     before = len(errors)
     why = valid_http_url(url)
     if why:
         errors.append(FieldError(url_loc if url_loc is not None else f"{loc}.url", why))
     if over:
-        _check_options(over, loc, settings, errors)
+        _check_options(over, loc, settings, errors, render_default)
     if len(errors) > before:
         return None
     try:  # meta is the caller's JSON: it must be storable as it came
@@ -209,6 +222,7 @@ def _validate(
                 errors,
                 loc=loc,
                 url_loc=loc if isinstance(entry, str) else None,
+                render_default=defaults.render,
             )
             if line is not None:
                 lines.append(line)
@@ -234,6 +248,7 @@ def _validate(
         source=source,
         compare=body.compare,
         quality=body.quality,
+        screenshots=any(screenshot_of(o.get("formats")) for o in overrides_seen),
     )
     return spec, lines
 

@@ -80,8 +80,12 @@ def summary_markdown(
     account_name: str | None,
     output_location: str | None,
     top: int = 10,
+    rendered: int = 0,
+    render_s: float = 0.0,
 ) -> str:
-    """The summary artifact: status and counts, errors by code, the top failing hosts."""
+    """The summary artifact: status and counts, errors by code, the top failing hosts.
+    ``rendered``/``render_s``: pages the browser loaded and the seconds rendering took (summed
+    over chunks and processes; shown when the job rendered)."""
     lines = [
         f"# Shoal job `{row.id}`" + (f" — {_cell(row.name)}" if row.name else ""),
         "",
@@ -95,6 +99,9 @@ def summary_markdown(
         f"| resumes | {row.resume_count or 0} |",
         f"| output | {_cell(output_location) or '(none)'} |",
     ]
+    if rendered or render_s:
+        per = f", {render_s / rendered:.2f} s a page" if rendered else ""
+        lines.append(f"| rendered | {rendered} pages in {render_s:.1f} s of rendering{per} |")
     if row.error:
         lines.append(f"| error | {_cell(row.error)} |")
     failed = describe(row.quality)

@@ -5,6 +5,12 @@ A ``JobRuntime`` holds what every chunk of a job shares inside one process: the 
 stop flag, and the chunk counters not yet written to the store.
 A failed URL is data (a row with ``status: error``), never an exception out of the chunk.
 
+A URL with ``render`` is admitted by the engine as a fetch is (``Engine.browse``: robots.txt,
+the guard, the host's and the job's slots, the proxy pool's pick) and loaded by the process's
+``Renderer`` (started on the first rendered URL, closed with the runtime); its row is made from
+the rendered DOM as a fetched page's is from its body. The chunk's summary says how many pages
+the browser loaded and how long rendering took, so the flow can sum them over processes.
+
 A chunk writes its rows in pieces while it runs and one compacted part at its end
 (``shoal.output.ChunkWriter``), and a new attempt at it fetches only what earlier ones did not
 persist. Its counters are those of the rows persisted, recorded after each piece: they never
@@ -24,18 +30,22 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from shoal import output
+from shoal import output, screenshots
 from shoal.chunking import Chunk, read_chunk
 from shoal.conditional import ChunkAsks, Conditional, previous_job_id
-from shoal.contract import JobSpec
-from shoal.errors import ExtractError, FetchError
-from shoal.fetch import Engine, FetchOptions, FetchResponse
+from shoal.contract import JobSpec, format_names, screenshot_of
+from shoal.errors import ExtractError, FetchError, RenderUnavailable
+from shoal.fetch import Engine, FetchOptions, FetchResponse, status_error
 from shoal.pages import PageWorkers, get_page_workers
+from shoal.render import DEFAULT_BLOCK
 from shoal.settings import Settings
 from shoal.storage import Storage, get_storage
 from shoal.store import Counters, Store, get_host_leases, get_store
+
+if TYPE_CHECKING:
+    from shoal.render import Renderer
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +111,16 @@ class LiveCounters:
 
 @dataclass
 class ChunkSummary:
+    """A chunk's counts; ``rendered``/``render_s``: pages the browser loaded in this attempt
+    and the seconds spent rendering (the run page sums them over chunks and processes)."""
+
     index: int
     rows: int
     errored: int
     credits: int
     complete: bool
+    rendered: int = 0
+    render_s: float = 0.0
 
 
 @dataclass
@@ -126,6 +141,12 @@ class JobRuntime:
     defaults: dict[str, Any] = field(init=False)
     default_fetch: FetchOptions = field(init=False)
     conditional: Conditional | None = field(init=False)
+    #: pages rendered and seconds spent rendering, summed from the chunk summaries (the flow's)
+    rendered: int = 0
+    render_s: float = 0.0
+    _renderer: Renderer | None = None
+    _renderer_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _render_unavailable: str | None = None
 
     def __post_init__(self) -> None:
         # computed once per job: the per-URL path must not re-dump the pydantic model
@@ -188,9 +209,41 @@ class JobRuntime:
         )
         return max(1, min(cap, self.spec.concurrency))
 
+    async def renderer(self) -> Renderer:
+        """The browsers of this process for the job, started on its first rendered URL.
+
+        A browser that cannot start fails every rendered URL of the job here with
+        ``render_failed`` naming the missing piece, without trying again per URL (a launch
+        that fails takes up to 30 s)."""
+        if self._renderer is not None:
+            return self._renderer
+        async with self._renderer_lock:
+            if self._renderer is None:
+                if self._render_unavailable is not None:
+                    raise FetchError("render_failed", self._render_unavailable)
+                from shoal.render import Renderer
+
+                renderer = Renderer(self.settings)
+                try:
+                    await renderer.start()
+                except RenderUnavailable as exc:
+                    await renderer.aclose()
+                    self._render_unavailable = f"rendering is not available here: {exc.detail}"
+                    raise FetchError("render_failed", self._render_unavailable) from exc
+                except BaseException:
+                    await renderer.aclose()
+                    raise
+                self._renderer = renderer
+            return self._renderer
+
     async def close(self) -> None:
         self._registry.pop(self.job_id, None)
-        await self.engine.aclose()
+        try:
+            if self._renderer is not None:
+                renderer, self._renderer = self._renderer, None
+                await renderer.aclose()
+        finally:
+            await self.engine.aclose()
 
     def request_stop(self, reason: str) -> None:
         if not self.stop.is_set():
@@ -245,7 +298,6 @@ def _fetch_options(opts: dict[str, Any], settings: Settings) -> FetchOptions:
         headers=opts.get("headers") or {},
         max_body_bytes=opts.get("max_body_bytes") or settings.default_body_bytes,
         proxy_type=opts.get("proxy_type") or "none",
-        render=bool(opts.get("render")),
         respect_robots=bool(opts.get("respect_robots", True)),
     )
 
@@ -309,6 +361,12 @@ async def _scrape_one(
     if item.get("error"):  # a line that was invalid in the input
         row["elapsed_ms"] = 0
         return _error_row(row, FetchError("invalid_url", item["error"], attempts=0))
+    if opts.get("render"):
+        return await _render_one(rt, item, row, opts, fetch_opts, started)
+    if screenshot_of(opts.get("formats")) is not None:  # a file's row; inline ones are 422
+        row["elapsed_ms"] = 0
+        why = "the screenshot format needs render: true"
+        return _error_row(row, FetchError("render_failed", why, attempts=0))
     try:
         resp = await rt.engine.fetch(item["url"], fetch_opts)
     except FetchError as exc:
@@ -344,8 +402,98 @@ async def _scrape_one(
         resp.final_url,
         opts.get("extract"),
         opts.get("selectors"),
-        opts.get("formats"),
+        _names(opts.get("formats")),
         utf8,
+    )
+    if "error" in parsed:
+        return _error_row(row, ExtractError(parsed["error"]))
+    row.update(parsed)
+    return row
+
+
+def _names(formats: list[Any] | None) -> list[str] | None:
+    """``formats`` as names for extraction (the screenshot's object form as its name)."""
+    if formats and not all(isinstance(f, str) for f in formats):
+        return format_names(formats)
+    return formats
+
+
+async def _render_one(
+    rt: JobRuntime,
+    item: dict[str, Any],
+    row: dict[str, Any],
+    opts: dict[str, Any],
+    fetch_opts: FetchOptions,
+    started: float,
+) -> dict[str, Any]:
+    """A URL with ``render``: admitted by the engine (``Engine.browse``), loaded by the
+    browser within the URL's ``timeout_s``, its row made from the rendered DOM. A document
+    answered 4xx/5xx is ``http_4xx``/``http_5xx`` and charged, as a fetch's is; a page that
+    never loaded (``render_failed``, ``timeout``, refused by the guard) is not charged.
+    ``row["_render_s"]``: the seconds the browser spent (the caller counts it)."""
+    loop = asyncio.get_running_loop()
+    shot = screenshot_of(opts.get("formats"))
+    block = opts.get("block_resources")
+    try:
+        async with rt.engine.browse(item["url"], fetch_opts) as proxy:
+            renderer = await rt.renderer()
+            begun = loop.time()
+            try:
+                page = await renderer.render(
+                    item["url"],
+                    wait_for=opts.get("wait_for"),
+                    block_resources=DEFAULT_BLOCK if block is None else block,
+                    deadline_s=fetch_opts.timeout_s,
+                    screenshot=shot,
+                    proxy=proxy,
+                )
+            finally:
+                row["_render_s"] = loop.time() - begun
+    except FetchError as exc:
+        row["elapsed_ms"] = _ms_since(started)
+        return _error_row(row, exc)
+    except Exception as exc:  # a bug must cost one URL, not the chunk
+        log.exception("unexpected error rendering %s", item["url"])
+        row["elapsed_ms"] = _ms_since(started)
+        return _error_row(row, FetchError("render_failed", f"internal error: {exc!r}"))
+    cost = _credits(rt.settings, opts)
+    row["elapsed_ms"] = _ms_since(started)
+    if page.status >= 400:
+        row["credits"] = cost
+        return _error_row(
+            row, status_error(page.status, url=page.final_url, attempts=page.attempts)
+        )
+    dom = page.html.encode("utf-8", "surrogatepass")
+    row.update(
+        status="ok",
+        http_status=page.status,
+        final_url=page.final_url,
+        attempts=page.attempts,
+        credits=cost,
+        content_hash="sha256:" + hashlib.sha256(dom).hexdigest(),  # of the rendered DOM
+    )
+    if page.screenshot_png is not None:
+        try:
+            row["screenshot_url"] = await asyncio.to_thread(
+                screenshots.save,
+                rt.storage,
+                rt.settings,
+                rt.job_id,
+                item["i"],
+                page.screenshot_png,
+                rt.spec.output.expires_in_s,
+            )
+        except Exception as exc:  # storage down: the page is there, its picture is not
+            log.exception("job %s: could not store the screenshot of %s", rt.job_id, item["url"])
+            why = f"the page rendered, but its screenshot could not be stored: {exc!r}"
+            return _error_row(row, FetchError("render_failed", why, final_url=page.final_url))
+    parsed = await rt.pages.run(
+        page.html,
+        page.final_url,
+        opts.get("extract"),
+        opts.get("selectors"),
+        _names(opts.get("formats")),
+        None,
     )
     if "error" in parsed:
         return _error_row(row, ExtractError(parsed["error"]))
@@ -458,6 +606,7 @@ async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSum
     todo = iter(items_todo)
     persist_rows = max(1, rt.settings.persist_rows)
     full = asyncio.Event()
+    rendered = [0, 0.0]  # pages the browser loaded, seconds rendering
 
     async def worker() -> None:
         # a few workers pulling from the list, not a task per URL queued on the job's gate:
@@ -474,6 +623,10 @@ async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSum
                 if rt.stop.is_set():  # stopped: the URLs not started are skipped
                     continue
                 row = await _scrape_one(rt, item, asks)
+                took = row.pop("_render_s", None)
+                if took is not None:
+                    rendered[0] += row.get("http_status") is not None
+                    rendered[1] += took
                 if writer.add(row) >= persist_rows:
                     full.set()
         finally:
@@ -512,4 +665,12 @@ async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSum
         exact=False,
     )
     rt.live.pop(chunk.index, None)
-    return ChunkSummary(chunk.index, kept.rows, kept.errored, kept.credits, complete)
+    return ChunkSummary(
+        chunk.index,
+        kept.rows,
+        kept.errored,
+        kept.credits,
+        complete,
+        rendered=int(rendered[0]),
+        render_s=round(rendered[1], 3),
+    )

@@ -1,5 +1,8 @@
 """``GET /v1/downloads/...``: signed, expiring links to output files (no API key).
 
+The same links serve a job's change report and its screenshots (``screenshot_url``), under the
+same rules: the signature, the link's expiry, the job's output expiry and retention.
+
 A local output file is sent by the API. An output on object storage (``s3://``) is answered
 with ``307`` to a presigned URL of the store, living ``SHOAL_PRESIGN_TTL_S`` at most and never
 past the link's own expiry, so the bytes do not pass through the API; the link itself (and so
@@ -15,7 +18,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from api.deps import SettingsDep, StorageDep, StoreDep
-from shoal import changes, downloads
+from shoal import changes, downloads, screenshots
 from shoal.contract import JobSpec
 from shoal.errors import Gone, NotFound
 from shoal.store import aware, utcnow
@@ -27,6 +30,7 @@ _TYPES = {
     ".csv": "text/csv",
     ".ndjson": "application/x-ndjson",
     ".gz": "application/gzip",
+    ".png": "image/png",
 }
 
 
@@ -58,6 +62,9 @@ def download(
         url = changes.changes_file(
             storage, row.id, JobSpec.model_validate(row.spec), row.changes, filename
         )
+        out = {"url": url} if url is not None else None
+    if row is not None and out is None:  # a rendered page's PNG (shoal.screenshots)
+        url = screenshots.stored_url(storage, row.id, filename)
         out = {"url": url} if url is not None else None
     if row is None or out is None:
         raise NotFound("no such download")

@@ -262,6 +262,7 @@ def get_results(
             extras=output.Extras(
                 change=(labels or changes.RowLabels()) if spec.compare is not None else None,
                 not_modified=spec.conditional,
+                screenshot_url=spec.screenshots,
             ),
         ),
         media_type=_MEDIA[format],

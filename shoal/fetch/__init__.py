@@ -19,10 +19,15 @@ from ._policy import AddressPolicy, BlockedAddress, is_blocked_address
 
 if TYPE_CHECKING:
     from ._engine import Engine
-    from ._errors import classify
+    from ._errors import classify, status_error
     from ._guard import GuardedResolver
 
-_LAZY = {"Engine": "._engine", "GuardedResolver": "._guard", "classify": "._errors"}
+_LAZY = {
+    "Engine": "._engine",
+    "GuardedResolver": "._guard",
+    "classify": "._errors",
+    "status_error": "._errors",
+}
 
 __all__ = [
     "AddressPolicy",
@@ -33,6 +38,7 @@ __all__ = [
     "GuardedResolver",
     "classify",
     "is_blocked_address",
+    "status_error",
 ]
 
 

@@ -51,11 +51,12 @@ How it holds up against the web:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -351,8 +352,6 @@ class Engine:
             timeout_s=float(options.timeout_s),
             max_body=min(options.max_body_bytes, self._settings.max_body_bytes),
         )
-        if options.render:
-            raise FetchError("render_failed", "rendering is not available in this version")
         pool = None
         if options.proxy_type != "none":
             pool = self._pools.get(options.proxy_type)
@@ -392,6 +391,71 @@ class Engine:
             attempts=state.attempts,
             encoding=encoding,
         )
+
+    @contextlib.asynccontextmanager
+    async def browse(
+        self, url: str, options: FetchOptions | None = None
+    ) -> AsyncIterator[str | None]:
+        """Admit a URL a browser will load (``shoal.render``), holding its slots meanwhile;
+        yields the proxy of the job's pool to load it through (None: direct).
+
+        What ``fetch`` does before it sends a request, without sending one, so a rendered URL
+        meets the same rules as a plain one: the URL checked (``invalid_url``), the guard's
+        check of its host, robots.txt (``robots_disallowed``) and the host's delay, then a slot
+        of the host (the job's per-host cap, ``SHOAL_MAX_PER_HOST`` across jobs) and one of the
+        job's ``concurrency``. The proxy is the pool's pick, benched when the body raises a
+        ``proxy`` error. Redirects the browser follows are not asked of robots.txt again; every
+        address the browser connects to meets the renderer's guard."""
+        options = options or _DEFAULT_OPTIONS
+        parsed = _validate(url)
+        pool = None
+        if options.proxy_type != "none":
+            pool = self._pools.get(options.proxy_type)
+            if pool is None:
+                raise FetchError("proxy", f"proxy pool {options.proxy_type!r} is not configured")
+        if pool is not None or parsed.host not in self._direct_ok:
+            await self._check_target(parsed, proxied=pool is not None)
+        delay = self._host_delay_s
+        if options.respect_robots:
+            delay = max(delay, await self._robots_check(parsed, options.proxy_type))
+        proxy = None
+        if pool is not None:
+            proxy = pool.pick()
+            if proxy is None:
+                raise FetchError("proxy", "no healthy proxy left in the pool")
+        host = parsed.host or ""
+        async with contextlib.AsyncExitStack() as held:
+            # the order of _in_host_slot: a page waiting for its host holds no job slot
+            if self._host_cap_binds or delay > 0:
+                entry = self._hosts.enter(host)
+                held.callback(self._hosts.leave, host, entry)
+                await held.enter_async_context(entry[0])
+                if delay > 0:
+                    await self._hosts.pace(host, delay)
+            shared = self._shared
+            if shared is not None:
+                gate = shared.gates.get(host) or shared.gate(host)
+                if gate.in_use < gate.limit and not gate.waiters:
+                    gate.in_use += 1
+                    gate.peak = max(gate.peak, gate.in_use)
+                else:
+                    await shared.wait(host, gate)
+                held.callback(shared.leave, host, gate)
+            await held.enter_async_context(self._slots)
+            self._in_flight += 1
+            self._peak = max(self._peak, self._in_flight)
+            held.callback(self._left)
+            try:
+                yield proxy
+            except FetchError as err:
+                if pool is not None and proxy is not None:
+                    (pool.failed if err.code == "proxy" else pool.succeeded)(proxy)
+                raise
+            if pool is not None and proxy is not None:
+                pool.succeeded(proxy)
+
+    def _left(self) -> None:
+        self._in_flight -= 1
 
     # ------------------------------------------------------------------ hops
     async def _follow(self, state: _State, options: FetchOptions, pool: ProxyPool | None) -> _Hop:

@@ -22,7 +22,6 @@ class FetchOptions:
     headers: Mapping[str, str] = field(default_factory=dict)
     max_body_bytes: int = 10 * 1024 * 1024
     proxy_type: str = "none"
-    render: bool = False
     respect_robots: bool = True
 
 

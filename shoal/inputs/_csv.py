@@ -32,13 +32,18 @@ def _csv_value(column: str, cell: str) -> Any:
         except orjson.JSONDecodeError as exc:
             raise ValueError(f"{column}: not a JSON object: {exc}") from None
         return value
-    if column == "formats":
+    if column in ("formats", "block_resources"):
         if cell.startswith("["):
             try:
                 return orjson.loads(cell)
             except orjson.JSONDecodeError as exc:
-                raise ValueError(f"formats: not a JSON list: {exc}") from None
+                raise ValueError(f"{column}: not a JSON list: {exc}") from None
         return [f.strip() for f in cell.replace(";", ",").split(",") if f.strip()]
+    if column == "wait_for" and cell.startswith("{"):  # {"selector": ...} or {"ms": ...}
+        try:
+            return orjson.loads(cell)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"wait_for: not a JSON object: {exc}") from None
     if column in ("render", "respect_robots"):
         flag = _BOOLS.get(cell.lower())
         if flag is None:

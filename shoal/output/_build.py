@@ -6,11 +6,12 @@ job's size. NDJSON lines are made by orjson, embedding the stored JSON text with
 DuckDB's JSON functions, run on each batch; pyarrow writes the files. Parts are read one after
 the other, so the output keeps input order without a sort.
 
-Two result fields only some jobs carry (``Extras``): ``change`` (a job with ``compare``: each
+Result fields only some jobs carry (``Extras``): ``change`` (a job with ``compare``: each
 row's label from the change report, looked up by ``input_index`` in ``shoal.changes``' sorted
 labels, a slice per batch) and, in CSV/Parquet, ``not_modified`` (a ``conditional`` job; NDJSON
-has the key on the rows a 304 carried forward). Both are last, so the columns every output has
-keep their places.
+has the key on the rows a 304 carried forward) and ``screenshot_url`` (a job asking for
+screenshots; NDJSON has the key on the rows that have one). They are last, so the columns every
+output has keep their places.
 """
 
 from __future__ import annotations
@@ -61,10 +62,13 @@ class Extras:
     """Result fields of some jobs' outputs (module docstring).
 
     ``change``: input indices -> their ``change`` labels (null: none), or None for no
-    ``change`` field; ``not_modified``: CSV/Parquet have the ``not_modified`` column."""
+    ``change`` field; ``not_modified``: CSV/Parquet have the ``not_modified`` column;
+    ``screenshot_url``: CSV/Parquet have the ``screenshot_url`` column (a job that asks for
+    screenshots)."""
 
     change: Callable[[pa.Array], pa.Array] | None = None
     not_modified: bool = False
+    screenshot_url: bool = False
 
 
 _NO_EXTRAS = Extras()
@@ -118,6 +122,8 @@ def flat_schema(fields: Mapping[str, str], fmt: Fmt, extras: Extras = _NO_EXTRAS
     ]
     if extras.not_modified:
         extra.append(pa.field("not_modified", pa.bool_()))
+    if extras.screenshot_url:
+        extra.append(pa.field("screenshot_url", pa.string()))
     if extras.change is not None:
         extra.append(pa.field("change", pa.string()))
     return pa.schema([*_BASE_FLAT_FIELDS, *extra])
@@ -169,6 +175,8 @@ def _flat_sql(fields: Mapping[str, str], fmt: Fmt, extras: Extras = _NO_EXTRAS) 
     tail = []
     if extras.not_modified:
         tail.append("coalesce(not_modified, false) AS not_modified")
+    if extras.screenshot_url:
+        tail.append("screenshot_url")
     if extras.change is not None:
         tail.append("change")
     if not fields:
@@ -201,7 +209,9 @@ def _flat_batches(
 ) -> Iterator[pa.Table]:
     schema = flat_schema(fields, fmt, extras)
     sql = _flat_sql(fields, fmt, extras)
-    columns = [*_FLAT_INPUT, "not_modified"] if extras.not_modified else _FLAT_INPUT
+    columns = [*_FLAT_INPUT, "not_modified"] if extras.not_modified else list(_FLAT_INPUT)
+    if extras.screenshot_url:
+        columns.append("screenshot_url")
     con = _connect()
     try:
         for batch in iter_part_batches(storage, part_urls, columns):
@@ -226,6 +236,8 @@ _OPTIONAL = (
     ("metadata", "metadata_json", True),
     # a row a 304 carried forward (shoal.conditional): true there, absent elsewhere
     ("not_modified", "not_modified", False),
+    # a rendered page's PNG (shoal.screenshots)
+    ("screenshot_url", "screenshot_url", False),
 )
 
 

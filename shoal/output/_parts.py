@@ -21,7 +21,8 @@ Nested values (``meta``, ``data``, ``links``, ``metadata``) are stored as JSON t
 never depends on what a page yielded; the output builder embeds that text as-is (NDJSON) or
 extracts typed columns from it (CSV/Parquet).
 
-``not_modified`` is the result field of a row a ``304`` carried forward (``shoal.conditional``).
+``not_modified`` is the result field of a row a ``304`` carried forward (``shoal.conditional``);
+``screenshot_url`` the signed link of a rendered page's PNG (``shoal.screenshots``).
 ``etag`` and ``last_modified`` are internal: the validators of an ok row's response, kept so the
 next run of a schedule can ask with them; the output builder leaves them out (it names the
 columns it writes) and results pages do not show them.
@@ -72,6 +73,7 @@ PART_SCHEMA = pa.schema(
         ("links_json", pa.string()),
         ("metadata_json", pa.string()),
         ("not_modified", pa.bool_()),
+        ("screenshot_url", pa.string()),
         ("etag", pa.string()),  # internal (see the module docstring)
         ("last_modified", pa.string()),  # internal
     ]
@@ -227,6 +229,7 @@ def rows_table(rows: list[dict[str, Any]]) -> pa.Table:
         cols["links_json"].append(_json_text(row.get("links")))
         cols["metadata_json"].append(_json_text(row.get("metadata")))
         cols["not_modified"].append(row.get("not_modified"))
+        cols["screenshot_url"].append(row.get("screenshot_url"))
         cols["etag"].append(row.get("etag"))
         cols["last_modified"].append(row.get("last_modified"))
     return pa.Table.from_pydict(cols, schema=PART_SCHEMA)
@@ -395,6 +398,7 @@ def rows_from_batch(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     n = batch.num_rows
     cols = {name: _pylist(batch.column(i), n) for i, name in enumerate(batch.schema.names)}
     not_modified = cols.get("not_modified")
+    shots = cols.get("screenshot_url")
     out = []
     for i in range(n):
         row: dict[str, Any] = {name: cols[name][i] for name in RESULT_COLUMNS}
@@ -414,6 +418,8 @@ def rows_from_batch(batch: pa.RecordBatch) -> list[dict[str, Any]]:
                 row[key] = orjson.loads(cols[name][i])
         if not_modified is not None and not_modified[i]:
             row["not_modified"] = True
+        if shots is not None and shots[i] is not None:
+            row["screenshot_url"] = shots[i]
         out.append(row)
     return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import sys
 from datetime import timedelta
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -108,6 +109,33 @@ def test_residential_proxy_not_configured_names_the_field(client, alice):
     # the same on a per-URL override
     body = {"input": {"urls": [{"url": "https://e.com", "proxy_type": "residential"}]}}
     assert_problem(post_job(client, alice, body), 422, "input.urls[0].proxy_type")
+
+
+def test_render_is_422_naming_the_missing_piece_or_accepted(
+    client, alice, flow_starter, monkeypatch
+):
+    from shoal.settings import get_settings
+
+    body = {
+        "urls": urls(1),
+        "defaults": {
+            "render": True,
+            "wait_for": {"selector": ".price"},
+            "block_resources": ["image"],
+            "formats": ["data", {"screenshot": {"full_page": True}}],
+        },
+    }
+    monkeypatch.setenv("SHOAL_RENDER_EXECUTABLE", "/nonexistent/chromium")
+    get_settings.cache_clear()
+    problem = assert_problem(post_job(client, alice, body), 422, "defaults.render")
+    assert "/nonexistent/chromium" in problem["errors"][0]["msg"]
+    monkeypatch.setenv("SHOAL_RENDER_EXECUTABLE", sys.executable)  # "a browser" to validation
+    get_settings.cache_clear()
+    assert post_job(client, alice, body).status_code == 202
+    bad = {"urls": urls(1), "defaults": {"render": True, "wait_for": "soon"}}
+    assert_problem(post_job(client, alice, bad), 422, "defaults.wait_for")
+    bad = {"urls": [{"url": "https://e.com", "block_resources": ["pictures"]}]}
+    assert_problem(post_job(client, alice, bad), 422, "urls[0].block_resources[0]")
 
 
 def test_expires_in_s_at_maximum_is_accepted(client, alice):

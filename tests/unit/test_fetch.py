@@ -370,12 +370,49 @@ async def test_invalid_urls(url: str) -> None:
     assert err.code == "invalid_url"
 
 
-async def test_render_and_proxy_are_not_available(server: TestServer) -> None:
+async def test_an_unconfigured_proxy_pool_is_proxy(server: TestServer) -> None:
     async with Engine(concurrency=1, settings=_settings()) as engine:
-        err = await _fail(engine, f"{server.base}/ok", FetchOptions(render=True))
-        assert err.code == "render_failed"
         err = await _fail(engine, f"{server.base}/ok", FetchOptions(proxy_type="residential"))
         assert err.code == "proxy"
+
+
+async def test_browse_admits_a_rendered_url_as_a_fetch() -> None:
+    """``Engine.browse`` (a URL the browser loads): robots.txt and the guard first, then one of
+    the job's slots held while the caller renders, and the proxy pool's pick handed over."""
+    from tests.sites.hostile import HostileSite
+
+    with HostileSite() as site:  # its robots.txt disallows /private/
+        async with Engine(concurrency=1, settings=_settings()) as engine:
+            with pytest.raises(FetchError) as info:
+                async with engine.browse(site.url("/private/x")):
+                    raise AssertionError("admitted a URL robots.txt disallows")
+            assert info.value.code == "robots_disallowed"
+            async with engine.browse(site.url("/ok")) as proxy:
+                assert proxy is None and engine.in_flight == 1
+                plain = asyncio.ensure_future(engine.fetch(site.url("/ok")))
+                await asyncio.sleep(0.2)
+                assert not plain.done()  # the rendered URL holds the job's only slot
+            assert (await plain).status == 200 and engine.peak_in_flight == 1
+        assert site.hits["/robots.txt"] == 1 and site.hits["/private/x"] == 0
+    strict = _settings(allow_private_networks=False)
+    proxies = {"datacenter": ["http://127.0.0.1:9"]}
+    async with Engine(concurrency=2, settings=strict, proxies=proxies) as engine:
+        for url, code in [
+            ("http://169.254.169.254/latest/", "blocked"),
+            ("ftp://example.com/", "invalid_url"),
+        ]:
+            with pytest.raises(FetchError) as info:
+                async with engine.browse(url):
+                    pass
+            assert info.value.code == code
+        with pytest.raises(FetchError) as info:
+            async with engine.browse("http://93.184.216.34/", FetchOptions(proxy_type="x")):
+                pass
+        assert info.value.code == "proxy"
+        options = FetchOptions(proxy_type="datacenter", respect_robots=False)
+        async with engine.browse("http://93.184.216.34/", options) as proxy:
+            assert proxy == "http://127.0.0.1:9"
+        assert engine.in_flight == 0
 
 
 async def test_concurrency_is_a_true_cap(server: TestServer) -> None:

@@ -64,7 +64,7 @@ def test_ndjson_bad_lines_are_staged_errors_with_file_line_numbers(cfg):
         b'{"meta": 1}',
         b'{"url": "https://ok.example/2", "bogus": 1}',
         b"[1, 2]",
-        b'{"url": "https://ok.example/3", "render": true}',
+        b'{"url": "https://ok.example/3", "wait_for": "soon"}',
         b'{"url": "https://ok.example/4", "headers": {"X-A": "1\\r\\nX-B: 2"}}',
         b'"https://ok.example/5"',
     ]
@@ -77,7 +77,7 @@ def test_ndjson_bad_lines_are_staged_errors_with_file_line_numbers(cfg):
     assert by_line[5].startswith("timeout_s:")
     assert "url: missing" in by_line[6]
     assert by_line[7] == "bogus: unknown field"
-    assert "render" in by_line[9]
+    assert "wait_for" in by_line[9]
     assert "headers.X-A" in by_line[10]
     # staged in input order; an invalid record keeps its place, its URL and its meta
     assert staged[1] == {"url": "ftp://nope.example/", "meta": None, "error": by_line[3]}

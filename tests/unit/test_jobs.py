@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from shoal import downloads
-from shoal.contract import JobCreate, ScrapeOptions
-from shoal.errors import InputError
+from shoal.contract import JobCreate, JobSpec, ScrapeOptions, screenshot_of
+from shoal.errors import InputError, field_errors
 from shoal.jobs import (
     eta_seconds,
     input_url,
@@ -130,12 +132,14 @@ def test_override_only_fields_allow_csv(cfg, acct):
 
 
 def test_invalid_override_value_names_the_item(cfg, acct):
+    no_browser = cfg.model_copy(update={"render_executable": "/nonexistent/chromium"})
     body = JobCreate.model_validate(
         {"urls": ["https://a.com", {"url": "https://b.com", "render": True}]}
     )
     with pytest.raises(InputError) as exc:
-        validate(body, cfg, acct)
+        validate(body, no_browser, acct)
     assert _locs(exc) == ["urls[1].render"]
+    assert "SHOAL_RENDER_EXECUTABLE='/nonexistent/chromium'" in exc.value.errors[0].msg
 
 
 def test_bad_url_in_object_names_url_subfield(cfg, acct):
@@ -231,6 +235,98 @@ def test_screenshot_needs_render(cfg, acct):
     with pytest.raises(InputError) as exc:
         validate(body, cfg, acct)
     assert "defaults.formats" in _locs(exc)
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser_cfg(cfg) -> Settings:
+    """Settings of a host where rendering can run (any executable stands for the browser:
+    validation only asks whether there is one)."""
+    return cfg.model_copy(update={"render_executable": sys.executable})
+
+
+def test_render_with_its_options_is_accepted_where_a_browser_is(browser_cfg, acct):
+    body = JobCreate.model_validate(
+        {
+            "urls": [
+                "https://a.com",
+                {"url": "https://b.com", "wait_for": "networkidle", "block_resources": []},
+                {"url": "https://c.com", "formats": ["data", "screenshot"]},
+            ],
+            "defaults": {
+                "render": True,
+                "wait_for": {"selector": ".price"},
+                "block_resources": ["image", "font"],
+                "formats": ["data", {"screenshot": {"full_page": True}}],
+            },
+        }
+    )
+    spec, lines = validate(body, browser_cfg, acct)
+    assert spec.defaults.wait_for == {"selector": ".price"}
+    assert spec.defaults.block_resources == ["image", "font"]
+    assert screenshot_of(spec.defaults.formats) == "full_page"
+    assert spec.screenshots  # CSV/Parquet get a screenshot_url column
+    over = [i["o"] for i in _items(lines)]
+    assert over[1] == {"wait_for": "networkidle", "block_resources": []}
+    assert screenshot_of(over[2]["formats"]) == "viewport"
+    # the stored spec reads back (the flow validates it again)
+    again = JobSpec.model_validate(spec.model_dump(mode="json"))
+    assert screenshot_of(again.defaults.formats) == "full_page"
+
+
+def test_render_without_a_browser_is_422_naming_the_missing_piece(cfg, acct):
+    no_browser = cfg.model_copy(update={"render_executable": "/nonexistent/chromium"})
+    body = JobCreate.model_validate({"urls": ["https://a.com"], "defaults": {"render": True}})
+    with pytest.raises(InputError) as exc:
+        validate(body, no_browser, acct)
+    assert _locs(exc) == ["defaults.render"]
+    assert "is not an executable" in exc.value.errors[0].msg
+
+
+def test_a_url_screenshot_follows_the_job_render(browser_cfg, acct):
+    ok = {
+        "urls": [{"url": "https://a.com", "formats": ["screenshot"]}],
+        "defaults": {"render": True},
+    }
+    validate(JobCreate.model_validate(ok), browser_cfg, acct)
+    for body, loc in [
+        ({"urls": [{"url": "https://a.com", "formats": ["screenshot"]}]}, "urls[0].formats"),
+        (
+            {
+                "urls": [{"url": "https://a.com", "formats": ["screenshot"], "render": False}],
+                "defaults": {"render": True},
+            },
+            "urls[0].formats",
+        ),
+    ]:
+        with pytest.raises(InputError) as exc:
+            validate(JobCreate.model_validate(body), browser_cfg, acct)
+        assert _locs(exc) == [loc]
+
+
+@pytest.mark.parametrize(
+    ("defaults", "loc"),
+    [
+        ({"wait_for": "soon"}, "defaults.wait_for"),
+        ({"wait_for": {"selector": ""}}, "defaults.wait_for"),
+        ({"wait_for": {"ms": 60_001}}, "defaults.wait_for"),
+        ({"wait_for": {"ms": 5, "selector": "p"}}, "defaults.wait_for"),
+        ({"wait_for": 5}, "defaults.wait_for"),
+        ({"block_resources": ["pictures"]}, "defaults.block_resources[0]"),
+        ({"block_resources": "image"}, "defaults.block_resources"),
+        (
+            {"formats": [{"screenshot": {"fullpage": True}}]},
+            "defaults.formats[0].screenshot.fullpage",
+        ),
+        ({"formats": ["photo"]}, "defaults.formats[0]"),
+    ],
+)
+def test_bad_render_options_name_the_field(defaults, loc):
+    with pytest.raises(ValidationError) as exc:
+        JobCreate.model_validate({"urls": ["https://a.com"], "defaults": defaults})
+    assert loc in [e.loc for e in field_errors(exc.value.errors())]
 
 
 @pytest.mark.parametrize(
