@@ -10,6 +10,7 @@ from tests.pgserver import PgServer
 from tests.s3server import _STRAY_AWS_ENV, CREDENTIALS, S3Server
 from tests.sites.catalog import NightlyCatalog, Site
 from tests.sites.receiver import Receiver
+from tests.sites.render import Listener, RenderSite
 
 
 @pytest.fixture
@@ -47,6 +48,27 @@ def receiver() -> Iterator[Receiver]:
         yield r
     finally:
         r.stop()
+
+
+@pytest.fixture(scope="module")
+def render_site() -> Iterator[RenderSite]:
+    """The rendering test site on 127.0.0.1 (``tests/sites/render.py``), one a module."""
+    s = RenderSite().start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def internal() -> Iterator[Listener]:
+    """A listener on 127.0.0.2, the address the guard must keep a page from: it records
+    every connection made to it (none, when the guard holds)."""
+    listener = Listener("127.0.0.2").start()
+    try:
+        yield listener
+    finally:
+        listener.stop()
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,10 @@ is the strict one (no private networks) with 127.0.0.1, where the site is, allow
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import orjson
-import pytest
 
 from flows.scrape_job import scrape_job
 from shoal.settings import get_settings
@@ -26,22 +25,8 @@ from tests.integration.test_scrape_job_flow import _create
 from tests.sites.render import PRICE, Listener, RenderSite, need_browser
 
 
-@pytest.fixture(scope="module")
-def site() -> Iterator[RenderSite]:
-    s = RenderSite().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def internal() -> Iterator[Listener]:
-    listener = Listener("127.0.0.2").start()
-    yield listener
-    listener.stop()
-
-
 async def test_a_rendered_job(
-    site: RenderSite, internal: Listener, shoal_env: Callable[[str, str], None]
+    render_site: RenderSite, internal: Listener, shoal_env: Callable[[str, str], None]
 ) -> None:
     need_browser()
     shoal_env("SHOAL_ALLOW_PRIVATE_NETWORKS", "0")
@@ -49,17 +34,17 @@ async def test_a_rendered_job(
     settings = get_settings()
     steal = f"http://127.0.0.2:{internal.port}/steal"
     urls = [
-        site.url("/timer?ms=300"),
-        {"url": site.url("/xhr"), "wait_for": "networkidle"},
+        render_site.url("/timer?ms=300"),
+        {"url": render_site.url("/xhr"), "wait_for": "networkidle"},
         {
-            "url": site.url("/plain"),
+            "url": render_site.url("/plain"),
             "formats": ["data", "html", {"screenshot": {"full_page": True}}],
         },
-        {"url": site.url("/loop"), "timeout_s": 3},
-        {"url": site.url("/download"), "wait_for": "load"},
-        {"url": site.url("/nope"), "wait_for": "load"},
+        {"url": render_site.url("/loop"), "timeout_s": 3},
+        {"url": render_site.url("/download"), "wait_for": "load"},
+        {"url": render_site.url("/nope"), "wait_for": "load"},
         {
-            "url": site.url(f"/ssrf?targets={steal}&ws=ws://127.0.0.2:{internal.port}/ws"),
+            "url": render_site.url(f"/ssrf?targets={steal}&ws=ws://127.0.0.2:{internal.port}/ws"),
             "wait_for": {"selector": "body[data-done]"},
         },
     ]
@@ -121,7 +106,7 @@ async def test_a_rendered_job(
 
 
 async def test_rendering_is_summed_over_chunk_processes(
-    site: RenderSite, shoal_env: Callable[[str, str], None]
+    render_site: RenderSite, shoal_env: Callable[[str, str], None]
 ) -> None:
     """Each chunk process renders with browsers of its own; the run page sums them."""
     need_browser()
@@ -129,7 +114,7 @@ async def test_rendering_is_summed_over_chunk_processes(
     shoal_env("SHOAL_CHUNK_PROCESSES", "2")
     jid = _create(
         {
-            "urls": [site.url(f"/plain?n={i}") for i in range(4)],
+            "urls": [render_site.url(f"/plain?n={i}") for i in range(4)],
             "defaults": {"render": True, "extract": {"price": "number"}},
             "selectors": {"price": ".price"},
             "concurrency": 16,

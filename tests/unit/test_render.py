@@ -9,7 +9,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
@@ -34,13 +34,6 @@ def _settings(**kw: object) -> Settings:
     return Settings(**base)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module")
-def site() -> Iterator[RenderSite]:
-    s = RenderSite().start()
-    yield s
-    s.stop()
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def renderer() -> AsyncIterator[Renderer]:
     need_browser()
@@ -56,9 +49,9 @@ async def _fail(renderer: Renderer, url: str, **kw: object) -> FetchError:
 
 @pytest.mark.parametrize("path", ["/timer", "/xhr", "/scroll"])
 async def test_price_put_in_by_script_is_in_the_rendered_dom(
-    renderer: Renderer, site: RenderSite, path: str
+    renderer: Renderer, render_site: RenderSite, path: str
 ) -> None:
-    served = site.url(path)
+    served = render_site.url(path)
     page = await renderer.render(served, wait_for={"selector": ".price:not(:empty)"})
     assert PRICE_HTML in page.html
     assert page.status == 200 and page.final_url == served
@@ -66,57 +59,61 @@ async def test_price_put_in_by_script_is_in_the_rendered_dom(
 
 
 async def test_load_alone_misses_a_timer_and_a_delay_catches_it(
-    renderer: Renderer, site: RenderSite
+    renderer: Renderer, render_site: RenderSite
 ) -> None:
-    early = await renderer.render(site.url("/timer?ms=5000"), wait_for="load")
+    early = await renderer.render(render_site.url("/timer?ms=5000"), wait_for="load")
     assert PRICE_HTML not in early.html  # load does not wait for timers
-    late = await renderer.render(site.url("/timer"), wait_for={"ms": 600})
+    late = await renderer.render(render_site.url("/timer"), wait_for={"ms": 600})
     assert PRICE_HTML in late.html
     assert late.timings["wait"] >= 0.6
 
 
-async def test_scroll_content_is_shown_after_load(renderer: Renderer, site: RenderSite) -> None:
-    page = await renderer.render(site.url("/scroll"), wait_for="load")
+async def test_scroll_content_is_shown_after_load(
+    renderer: Renderer, render_site: RenderSite
+) -> None:
+    page = await renderer.render(render_site.url("/scroll"), wait_for="load")
     assert PRICE_HTML in page.html
 
 
-async def test_networkidle_waits_for_the_xhr(renderer: Renderer, site: RenderSite) -> None:
-    page = await renderer.render(site.url("/xhr"), wait_for="networkidle")
+async def test_networkidle_waits_for_the_xhr(renderer: Renderer, render_site: RenderSite) -> None:
+    page = await renderer.render(render_site.url("/xhr"), wait_for="networkidle")
     assert PRICE_HTML in page.html
 
 
 async def test_a_page_that_never_goes_idle_times_out_on_time(
-    renderer: Renderer, site: RenderSite
+    renderer: Renderer, render_site: RenderSite
 ) -> None:
     t0 = time.monotonic()
-    error = await _fail(renderer, site.url("/never-idle"), wait_for="networkidle", deadline_s=2)
+    error = await _fail(
+        renderer, render_site.url("/never-idle"), wait_for="networkidle", deadline_s=2
+    )
     took = time.monotonic() - t0
     assert error.code == "timeout"
     assert 2.0 <= took < 4.0
     # the same page with wait_for load renders
-    page = await renderer.render(site.url("/never-idle"), wait_for="load")
+    page = await renderer.render(render_site.url("/never-idle"), wait_for="load")
     assert PRICE_HTML in page.html
 
 
 async def test_a_page_looping_forever_times_out_and_the_pool_goes_on(
-    renderer: Renderer, site: RenderSite
+    renderer: Renderer, render_site: RenderSite
 ) -> None:
     t0 = time.monotonic()
-    error = await _fail(renderer, site.url("/loop"), deadline_s=2)
+    error = await _fail(renderer, render_site.url("/loop"), deadline_s=2)
     assert error.code == "timeout"
     assert time.monotonic() - t0 < 4.0
     # the looping renderer is killed with its context; the next pages render as usual
     pages = await asyncio.gather(
-        *(renderer.render(site.url("/plain"), deadline_s=10) for _ in range(4))
+        *(renderer.render(render_site.url("/plain"), deadline_s=10) for _ in range(4))
     )
     assert all(PRICE_HTML in p.html for p in pages)
 
 
 async def test_dialogs_are_dismissed_and_popups_closed(
-    renderer: Renderer, site: RenderSite
+    renderer: Renderer, render_site: RenderSite
 ) -> None:
     page = await renderer.render(
-        site.url("/dialogs"), wait_for={"selector": ".price:not(:empty)"}, deadline_s=10
+        render_site.url("/dialogs"), wait_for={"selector": ".price:not(:empty)"}, deadline_s=10
     )
     # the page's script goes on past each dialog only once it is answered, and writes the
     # price only when both its popups are closed
@@ -125,63 +122,65 @@ async def test_dialogs_are_dismissed_and_popups_closed(
 
 
 async def test_a_tab_that_crashes_is_tried_once_more_then_render_failed(
-    renderer: Renderer, site: RenderSite
+    renderer: Renderer, render_site: RenderSite
 ) -> None:
-    before = site.hits["/oom"]
-    error = await _fail(renderer, site.url("/oom"), deadline_s=20)
+    before = render_site.hits["/oom"]
+    error = await _fail(renderer, render_site.url("/oom"), deadline_s=20)
     assert error.code == "render_failed"
     assert error.attempts == 2 and "crashed" in error.message
-    assert site.hits["/oom"] - before == 2
-    page = await renderer.render(site.url("/plain"))
+    assert render_site.hits["/oom"] - before == 2
+    page = await renderer.render(render_site.url("/plain"))
     assert PRICE_HTML in page.html
 
 
 async def test_a_script_redirect_and_broken_globals_do_not_break_a_render(
-    renderer: Renderer, site: RenderSite
+    renderer: Renderer, render_site: RenderSite
 ) -> None:
     moved = await renderer.render(
-        site.url("/js-redirect"), wait_for={"selector": ".price:not(:empty)"}
+        render_site.url("/js-redirect"), wait_for={"selector": ".price:not(:empty)"}
     )
-    assert moved.final_url == site.url("/plain") and PRICE_HTML in moved.html
-    broken = await renderer.render(site.url("/hostile-globals"))
+    assert moved.final_url == render_site.url("/plain") and PRICE_HTML in moved.html
+    broken = await renderer.render(render_site.url("/hostile-globals"))
     assert PRICE_HTML in broken.html
 
 
-async def test_a_huge_dom_renders_whole(renderer: Renderer, site: RenderSite) -> None:
-    page = await renderer.render(site.url("/huge?n=100000"), deadline_s=30)
+async def test_a_huge_dom_renders_whole(renderer: Renderer, render_site: RenderSite) -> None:
+    page = await renderer.render(render_site.url("/huge?n=100000"), deadline_s=30)
     assert page.html.count('<div class="item">') == 100_000
     assert PRICE_HTML in page.html
 
 
-async def test_downloads_are_refused(renderer: Renderer, site: RenderSite) -> None:
-    error = await _fail(renderer, site.url("/download"), deadline_s=10)
+async def test_downloads_are_refused(renderer: Renderer, render_site: RenderSite) -> None:
+    error = await _fail(renderer, render_site.url("/download"), deadline_s=10)
     assert error.code == "render_failed"
     assert "download" in error.message
 
 
 async def test_images_media_and_fonts_are_blocked_by_default(
-    renderer: Renderer, site: RenderSite
+    renderer: Renderer, render_site: RenderSite
 ) -> None:
-    blocked = [site.hits[p] for p in ("/img.png", "/font.woff2", "/video.mp4")]
-    page = await renderer.render(site.url("/images"), wait_for="networkidle")
+    blocked = [render_site.hits[p] for p in ("/img.png", "/font.woff2", "/video.mp4")]
+    page = await renderer.render(render_site.url("/images"), wait_for="networkidle")
     assert PRICE_HTML in page.html
-    assert [site.hits[p] for p in ("/img.png", "/font.woff2", "/video.mp4")] == blocked
-    await renderer.render(site.url("/images"), wait_for="networkidle", block_resources=())
-    assert site.hits["/img.png"] == blocked[0] + 1
+    assert [render_site.hits[p] for p in ("/img.png", "/font.woff2", "/video.mp4")] == blocked
+    await renderer.render(render_site.url("/images"), wait_for="networkidle", block_resources=())
+    assert render_site.hits["/img.png"] == blocked[0] + 1
 
 
 async def test_no_cookie_or_storage_survives_between_pages(
-    renderer: Renderer, site: RenderSite
+    renderer: Renderer, render_site: RenderSite
 ) -> None:
-    first = await renderer.render(site.url("/state"))
-    second = await renderer.render(site.url("/state"))
+    first = await renderer.render(render_site.url("/state"))
+    second = await renderer.render(render_site.url("/state"))
     assert '<span class="price">none|none</span>' in first.html
     assert '<span class="price">none|none</span>' in second.html
 
 
-async def test_screenshots_viewport_and_full_page(renderer: Renderer, site: RenderSite) -> None:
-    view = await renderer.render(site.url("/scroll"), screenshot="viewport")
-    full = await renderer.render(site.url("/scroll"), screenshot="full_page")
+async def test_screenshots_viewport_and_full_page(
+    renderer: Renderer, render_site: RenderSite
+) -> None:
+    view = await renderer.render(render_site.url("/scroll"), screenshot="viewport")
+    full = await renderer.render(render_site.url("/scroll"), screenshot="full_page")
     assert view.screenshot_png is not None and full.screenshot_png is not None
     for png in (view.screenshot_png, full.screenshot_png):
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -191,17 +190,17 @@ async def test_screenshots_viewport_and_full_page(renderer: Renderer, site: Rend
 
 
 async def test_a_killed_browser_is_replaced_and_the_page_tried_again(
-    site: RenderSite,
+    render_site: RenderSite,
 ) -> None:
     need_browser()
     async with Renderer(_settings()) as renderer:
         pooled = renderer.pool.browsers[0]
-        hits = site.hits["/timer"]
+        hits = render_site.hits["/timer"]
         slow = asyncio.ensure_future(
-            renderer.render(site.url("/timer"), wait_for={"ms": 3000}, deadline_s=20)
+            renderer.render(render_site.url("/timer"), wait_for={"ms": 3000}, deadline_s=20)
         )
         deadline = time.monotonic() + 10
-        while site.hits["/timer"] == hits:  # the page is loading
+        while render_site.hits["/timer"] == hits:  # the page is loading
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
         pid = _procmem.find_pid(pooled.marker)
@@ -212,38 +211,38 @@ async def test_a_killed_browser_is_replaced_and_the_page_tried_again(
         assert renderer.pool.launched == 2 and renderer.pool.crashed == 1
 
 
-async def test_a_browser_is_recycled_after_n_pages(site: RenderSite) -> None:
+async def test_a_browser_is_recycled_after_n_pages(render_site: RenderSite) -> None:
     need_browser()
     async with Renderer(_settings(render_recycle_pages=3)) as renderer:
         first = renderer.pool.browsers[0].browser
         for _ in range(3):
-            await renderer.render(site.url("/plain"))
+            await renderer.render(render_site.url("/plain"))
         deadline = time.monotonic() + 10
         while first.is_connected():  # closed once its last page is
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
-        page = await renderer.render(site.url("/plain"))
+        page = await renderer.render(render_site.url("/plain"))
         assert PRICE_HTML in page.html
         assert renderer.pool.recycled == 1 and renderer.pool.launched == 2
 
 
-async def test_a_browser_over_its_memory_cap_is_recycled(site: RenderSite) -> None:
+async def test_a_browser_over_its_memory_cap_is_recycled(render_site: RenderSite) -> None:
     need_browser()
     async with Renderer(_settings(render_recycle_mb=64)) as renderer:
         pooled = renderer.pool.browsers[0]
-        await renderer.render(site.url("/plain"))
+        await renderer.render(render_site.url("/plain"))
         assert pooled.memory_bytes() > 64 * 2**20  # the browser's real process tree (PSS)
         await renderer.pool.check_memory(pooled)  # what every 25th page does
         deadline = time.monotonic() + 10
         while pooled.browser.is_connected():
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
-        page = await renderer.render(site.url("/plain"))
+        page = await renderer.render(render_site.url("/plain"))
         assert PRICE_HTML in page.html
         assert renderer.pool.recycled == 1 and renderer.pool.launched == 2
 
 
-async def test_the_operator_cap_bounds_pages_open(site: RenderSite) -> None:
+async def test_the_operator_cap_bounds_pages_open(render_site: RenderSite) -> None:
     need_browser()
     async with Renderer(_settings(render_max_pages=2)) as renderer:
         peak = 0
@@ -256,7 +255,7 @@ async def test_the_operator_cap_bounds_pages_open(site: RenderSite) -> None:
 
         watcher = asyncio.ensure_future(watch())
         pages = await asyncio.gather(
-            *(renderer.render(site.url("/timer"), wait_for={"ms": 350}) for _ in range(6))
+            *(renderer.render(render_site.url("/timer"), wait_for={"ms": 350}) for _ in range(6))
         )
         watcher.cancel()
         assert all(PRICE_HTML in p.html for p in pages)

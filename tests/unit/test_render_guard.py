@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
@@ -27,20 +27,6 @@ from tests.sites.socks import SocksProxy
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 PRICE_HTML = f'<span class="price">{PRICE}</span>'
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[RenderSite]:
-    s = RenderSite().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def internal() -> Iterator[Listener]:
-    listener = Listener("127.0.0.2").start()
-    yield listener
-    listener.stop()
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +46,7 @@ async def renderer(resolver: MapResolver) -> AsyncIterator[Renderer]:
 
 
 async def test_script_cannot_reach_internal_addresses(
-    renderer: Renderer, site: RenderSite, internal: Listener, resolver: MapResolver
+    renderer: Renderer, render_site: RenderSite, internal: Listener, resolver: MapResolver
 ) -> None:
     p = internal.port
     targets = [
@@ -72,7 +58,9 @@ async def test_script_cannot_reach_internal_addresses(
         "http://169.254.169.254/latest/meta-data/",
         "http://10.0.0.1/admin",
     ]
-    url = site.url(f"/ssrf?targets={','.join(targets)}&ws=ws://127.0.0.2:{p}/ws", "shop.test")
+    url = render_site.url(
+        f"/ssrf?targets={','.join(targets)}&ws=ws://127.0.0.2:{p}/ws", "shop.test"
+    )
     page = await renderer.render(url, wait_for={"selector": "body[data-done]"}, deadline_s=20)
     assert PRICE_HTML in page.html  # the page itself rendered, through its allowed name
     assert internal.connections == 0 and internal.received == b""
@@ -83,7 +71,7 @@ async def test_script_cannot_reach_internal_addresses(
     # the names were resolved by the guard's resolver, never by the browser
     assert {"shop.test", "rebind.test", "mixed.test"} <= set(resolver.asked)
     # the redirect hop was asked of the site and refused at its target
-    assert site.hits["/redirect"] >= len(targets)
+    assert render_site.hits["/redirect"] >= len(targets)
 
 
 async def test_a_page_on_a_blocked_host_is_blocked(renderer: Renderer, internal: Listener) -> None:
@@ -95,11 +83,11 @@ async def test_a_page_on_a_blocked_host_is_blocked(renderer: Renderer, internal:
 
 
 async def test_a_redirect_to_an_internal_address_is_blocked(
-    renderer: Renderer, site: RenderSite, internal: Listener
+    renderer: Renderer, render_site: RenderSite, internal: Listener
 ) -> None:
     target = f"http://127.0.0.2:{internal.port}/"
     with pytest.raises(FetchError) as info:
-        await renderer.render(site.url(f"/redirect?to={target}", "shop.test"), deadline_s=10)
+        await renderer.render(render_site.url(f"/redirect?to={target}", "shop.test"), deadline_s=10)
     assert info.value.code == "blocked"
     assert internal.connections == 0
 
@@ -111,11 +99,14 @@ async def test_an_unknown_name_is_dns(renderer: Renderer) -> None:
 
 
 async def test_an_allowed_page_renders_through_its_name(
-    renderer: Renderer, site: RenderSite
+    renderer: Renderer, render_site: RenderSite
 ) -> None:
     t0 = time.monotonic()
     pages = await asyncio.gather(
-        *(renderer.render(site.url("/xhr", "shop.test"), wait_for="networkidle") for _ in range(3))
+        *(
+            renderer.render(render_site.url("/xhr", "shop.test"), wait_for="networkidle")
+            for _ in range(3)
+        )
     )
     assert all(PRICE_HTML in p.html and not p.refused for p in pages)
     assert time.monotonic() - t0 < 10
@@ -138,10 +129,10 @@ async def proxied_renderer(resolver: MapResolver) -> AsyncIterator[Renderer]:
 
 @pytest.mark.parametrize("scheme", ["socks5", "socks5h", "socks4"])
 async def test_a_page_renders_through_a_socks_proxy_of_the_pool(
-    proxied_renderer: Renderer, site: RenderSite, internal: Listener, scheme: str
+    proxied_renderer: Renderer, render_site: RenderSite, internal: Listener, scheme: str
 ) -> None:
     with SocksProxy(require_auth=None, hosts={"shop.test": "127.0.0.1"}) as proxy:
-        url = site.url(f"/ssrf?targets=http://127.0.0.2:{internal.port}/", "shop.test")
+        url = render_site.url(f"/ssrf?targets=http://127.0.0.2:{internal.port}/", "shop.test")
         page = await proxied_renderer.render(
             url, wait_for={"selector": "body[data-done]"}, proxy=proxy.url(scheme)
         )
@@ -150,27 +141,31 @@ async def test_a_page_renders_through_a_socks_proxy_of_the_pool(
         # socks5/socks4: Shoal resolved the name through the guard and asked for the address;
         # socks5h: the proxy was given the name (pre-checked here)
         expect = "shop.test" if scheme == "socks5h" else "127.0.0.1"
-        assert (expect, site.port) in asked
+        assert (expect, render_site.port) in asked
         assert all(host != "127.0.0.2" for host, _ in asked)
     assert internal.connections == 0
 
 
 async def test_a_page_renders_through_an_http_proxy_with_credentials(
-    proxied_renderer: Renderer, site: RenderSite, internal: Listener
+    proxied_renderer: Renderer, render_site: RenderSite, internal: Listener
 ) -> None:
     with ForwardProxy(require_auth=("user", "pw")) as proxy:
-        url = site.url(f"/ssrf?targets=http://127.0.0.2:{internal.port}/")
+        url = render_site.url(f"/ssrf?targets=http://127.0.0.2:{internal.port}/")
         page = await proxied_renderer.render(
             url, wait_for={"selector": "body[data-done]"}, proxy=proxy.auth_url
         )
         assert PRICE_HTML in page.html
-        assert f"127.0.0.1:{site.port}" in proxy.targets  # a CONNECT tunnel per connection
+        assert f"127.0.0.1:{render_site.port}" in proxy.targets  # a CONNECT tunnel per connection
         assert not any(t.startswith("127.0.0.2") for t in proxy.targets)
         assert proxy.rejected == 0
     assert internal.connections == 0
 
 
-async def test_a_dead_proxy_is_the_proxy_code(proxied_renderer: Renderer, site: RenderSite) -> None:
+async def test_a_dead_proxy_is_the_proxy_code(
+    proxied_renderer: Renderer, render_site: RenderSite
+) -> None:
     with pytest.raises(FetchError) as info:
-        await proxied_renderer.render(site.url("/plain"), proxy=dead_proxy_url(), deadline_s=10)
+        await proxied_renderer.render(
+            render_site.url("/plain"), proxy=dead_proxy_url(), deadline_s=10
+        )
     assert info.value.code == "proxy"
