@@ -397,9 +397,25 @@ async def _scrape_one(
     if not _is_html(resp):
         return row
     utf8 = resp.utf8
+    # from the bytes: the text only if asked for
+    return await _with_page(
+        rt, row, opts, resp.text if utf8 is None else None, resp.final_url, utf8
+    )
+
+
+async def _with_page(
+    rt: JobRuntime,
+    row: dict[str, Any],
+    opts: dict[str, Any],
+    text: str | None,
+    final_url: str,
+    utf8: bytes | None,
+) -> dict[str, Any]:
+    """``row`` with the page's data and formats (a fetched body or a rendered DOM), or an
+    ``extract_failed`` row when extraction failed."""
     parsed = await rt.pages.run(
-        resp.text if utf8 is None else None,  # from the bytes: the text only if asked for
-        resp.final_url,
+        text,
+        final_url,
         opts.get("extract"),
         opts.get("selectors"),
         _names(opts.get("formats")),
@@ -487,18 +503,7 @@ async def _render_one(
             log.exception("job %s: could not store the screenshot of %s", rt.job_id, item["url"])
             why = f"the page rendered, but its screenshot could not be stored: {exc!r}"
             return _error_row(row, FetchError("render_failed", why, final_url=page.final_url))
-    parsed = await rt.pages.run(
-        page.html,
-        page.final_url,
-        opts.get("extract"),
-        opts.get("selectors"),
-        _names(opts.get("formats")),
-        None,
-    )
-    if "error" in parsed:
-        return _error_row(row, ExtractError(parsed["error"]))
-    row.update(parsed)
-    return row
+    return await _with_page(rt, row, opts, page.html, page.final_url, None)
 
 
 async def _not_modified(
