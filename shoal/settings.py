@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -181,6 +182,13 @@ class Settings(BaseSettings):
     )
 
     # rendering (shoal/render)
+    rendering: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Whether the API accepts render: true. auto: where this host has a "
+        "browser (the embedded stack, whose worker shares the host); on: without looking "
+        "(an API on a host of its own; a worker without a browser answers render_failed rows "
+        "naming what it lacks); off: never (422).",
+    )
     render_executable: str | None = Field(
         None,
         description="The Chromium to render with; unset: chromium-headless-shell, then "

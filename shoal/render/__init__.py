@@ -45,7 +45,16 @@ def find_browser(settings: Settings) -> str:
 
 
 def missing_piece(settings: Settings) -> str | None:
-    """Why rendering cannot run here (what to install), or None when it can."""
+    """Why the API refuses ``render: true`` (what to install, or the operator's switch), or
+    None when it accepts it. ``SHOAL_RENDERING``: ``auto`` looks for a browser on this host,
+    which stands for the workers' in the embedded stack (one host); ``on`` accepts without
+    looking, for an API on a host of its own whose workers have browsers (a worker without one
+    answers its rendered URLs with ``render_failed`` rows naming what it lacks); ``off``
+    refuses."""
+    if settings.rendering == "off":
+        return "the operator turned rendering off on this service (SHOAL_RENDERING=off)"
+    if settings.rendering == "on":
+        return None
     try:
         find_browser(settings)
     except RenderUnavailable as exc:
