@@ -234,7 +234,7 @@ def up(
             supervisor.start("worker", EMBEDDED_WORKER)
             supervisor.start("api", _api_argv(host, port))
             supervisor.wait(_Starting(supervisor, _Health(f"{api_url}/v1/health")))
-            typer.echo(_banner(api_url, prefect_port, data_dir, key))
+            typer.echo(_banner(api_url, prefect_port, data_dir, key, _rendering(settings)))
             supervisor.run()
         except Stopped:
             pass
@@ -340,7 +340,20 @@ def pool_setup() -> None:
     _exec([PY, "-m", "deployments.pool"])
 
 
-def _banner(api_url: str, prefect_port: int, data_dir: Path, key: str) -> str:
+def _rendering(settings: Settings) -> str:
+    """The banner's word on ``render: true``: the browser it drives, or what is missing."""
+    from shoal.render import RenderUnavailable, find_browser, missing_piece
+
+    missing = missing_piece(settings)
+    if missing is not None:
+        return f"off: {missing}"
+    try:
+        return f"on ({find_browser(settings)})"
+    except RenderUnavailable:  # SHOAL_RENDERING=on: the workers' browsers, not this host's
+        return "on (SHOAL_RENDERING=on: the workers' browsers)"
+
+
+def _banner(api_url: str, prefect_port: int, data_dir: Path, key: str, rendering: str) -> str:
     body = '{"input": {"urls": ["https://example.com/"]}, "defaults": {"formats": ["metadata"]}}'
     return f"""
 Shoal is up.
@@ -349,6 +362,7 @@ Shoal is up.
   Prefect UI  http://127.0.0.1:{prefect_port}
   Data        {data_dir}  (logs in {data_dir / "logs"})
   API key     {key}
+  Rendering   {rendering}
 
 Submit a job:
   curl -s -X POST {api_url}/v1/jobs -H 'Authorization: Bearer {key}' \\

@@ -61,3 +61,13 @@ def test_the_api_follows_the_switch(client, alice, flow_starter, monkeypatch) ->
     assert r.status_code == 422, r.text
     assert "SHOAL_RENDERING=off" in r.json()["errors"][0]["msg"]
     assert len(flow_starter.calls) == 1
+
+
+def test_the_banner_says_whether_rendering_is_on() -> None:
+    from shoal.cli import _rendering
+
+    assert _rendering(Settings(render_executable=sys.executable)) == f"on ({sys.executable})"
+    off = _rendering(Settings(render_executable="/nonexistent/chromium"))
+    assert off.startswith("off: ") and "/nonexistent/chromium" in off
+    workers = _rendering(Settings(render_executable="/nonexistent/chromium", rendering="on"))
+    assert workers == "on (SHOAL_RENDERING=on: the workers' browsers)"
