@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import math
 import random
 import socket
@@ -99,6 +100,10 @@ _DEFAULT_OPTIONS = FetchOptions()
 #: Robots.txt failures that say "the site is unreachable", reported as such rather than as
 #: ``robots_disallowed`` (the URL is still refused, as RFC 9309 asks).
 _UNREACHABLE = frozenset({"dns", "blocked", "connect", "timeout", "tls", "invalid_url", "proxy"})
+#: Set while a rendered page (``browse``, which holds a job slot) has robots.txt fetched for a
+#: navigation: those requests run in the page's slot. Waiting for a second one could wait
+#: forever: at ``concurrency`` 1, or with every slot held by pages waiting on robots.txt.
+_IN_PAGE_SLOT: contextvars.ContextVar[bool] = contextvars.ContextVar("_IN_PAGE_SLOT", default=False)
 
 
 class _Retry(Exception):
@@ -404,8 +409,9 @@ class Engine:
         check of its host, robots.txt (``robots_disallowed``) and the host's delay, then a slot
         of the host (the job's per-host cap, ``SHOAL_MAX_PER_HOST`` across jobs) and one of the
         job's ``concurrency``. The proxy is the pool's pick, benched when the body raises a
-        ``proxy`` error. Redirects the browser follows are not asked of robots.txt again; every
-        address the browser connects to meets the renderer's guard."""
+        ``proxy`` error. The navigations the browser then makes (redirect hops, script
+        redirects) are asked of robots.txt by ``navigation_check``; every address the browser
+        connects to meets the renderer's guard."""
         options = options or _DEFAULT_OPTIONS
         parsed = _validate(url)
         pool = None
@@ -456,6 +462,43 @@ class Engine:
 
     def _left(self) -> None:
         self._in_flight -= 1
+
+    def navigation_check(
+        self, options: FetchOptions | None = None
+    ) -> Callable[[str], Awaitable[FetchError | None]] | None:
+        """What a page ``browse`` admitted asks before its main frame goes to another URL
+        (``Renderer.render``'s ``allow_navigation``): None when robots.txt is not respected.
+
+        The check answers None (go on) or the ``FetchError`` a fetch's redirect hop to that
+        URL would have met: ``robots_disallowed`` naming the URL, or the robots.txt failure that
+        refused it (``_UNREACHABLE``). Same robots.txt cache, product token and proxy pool as
+        ``fetch``; a robots.txt it has to fetch is fetched within the page's job slot (the
+        page holds one: ``_IN_PAGE_SLOT``) and its host's slots. The host's crawl delay is
+        not waited for: the browser is already on its way. URLs that are not http(s) are no
+        business of robots.txt (None)."""
+        options = options or _DEFAULT_OPTIONS
+        if not options.respect_robots:
+            return None
+        proxy_type = options.proxy_type
+
+        async def check(url: str) -> FetchError | None:
+            try:
+                parsed = _validate(url)
+            except FetchError:
+                return None
+            held = _IN_PAGE_SLOT.set(True)  # robots.txt's fetch task copies it
+            try:
+                await self._robots_check(parsed, proxy_type)
+            except FetchError as err:
+                if err.code == "robots_disallowed":
+                    err.message = f"robots.txt of {parsed.host} disallows {url}"
+                err.final_url = url
+                return err
+            finally:
+                _IN_PAGE_SLOT.reset(held)
+            return None
+
+        return check
 
     # ------------------------------------------------------------------ hops
     async def _follow(self, state: _State, options: FetchOptions, pool: ProxyPool | None) -> _Hop:
@@ -625,6 +668,8 @@ class Engine:
                     hop = await self._in_host_slot(host, delay, url, headers, state, proxy)
                 elif self._shared is not None:
                     hop = await self._in_shared_slot(host, url, headers, state, proxy)
+                elif _IN_PAGE_SLOT.get():
+                    hop = await self._send(url, headers, state, proxy)
                 else:  # a host cap >= the job's cap can never bind: skip its book-keeping
                     async with self._slots:
                         self._in_flight += 1
@@ -705,6 +750,8 @@ class Engine:
     async def _in_job_slot(
         self, url: URL, headers: bytes, state: _State, proxy: str | None
     ) -> _Hop:
+        if _IN_PAGE_SLOT.get():
+            return await self._send(url, headers, state, proxy)
         async with self._slots:
             self._in_flight += 1
             if self._in_flight > self._peak:

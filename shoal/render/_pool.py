@@ -101,6 +101,8 @@ class PooledBrowser:
     retiring: bool = False
     dead: bool = False
     pid: int | None = None
+    #: Chromium's own User-Agent (``HeadlessChrome/...``), asked once at launch
+    user_agent: str = ""
     died: asyncio.Future[str] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -195,6 +197,15 @@ class BrowserPool:
                 f"the browser {self.executable} did not start: {str(exc).splitlines()[0]}"
             ) from exc
         pooled = PooledBrowser(browser, marker)
+        try:
+            session = await browser.new_browser_cdp_session()
+            pooled.user_agent = (await session.send("Browser.getVersion"))["userAgent"]
+            await session.detach()
+        except Exception as exc:
+            await browser.close()
+            raise RenderUnavailable(
+                f"the browser {self.executable} does not say its User-Agent: {exc}"
+            ) from exc
         browser.on("disconnected", lambda _: self._gone(pooled))
         self._browsers.append(pooled)
         self.launched += 1

@@ -6,7 +6,9 @@
 Per page: a new SOCKS5 guard listener (``_socks``) and a new browser context using it as its
 proxy (no cookies, storage, cache or service workers shared between URLs or jobs; service
 workers blocked, downloads refused), one tab; dialogs dismissed, popups closed as they open;
-``block_resources`` failed by type inside Chromium (``_block``). The deadline covers
+``block_resources``, the caller's ``headers``, the User-Agent and the check of each navigation
+(``allow_navigation``: robots.txt) by DevTools request interception (``_requests``). The
+deadline covers
 everything from the moment the page has its slot (``render_max_pages``): navigation, the wait,
 the scroll, serialising the DOM and the screenshot. Closing the context runs after the answer,
 still holding the slot, so a page that loops forever in script costs its slot until Chromium
@@ -15,8 +17,9 @@ has killed its renderer, never the caller's time.
 A tab that crashes (``page.on("crash")``: out of memory, killed renderer) or a browser that
 dies is replaced and the URL tried once more within what is left of the deadline; a second
 crash is ``render_failed``. Errors are ``FetchError``s with the contract's codes: ``timeout``,
-``render_failed``, ``invalid_url``, and for the main document ``blocked`` / ``dns`` /
-``connect`` / ``proxy`` as the guard proxy saw them.
+``render_failed``, ``invalid_url``, for the main document ``blocked`` / ``dns`` /
+``connect`` / ``proxy`` as the guard proxy saw them, and whatever ``allow_navigation`` answered
+for a navigation it refused (``robots_disallowed`` naming the URL).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -32,13 +35,15 @@ from aiohttp.abc import AbstractResolver
 
 from shoal.errors import FetchError
 from shoal.fetch._policy import AddressPolicy
+from shoal.headers import header_problem
 
 from ._models import DEFAULT_BLOCK, RESOURCE_TYPES, Rendered, Screenshot, WaitFor
 from ._pool import BrowserPool, PooledBrowser, find_browser
+from ._requests import AllowNavigation, Requests
 from ._socks import GuardProxy, guard_dialers
 
 if TYPE_CHECKING:
-    from playwright.async_api import BrowserContext, CDPSession, Page
+    from playwright.async_api import BrowserContext, Page
 
     from shoal.settings import Settings
 
@@ -137,8 +142,15 @@ class Renderer:
         deadline_s: float = 30.0,
         screenshot: Screenshot | None = None,
         proxy: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        allow_navigation: AllowNavigation | None = None,
     ) -> Rendered:
-        """The page at ``url`` as rendered (see the module docstring for errors)."""
+        """The page at ``url`` as rendered (see the module docstring for errors).
+
+        ``headers``: the job's, sent over ``SHOAL_DEFAULT_HEADERS`` to the URL's own host and
+        origin only (``_requests``); a ``User-Agent`` among them replaces the browser's.
+        ``allow_navigation``: asked of every main-frame navigation after the first request
+        (redirect hops, script redirects, meta refresh); the error it answers ends the render."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise FetchError("invalid_url", f"cannot render {url!r}: not an http(s) URL")
@@ -146,6 +158,7 @@ class Renderer:
         block = frozenset(block_resources)
         if not block <= RESOURCE_TYPES:
             raise ValueError(f"unknown resource types: {sorted(block - RESOURCE_TYPES)}")
+        sent = _headers(self._settings.default_headers, headers or {})
         await self._slots.acquire()
         held = True  # the slot passes to each attempt, whose cleanup gives it back
         started = time.monotonic()
@@ -157,7 +170,9 @@ class Renderer:
                         await self._slots.acquire()
                     held = False
                     try:
-                        page = await self._attempt(url, wait, block, screenshot, proxy)
+                        page = await self._attempt(
+                            url, wait, block, screenshot, proxy, sent, allow_navigation
+                        )
                     except _Crashed as exc:
                         if attempt == 2:
                             raise FetchError(
@@ -188,12 +203,15 @@ class Renderer:
         block: frozenset[str],
         screenshot: Screenshot | None,
         proxy: str | None,
+        headers: Mapping[str, str],
+        allow_navigation: AllowNavigation | None,
     ) -> Rendered:
         """One try in a fresh context; its cleanup (closing it, freeing the slot) runs after."""
         pooled: PooledBrowser | None = None
         guard: GuardProxy | None = None
         context: BrowserContext | None = None
-        state = _PageState()
+        requests = Requests(url, block=block, headers=headers, allow_navigation=allow_navigation)
+        state = _PageState(requests.refused)
         try:
             pooled = await self.pool.acquire()
             state.died = pooled.died
@@ -208,8 +226,7 @@ class Renderer:
             context.set_default_timeout(0)
             page = await context.new_page()
             state.watch(context, page)
-            if block:
-                await _block(context, page, block)
+            await requests.attach(context, page, pooled.user_agent, self._settings.user_agent)
             return await self._load(page, url, wait, screenshot, guard, state)
         except _Crashed:
             raise
@@ -218,6 +235,8 @@ class Renderer:
         except FetchError:
             raise
         except Exception as exc:
+            if requests.refused.done():  # the refused navigation is why the step failed
+                raise requests.refused.result() from exc
             if pooled is None or guard is None:
                 raise FetchError("render_failed", f"no browser: {exc}", final_url=url) from exc
             closed = type(exc).__name__ == "TargetClosedError"  # before "disconnected" fires
@@ -225,6 +244,7 @@ class Renderer:
                 raise _Crashed(str(exc).splitlines()[0] if str(exc) else repr(exc)) from exc
             raise _failure(exc, url, guard) from exc
         finally:
+            requests.close()
             task = asyncio.ensure_future(self._cleanup(pooled, context, guard))
             self._cleanups.add(task)
             task.add_done_callback(self._cleanups.discard)
@@ -261,6 +281,7 @@ class Renderer:
         if screenshot is not None:
             png = await state.race(page.screenshot(type="png", full_page=screenshot == "full_page"))
         t4 = time.monotonic()
+        state.check()  # a navigation refused after the last step
         return Rendered(
             url=url,
             final_url=page.url,
@@ -304,8 +325,9 @@ class Renderer:
 class _PageState:
     """Crash, dialogs and popups of one page, and ``race`` against its crash."""
 
-    def __init__(self) -> None:
+    def __init__(self, refused: asyncio.Future[FetchError]) -> None:
         self.crashed = False
+        self._refused = refused
         self.dialogs = 0
         self.popups = 0
         self._page: Page | None = None
@@ -334,16 +356,25 @@ class _PageState:
         self.popups += 1
         asyncio.ensure_future(_quietly(popup.close()))
 
+    def check(self) -> None:
+        """Raise the error of a navigation ``allow_navigation`` refused, if one was."""
+        if self._refused.done():
+            raise self._refused.result()
+
     async def race(self, step: Awaitable[T]) -> T:
         """``step``, unless the tab crashes first (then ``_Crashed``)."""
         task = asyncio.ensure_future(step)
-        watched: set[asyncio.Future[Any]] = {task, self._crash, self.died}
+        watched: set[asyncio.Future[Any]] = {task, self._crash, self.died, self._refused}
         try:
             done, _ = await asyncio.wait(watched, return_when="FIRST_COMPLETED")
         except BaseException:
             task.cancel()
             task.add_done_callback(_swallow)
             raise
+        if self._refused.done():  # before the step's own failure: it is why the step failed
+            task.cancel()
+            task.add_done_callback(_swallow)
+            raise self._refused.result()
         if task in done:
             return task.result()
         task.cancel()
@@ -352,35 +383,19 @@ class _PageState:
         raise _Crashed(self._crash.result() if self._crash.done() else self.died.result())
 
 
-#: Playwright's resource types (the contract's names) as the DevTools protocol spells them
-_CDP_TYPES = {
-    "document": "Document", "stylesheet": "Stylesheet", "image": "Image", "media": "Media",
-    "font": "Font", "script": "Script", "texttrack": "TextTrack", "xhr": "XHR", "fetch": "Fetch",
-    "eventsource": "EventSource", "websocket": "WebSocket", "manifest": "Manifest",
-    "other": "Other",
-}  # fmt: skip
-
-
-async def _block(context: BrowserContext, page: Page, block: frozenset[str]) -> None:
-    """Fail the page's requests of the ``block`` types before they leave the browser.
-
-    Chromium's own request interception (DevTools ``Fetch``) with a pattern per resource type:
-    only requests of those types pause (and fail at once), the rest never do. Playwright's
-    ``route`` pauses every request for a round trip through this process to read its type:
-    measured on a page of 61 requests, 688-705 CPU ms and 545-591 ms a page with a route
-    against 484-518 CPU ms and 344-386 ms without. Cross-site iframes (other targets) keep
-    their images: blocking saves bytes, it guards nothing (the SOCKS guard does)."""
-    session: CDPSession = await context.new_cdp_session(page)
-
-    def paused(event: dict[str, Any]) -> None:
-        failing = session.send(
-            "Fetch.failRequest", {"requestId": event["requestId"], "errorReason": "BlockedByClient"}
-        )
-        asyncio.ensure_future(_quietly(failing))
-
-    session.on("Fetch.requestPaused", paused)
-    patterns = [{"urlPattern": "*", "resourceType": _CDP_TYPES[t]} for t in sorted(block)]
-    await session.send("Fetch.enable", {"patterns": patterns})
+def _headers(operator: Mapping[str, str], caller: Mapping[str, str]) -> dict[str, str]:
+    """The caller's headers over the operator's (names compared without case), each checked by
+    the rule every request Shoal sends obeys (``ValueError`` naming a bad one)."""
+    merged: dict[str, str] = {}
+    for source in (operator, caller):
+        for name, value in source.items():
+            problem = header_problem(name, value)
+            if problem is not None:
+                raise ValueError(f"header {name!r}: {problem}")
+            for known in [k for k in merged if k.lower() == name.lower()]:
+                del merged[known]
+            merged[name] = value
+    return merged
 
 
 async def _quietly(step: Awaitable[Any]) -> None:

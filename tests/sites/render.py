@@ -23,9 +23,14 @@ when its script has run; the served HTML holds ``<span class="price"></span>``.
   the page writes ``data-done`` on ``<body>`` when every attempt has settled
 - ``/state`` shows the cookie and ``localStorage`` it finds (``none|none`` in a fresh
   context), then sets both
-- ``/js-redirect`` sends the browser to ``/plain`` from its ``load`` handler;
+- ``/js-redirect?to=URL`` sends the browser to ``URL`` (default ``/plain``) from its ``load``
+  handler; ``/meta-refresh?to=URL`` by ``<meta http-equiv=refresh>``;
   ``/hostile-globals`` the price, then ``scrollTo`` and ``requestAnimationFrame`` broken
-- ``/headers`` the request headers as JSON
+- ``/headers`` the request headers as JSON; ``/requests?other=ORIGIN`` puts what ``/headers``
+  answered its ``fetch()`` into ``<pre id="xhr">``, then loads ``/app.js`` (a script), and from
+  ``ORIGIN`` an image, a script and a ``fetch()``, then writes the price (``navigator.userAgent``
+  into ``<pre id="ua">``)
+- ``/robots.txt`` disallows ``/private`` to every agent; ``/private/...`` a page with the price
 
 ``hits`` counts requests by path; ``log`` keeps (method, path?query, headers).
 """
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import html
 import json
 import threading
 import time
@@ -45,6 +51,23 @@ PRICE = "19.99"
 _HEAD = "<!doctype html><html><head><meta charset=utf-8><title>{title}</title></head><body>"
 _PRICE = '<span class="price"></span>'
 _SET = f'document.querySelector(".price").textContent = "{PRICE}";'
+
+
+def _requests_page(other: str) -> str:
+    o = json.dumps(other)
+    script = (
+        "const load = (tag, src) => new Promise(r => { const e = document.createElement(tag); "
+        "e.onload = e.onerror = r; e.src = src; document.body.appendChild(e); });"
+        "(async () => {"
+        "const seen = await fetch('/headers?xhr').then(r => r.text());"
+        "document.getElementById('xhr').textContent = seen;"
+        "await load('script', '/app.js');"
+        f"await load('img', {o} + '/headers?img'); await load('script', {o} + '/headers?js');"
+        f"await fetch({o} + '/headers?fetch', {{mode: 'no-cors'}}).catch(() => null);"
+        "document.getElementById('ua').textContent = navigator.userAgent;"
+        f"{_SET} }})();"
+    )
+    return _page("requests", body='<pre id="xhr"></pre><pre id="ua"></pre>', script=script)
 
 
 def _page(title: str, body: str = "", script: str = "") -> str:
@@ -108,10 +131,6 @@ PAGES: dict[str, str] = {
         "clearInterval(t); } }, 20);",
     ),
     "/popup": _page("popup"),
-    "/js-redirect": _page(
-        "js redirect",
-        script="window.addEventListener('load', () => { location.href = '/plain'; });",
-    ),
     "/hostile-globals": _page(
         "hostile globals",
         script=f"{_SET} window.scrollTo = null; window.requestAnimationFrame = null;",
@@ -182,6 +201,22 @@ class RenderSite:
         path = parts.path
         if path in PAGES:
             return _send(h, 200, PAGES[path])
+        if path == "/js-redirect":
+            to = json.dumps(query.get("to", ["/plain"])[0])
+            script = f"window.addEventListener('load', () => {{ location.href = {to}; }});"
+            return _send(h, 200, _page("js redirect", script=script))
+        if path == "/meta-refresh":
+            to = html.escape(query.get("to", ["/plain"])[0])
+            refresh = f'<meta http-equiv="refresh" content="0; url={to}">'
+            return _send(h, 200, _page("meta refresh").replace("</title>", "</title>" + refresh))
+        if path == "/requests":
+            return _send(h, 200, _requests_page(query.get("other", [""])[0]))
+        if path == "/app.js":
+            return _send(h, 200, "window.appLoaded = true;", "text/javascript")
+        if path == "/robots.txt":
+            return _send(h, 200, "User-agent: *\nDisallow: /private\n", "text/plain")
+        if path.startswith("/private"):
+            return _send(h, 200, PAGES["/plain"])
         if path == "/timer":
             ms = int(query.get("ms", ["300"])[0])
             return _send(h, 200, _page("timer", script=f"setTimeout(() => {{ {_SET} }}, {ms});"))
