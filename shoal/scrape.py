@@ -462,6 +462,8 @@ async def _render_one(
                     deadline_s=fetch_opts.timeout_s,
                     screenshot=shot,
                     proxy=proxy,
+                    headers=fetch_opts.headers,
+                    allow_navigation=rt.engine.navigation_check(fetch_opts),
                 )
             finally:
                 row["_render_s"] = loop.time() - begun
