@@ -32,10 +32,10 @@ local disk, 2026-12-05, CPU seconds: the 2 cores were shared with a load of ~16)
   a dict): 1.7 CPU s and 521 MB, in every chunk (200 for a million URLs).
 
 No previous results (never, or removed by retention), a previous job asked for other content
-(``extract``, ``selectors``, ``formats`` or ``render`` differ: its rows are not what this job
-would produce) → nothing is asked conditionally. A previous row gone between plan and 304 →
-the URL is fetched again without validators. A 304 to a request without validators of ours is
-an error row ``http_304``.
+(``extract``, ``selectors``, ``formats``, the screenshot's mode or ``render`` differ: its rows
+are not what this job would produce) → nothing is asked conditionally. A previous row gone
+between plan and 304 → the URL is fetched again without validators. A 304 to a request
+without validators of ours is an error row ``http_304``.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ _GROUP_ROWS = 4096
 #: previous URLs anew: fewer, bigger batches)
 _INPUT_BATCH = 262_144
 #: what makes two jobs' rows alike: the options that decide a row's content
-_CONTENT_OPTIONS = ("extract", "selectors", "formats", "render")
+_CONTENT_OPTIONS = ("extract", "selectors", "formats", "screenshot", "render")
 #: the previous row's columns a 304 carries forward
 CARRIED = ("content_hash", "data_json", "html", "markdown", "text", "links_json", "metadata_json")
 _JSON_CARRIED = (("data_json", "data"), ("links_json", "links"), ("metadata_json", "metadata"))
@@ -140,7 +140,9 @@ def prepare_job(storage: Storage, store: Store, job_id: str, spec: JobSpec, inpu
     if previous is None:
         refuse = f"no job {prev_id}"
     else:
-        refuse = content_differs(spec.model_dump(), previous.spec or {})
+        # both as a job runs them (a spec stored before the run form reads into it)
+        theirs = JobSpec.model_validate(previous.spec).model_dump() if previous.spec else {}
+        refuse = content_differs(spec.model_dump(), theirs)
     return prepare(storage, job_id, input_url, prev_id, refuse=refuse)
 
 

@@ -219,14 +219,13 @@ FormatItem = Format | ScreenshotFormat
 
 
 def format_names(formats: list[Any] | None) -> list[str]:
-    """The names of ``formats`` (as a model or as its JSON dump): the object form of the
-    screenshot reads as ``screenshot``."""
-    names = []
+    """The names of ``formats`` (as a model or as its JSON dump), each once, in order: the
+    object form of the screenshot reads as ``screenshot``."""
+    names: list[str] = []
     for f in formats or ():
-        if isinstance(f, str):
-            names.append(f)
-        else:
-            names.append("screenshot")
+        name = f if isinstance(f, str) else "screenshot"
+        if name not in names:
+            names.append(name)
     return names
 
 
@@ -240,6 +239,24 @@ def screenshot_of(formats: list[Any] | None) -> Screenshot | None:
         if isinstance(f, dict) and "screenshot" in f:
             return "full_page" if (f["screenshot"] or {}).get("full_page") else "viewport"
     return None
+
+
+#: why a URL asking for a screenshot without rendering is refused: inline (422 at
+#: ``formats``), in a file's row (an ``invalid_url`` row) and when a job runs a file's row
+#: that left ``render`` to the job's defaults (``shoal.scrape``) alike
+SCREENSHOT_NEEDS_RENDER = "the screenshot format needs render: true"
+
+
+def run_overrides(over: dict[str, Any]) -> dict[str, Any]:
+    """Options (a URL's overrides, or all of them) as a job runs them: ``formats`` as names and
+    ``screenshot`` the mode its object form asked for (``viewport``, ``full_page`` or None).
+    A URL that gives ``formats`` gets ``screenshot`` with it, so a shallow merge over the
+    job's defaults replaces both. Options without ``formats``, or already in this form, come
+    back as they are."""
+    if "formats" not in over or "screenshot" in over:
+        return over
+    formats = over["formats"]
+    return {**over, "formats": format_names(formats), "screenshot": screenshot_of(formats)}
 
 
 def _wait_for(value: Any) -> Any:
@@ -309,6 +326,31 @@ class ScrapeOptions(_Request):
 
 
 OVERRIDABLE: frozenset[str] = frozenset(ScrapeOptions.model_fields)
+
+
+class RunOptions(ScrapeOptions):
+    """``ScrapeOptions`` as a job runs them (``JobSpec.defaults``, and each staged URL's
+    overrides through ``run_overrides``): ``formats`` are names and ``screenshot`` is the one
+    mode the screenshot format asked for, decided once when the job is validated, so the
+    per-URL path reads a field instead of the request's object form.
+
+    Specs stored before this form (the object form inside ``formats``, no ``screenshot``) read
+    into it: the validator normalizes what it is given, so old job rows, retries copying an
+    old spec and resumed runs all see the same fields."""
+
+    formats: list[Format] = Field(  # type: ignore[assignment]
+        default_factory=lambda: list[Format](["data"])
+    )
+    screenshot: Screenshot | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _run_form(cls, value: Any) -> Any:
+        if isinstance(value, ScrapeOptions) and not isinstance(value, RunOptions):
+            value = value.model_dump()
+        if isinstance(value, dict):
+            return run_overrides(value)
+        return value
 
 
 def _finite(value: Any) -> Any:
@@ -644,7 +686,7 @@ class InputSource(BaseModel):
 class JobSpec(BaseModel):
     """The validated job as the flow sees it (stored with the job row)."""
 
-    defaults: ScrapeOptions
+    defaults: RunOptions
     concurrency: int
     output: OutputSpec
     fields: dict[str, FieldType] = Field(

@@ -15,6 +15,7 @@ from shoal import downloads
 from shoal.account_plans import plan_for
 from shoal.contract import (
     RESULT_STATUSES,
+    SCREENSHOT_NEEDS_RENDER,
     WEBHOOK_EVENTS,
     CompareSpec,
     DownloadPart,
@@ -25,13 +26,14 @@ from shoal.contract import (
     JobSpec,
     Progress,
     QualitySpec,
+    RunOptions,
     ScrapeOptions,
     SingleUrlInput,
     UrlItem,
     WebhookCreate,
     WebhookSpec,
     http_url_problem,
-    screenshot_of,
+    run_overrides,
     selector_problem,
 )
 from shoal.errors import FieldError, Gone, InputError
@@ -53,10 +55,12 @@ def _check_options(
     loc: str,
     settings: Settings,
     errors: list[FieldError],
-    render_default: bool | None = False,
+    inherited: Mapping[str, Any] | None = None,
 ) -> None:
-    """Check options against the operator's configuration. ``render_default``: what ``render``
-    is where ``opts`` does not say (the job's default; None: not known yet, a file's row)."""
+    """Check options (in ``run_overrides``' form) against the operator's configuration.
+    ``inherited``: the job's defaults a URL's options fall back on (None: a file's row, read
+    before any job is known; what the row itself says is checked, and the rest when the job
+    runs it)."""
     proxy = opts.get("proxy_type")
     if proxy not in (None, "none") and proxy not in settings.proxy_pools():
         errors.append(
@@ -70,20 +74,35 @@ def _check_options(
         missing = missing_piece(settings)
         if missing is not None:
             errors.append(FieldError(f"{loc}.render", f"rendering is not available: {missing}"))
-    render = opts.get("render", render_default)
-    if screenshot_of(opts.get("formats")) is not None and render is False:
-        errors.append(FieldError(f"{loc}.formats", "the screenshot format needs render: true"))
+    if why := _screenshot_problem(opts, inherited):
+        errors.append(FieldError(f"{loc}.{why[0]}", why[1]))
     for name, value in (opts.get("headers") or {}).items():
-        if why := header_problem(name, value):
-            errors.append(FieldError(f"{loc}.headers.{name}", why))
+        if why_h := header_problem(name, value):
+            errors.append(FieldError(f"{loc}.headers.{name}", why_h))
     for name, spec in (opts.get("selectors") or {}).items():
-        if why := selector_problem(spec):
-            errors.append(FieldError(f"{loc}.selectors.{name}", why))
+        if why_s := selector_problem(spec):
+            errors.append(FieldError(f"{loc}.selectors.{name}", why_s))
     mbb = opts.get("max_body_bytes")
     if mbb is not None and mbb > settings.max_body_bytes:
         errors.append(
             FieldError(f"{loc}.max_body_bytes", f"at most {settings.max_body_bytes} bytes")
         )
+
+
+def _screenshot_problem(
+    opts: Mapping[str, Any], inherited: Mapping[str, Any] | None
+) -> tuple[str, str] | None:
+    """(field, why) when the options ask for a screenshot of a page they do not render."""
+    if inherited is None:  # a file's row: only what it says itself
+        shot, render = opts.get("screenshot"), opts.get("render")
+    else:
+        shot = opts["screenshot"] if "formats" in opts else inherited.get("screenshot")
+        render = opts.get("render", inherited.get("render"))
+    if shot is None or render is not False:
+        return None
+    if "formats" in opts:
+        return "formats", SCREENSHOT_NEEDS_RENDER
+    return "render", "the job's formats ask for a screenshot, which needs render: true"
 
 
 def stage_record(
@@ -95,19 +114,22 @@ def stage_record(
     *,
     loc: str = "",
     url_loc: str | None = None,
-    render_default: bool | None = None,
+    inherited: Mapping[str, Any] | None = None,
 ) -> bytes | None:
     """One URL record (inline or from a file) as its staged input line, or ``None`` with why
     added to ``errors``: the URL (at ``url_loc``, default ``<loc>.url``), the overrides against
     the operator's configuration (``<loc>.<option>``), a ``meta`` that JSON cannot store
     (``<loc>.meta``). The one set of per-record rules for inline URLs and URL files.
-    ``render_default``: the job's ``render`` (None where no job is known yet: an upload)."""
+    ``inherited``: the job's defaults (None where no job is known yet: an upload). The
+    overrides are staged as a job runs them (``run_overrides``: format names and the
+    screenshot's mode)."""
     before = len(errors)
     why = valid_http_url(url)
     if why:
         errors.append(FieldError(url_loc if url_loc is not None else f"{loc}.url", why))
     if over:
-        _check_options(over, loc, settings, errors, render_default)
+        over = run_overrides(over)
+        _check_options(over, loc, settings, errors, inherited)
     if len(errors) > before:
         return None
     try:  # meta is the caller's JSON: it must be storable as it came
@@ -202,16 +224,17 @@ def _validate(
         errors.append(
             FieldError("output.expires_in_s", f"at most {settings.max_link_expiry_s} seconds")
         )
-    defaults = body.effective_defaults()
-    _check_options(defaults.model_dump(exclude_unset=True), "defaults", settings, errors)
+    defaults = RunOptions.model_validate(body.effective_defaults())
+    job_opts = defaults.model_dump()
+    _check_options(job_opts, "defaults", settings, errors, job_opts)
 
     lines: list[bytes] = []
-    overrides_seen: list[dict[str, Any]] = [defaults.model_dump()]
+    overrides_seen: list[dict[str, Any]] = [job_opts]
     if len(entries) <= settings.max_inline_urls:
         for i, entry in enumerate(entries):
             item = entry if isinstance(entry, UrlItem) else UrlItem(url=entry)
             loc = url_loc if single else f"{url_loc}[{i}]"
-            over = item.overrides()
+            over = run_overrides(item.overrides())
             if over:
                 overrides_seen.append(over)
             line = stage_record(
@@ -222,7 +245,7 @@ def _validate(
                 errors,
                 loc=loc,
                 url_loc=loc if isinstance(entry, str) else None,
-                render_default=defaults.render,
+                inherited=job_opts,
             )
             if line is not None:
                 lines.append(line)
@@ -248,7 +271,7 @@ def _validate(
         source=source,
         compare=body.compare,
         quality=body.quality,
-        screenshots=any(screenshot_of(o.get("formats")) for o in overrides_seen),
+        screenshots=any(o.get("screenshot") for o in overrides_seen),
     )
     return spec, lines
 

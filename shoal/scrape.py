@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from shoal import output, screenshots
 from shoal.chunking import Chunk, read_chunk
 from shoal.conditional import ChunkAsks, Conditional, previous_job_id
-from shoal.contract import JobSpec, format_names, screenshot_of
+from shoal.contract import SCREENSHOT_NEEDS_RENDER, JobSpec, run_overrides
 from shoal.errors import ExtractError, FetchError, RenderUnavailable
 from shoal.fetch import Engine, FetchOptions, FetchResponse, status_error
 from shoal.pages import PageWorkers, get_page_workers
@@ -363,10 +363,9 @@ async def _scrape_one(
         return _error_row(row, FetchError("invalid_url", item["error"], attempts=0))
     if opts.get("render"):
         return await _render_one(rt, item, row, opts, fetch_opts, started)
-    if screenshot_of(opts.get("formats")) is not None:  # a file's row; inline ones are 422
+    if opts.get("screenshot") is not None:  # a file's row; inline ones are 422
         row["elapsed_ms"] = 0
-        why = "the screenshot format needs render: true"
-        return _error_row(row, FetchError("render_failed", why, attempts=0))
+        return _error_row(row, FetchError("render_failed", SCREENSHOT_NEEDS_RENDER, attempts=0))
     try:
         resp = await rt.engine.fetch(item["url"], fetch_opts)
     except FetchError as exc:
@@ -418,20 +417,13 @@ async def _with_page(
         final_url,
         opts.get("extract"),
         opts.get("selectors"),
-        _names(opts.get("formats")),
+        opts.get("formats"),
         utf8,
     )
     if "error" in parsed:
         return _error_row(row, ExtractError(parsed["error"]))
     row.update(parsed)
     return row
-
-
-def _names(formats: list[Any] | None) -> list[str] | None:
-    """``formats`` as names for extraction (the screenshot's object form as its name)."""
-    if formats and not all(isinstance(f, str) for f in formats):
-        return format_names(formats)
-    return formats
 
 
 async def _render_one(
@@ -448,7 +440,7 @@ async def _render_one(
     never loaded (``render_failed``, ``timeout``, refused by the guard) is not charged.
     ``row["_render_s"]``: the seconds the browser spent (the caller counts it)."""
     loop = asyncio.get_running_loop()
-    shot = screenshot_of(opts.get("formats"))
+    shot = opts.get("screenshot")
     block = opts.get("block_resources")
     try:
         async with rt.engine.browse(item["url"], fetch_opts) as proxy:
@@ -554,6 +546,17 @@ async def _not_modified(
     return row
 
 
+def _run_form(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chunk's items with their overrides as a job runs them (``run_overrides``): lines
+    staged before that form (an old upload's, a resumed or retried job's) carry the request's
+    ``formats`` with no ``screenshot``; converted here, once a chunk, not per URL."""
+    for item in items:
+        over = item.get("o")
+        if over and "formats" in over and "screenshot" not in over:
+            item["o"] = run_overrides(over)
+    return items
+
+
 async def _persist_every(
     writer: output.ChunkWriter, wake: asyncio.Event, end: asyncio.Event, interval: float
 ) -> None:
@@ -583,7 +586,7 @@ async def scrape_chunk(rt: JobRuntime, input_url: str, chunk: Chunk) -> ChunkSum
     Returns the chunk's counts (kept rows: earlier attempts' and this one's). Cancelled (task
     timeout, a chunk process told to stop, the flow process unwinding on SIGTERM), it writes
     its finished rows before it goes; a kill loses at most one piece's worth."""
-    items = await asyncio.to_thread(read_chunk, rt.storage, input_url, chunk)
+    items = _run_form(await asyncio.to_thread(read_chunk, rt.storage, input_url, chunk))
     asks: ChunkAsks | None = None
     if rt.conditional is not None:
         try:

@@ -168,6 +168,7 @@ def test_csv_override_columns_take_their_types(cfg):
             "selectors": {"title": "h1"},
             "extract": {"price": "number"},
             "formats": ["data", "html"],
+            "screenshot": None,  # the run form (contract.run_overrides)
             "headers": {"X-A": "1"},
         },
     }

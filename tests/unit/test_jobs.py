@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from shoal import downloads
-from shoal.contract import JobCreate, JobSpec, ScrapeOptions, screenshot_of
+from shoal.contract import JobCreate, JobSpec, ScrapeOptions
 from shoal.errors import InputError, field_errors
 from shoal.jobs import (
     eta_seconds,
@@ -266,14 +266,58 @@ def test_render_with_its_options_is_accepted_where_a_browser_is(browser_cfg, acc
     spec, lines = validate(body, browser_cfg, acct)
     assert spec.defaults.wait_for == {"selector": ".price"}
     assert spec.defaults.block_resources == ["image", "font"]
-    assert screenshot_of(spec.defaults.formats) == "full_page"
+    # normalized once, here: names, and the screenshot's mode as a field of its own
+    assert (spec.defaults.formats, spec.defaults.screenshot) == (
+        ["data", "screenshot"],
+        "full_page",
+    )
     assert spec.screenshots  # CSV/Parquet get a screenshot_url column
     over = [i["o"] for i in _items(lines)]
     assert over[1] == {"wait_for": "networkidle", "block_resources": []}
-    assert screenshot_of(over[2]["formats"]) == "viewport"
+    # a URL giving formats gets its mode with them (a shallow merge replaces both)
+    assert over[2] == {"formats": ["data", "screenshot"], "screenshot": "viewport"}
     # the stored spec reads back (the flow validates it again)
     again = JobSpec.model_validate(spec.model_dump(mode="json"))
-    assert screenshot_of(again.defaults.formats) == "full_page"
+    assert again.defaults == spec.defaults
+
+
+def test_a_spec_stored_in_the_request_form_reads_in_the_run_form(cfg, acct):
+    """Job rows stored before the run form (the object form inside ``formats``, no
+    ``screenshot``) read as new ones: resumed runs and retries of old jobs see the same."""
+    spec, _ = validate(JobCreate(urls=["https://a.com"]), cfg, acct)
+    old = spec.model_dump(mode="json")
+    del old["defaults"]["screenshot"]
+    for formats, names, mode in [
+        (["data", {"screenshot": {"full_page": True}}], ["data", "screenshot"], "full_page"),
+        ([{"screenshot": {}}, "html"], ["screenshot", "html"], "viewport"),
+        (["data", "screenshot"], ["data", "screenshot"], "viewport"),
+        (["data"], ["data"], None),
+    ]:
+        old["defaults"]["formats"] = formats
+        got = JobSpec.model_validate(old).defaults
+        assert (got.formats, got.screenshot) == (names, mode)
+
+
+def test_lines_staged_in_the_request_form_run_in_the_run_form():
+    """A chunk reads lines staged before the run form (an old upload's, a resumed or
+    retried job's) into it, once; lines in the run form stay as they are."""
+    from shoal.scrape import _run_form
+
+    items = [
+        {"url": "https://a.com/0", "i": 0, "o": {"formats": [{"screenshot": {"full_page": True}}]}},
+        {"url": "https://a.com/1", "i": 1, "o": {"formats": ["data", "screenshot"]}},
+        {"url": "https://a.com/2", "i": 2, "o": {"formats": ["html"], "screenshot": None}},
+        {"url": "https://a.com/3", "i": 3, "o": {"timeout_s": 5}},
+        {"url": "https://a.com/4", "i": 4},
+    ]
+    got = [it.get("o") for it in _run_form(items)]
+    assert got == [
+        {"formats": ["screenshot"], "screenshot": "full_page"},
+        {"formats": ["data", "screenshot"], "screenshot": "viewport"},
+        {"formats": ["html"], "screenshot": None},
+        {"timeout_s": 5},
+        None,
+    ]
 
 
 def test_render_without_a_browser_is_422_naming_the_missing_piece(cfg, acct):
@@ -292,6 +336,14 @@ def test_a_url_screenshot_follows_the_job_render(browser_cfg, acct):
     }
     validate(JobCreate.model_validate(ok), browser_cfg, acct)
     for body, loc in [
+        (
+            # the screenshot is the job's, the URL turns rendering off
+            {
+                "urls": [{"url": "https://a.com", "render": False}],
+                "defaults": {"render": True, "formats": ["screenshot"]},
+            },
+            "urls[0].render",
+        ),
         ({"urls": [{"url": "https://a.com", "formats": ["screenshot"]}]}, "urls[0].formats"),
         (
             {
