@@ -363,9 +363,13 @@ async def _scrape_one(
         return _error_row(row, FetchError("invalid_url", item["error"], attempts=0))
     if opts.get("render"):
         return await _render_one(rt, item, row, opts, fetch_opts, started)
-    if opts.get("screenshot") is not None:  # a file's row; inline ones are 422
+    if opts.get("screenshot") is not None:
+        # a file's row that left render to the job's defaults, known only now (inline URLs
+        # are 422; a row saying render: false was refused when its file was read): refused as
+        # that row was, an invalid record naming the field, nothing fetched, nothing charged
         row["elapsed_ms"] = 0
-        return _error_row(row, FetchError("render_failed", SCREENSHOT_NEEDS_RENDER, attempts=0))
+        why = f"formats: {SCREENSHOT_NEEDS_RENDER}"
+        return _error_row(row, FetchError("invalid_url", why, attempts=0))
     try:
         resp = await rt.engine.fetch(item["url"], fetch_opts)
     except FetchError as exc:
