@@ -24,7 +24,7 @@ import logging
 import posixpath
 from typing import Any
 
-from shoal import changes, output, quality, webhooks
+from shoal import changes, output, quality, screenshots, webhooks
 from shoal.contract import FINAL_STATUSES, JobSpec
 from shoal.jobs import COMPARABLE_STATUSES, link_expiry
 from shoal.output import part_urls
@@ -79,7 +79,11 @@ def finalize_job(
         fields=spec.fields,
         max_part_bytes=settings.max_part_bytes,
         extras=output.Extras(
-            change=labels, not_modified=spec.conditional, screenshot_url=spec.screenshots
+            change=labels,
+            not_modified=spec.conditional,
+            screenshot_url=spec.screenshots,
+            # the links in the files expire with the link to the files
+            screenshot_link=screenshots.links(settings, job_id, expires_at),
         ),
     )
     store.finish(

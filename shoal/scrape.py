@@ -488,14 +488,9 @@ async def _render_one(
     )
     if page.screenshot_png is not None:
         try:
+            # its name: the link is signed when the row is served (shoal.screenshots)
             row["screenshot_url"] = await asyncio.to_thread(
-                screenshots.save,
-                rt.storage,
-                rt.settings,
-                rt.job_id,
-                item["i"],
-                page.screenshot_png,
-                rt.spec.output.expires_in_s,
+                screenshots.save, rt.storage, rt.job_id, item["i"], page.screenshot_png
             )
         except Exception as exc:  # storage down: the page is there, its picture is not
             log.exception("job %s: could not store the screenshot of %s", rt.job_id, item["url"])

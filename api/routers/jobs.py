@@ -12,7 +12,7 @@ from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep, own_job
 from api.errors import answers
 from api.prefect_access import scheduler_errors
 from deployments.launch import start_flow_run
-from shoal import changes, jobs, output, submit
+from shoal import changes, jobs, output, screenshots, submit
 from shoal.contract import (
     FINAL_STATUSES,
     ID_PATTERN,
@@ -227,6 +227,7 @@ def get_results(
     account: CurrentAccount,
     store: StoreDep,
     storage: StorageDep,
+    settings: SettingsDep,
     format: Literal["json", "ndjson", "csv", "parquet"] = "json",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
@@ -239,8 +240,12 @@ def get_results(
     spec = JobSpec.model_validate(row.spec)
     # each row's change, once the job's change report is written (shoal.changes)
     labels = changes.RowLabels.read(storage, job_id) if spec.compare is not None else None
+    # screenshot links expire with the output's download link (while running: shoal.screenshots)
+    shots = screenshots.links_of(row, spec, settings)
     if format == "json":
-        rows, total = output.read_results(storage, parts, limit=limit, offset=offset)
+        rows, total = output.read_results(
+            storage, parts, limit=limit, offset=offset, screenshot_link=shots
+        )
         if labels is not None:
             labels.label_rows(rows)
         return ResultPage(
@@ -263,6 +268,7 @@ def get_results(
                 change=(labels or changes.RowLabels()) if spec.compare is not None else None,
                 not_modified=spec.conditional,
                 screenshot_url=spec.screenshots,
+                screenshot_link=shots,
             ),
         ),
         media_type=_MEDIA[format],
@@ -280,13 +286,20 @@ def get_results(
     },
 )
 def get_single_result(
-    job_id: JobId, account: CurrentAccount, store: StoreDep, storage: StorageDep
+    job_id: JobId,
+    account: CurrentAccount,
+    store: StoreDep,
+    storage: StorageDep,
+    settings: SettingsDep,
 ) -> PageResult:
     row = own_job(store, job_id, account.id)
     jobs.ensure_results_kept(row)
     if row.urls_total is not None and row.urls_total != 1:
         raise Conflict(f"job {job_id} has {row.urls_total} URLs; use /results")
-    rows, _ = output.read_results(storage, part_urls(storage, job_id), limit=1, offset=0)
+    shots = screenshots.links_of(row, JobSpec.model_validate(row.spec), settings)
+    rows, _ = output.read_results(
+        storage, part_urls(storage, job_id), limit=1, offset=0, screenshot_link=shots
+    )
     if not rows:
         raise Conflict(f"job {job_id} has no result yet (status {row.status})")
     labels = changes.RowLabels.read(storage, job_id)

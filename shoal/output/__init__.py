@@ -27,6 +27,7 @@ from shoal.output._parts import (
     read_kept,
     read_results,
     rows_table,
+    sign_screenshots,
     write_part,
     write_table,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "read_kept",
     "read_results",
     "rows_table",
+    "sign_screenshots",
     "stream_output",
     "write_part",
     "write_table",

@@ -11,7 +11,8 @@ row's label from the change report, looked up by ``input_index`` in ``shoal.chan
 labels, a slice per batch) and, in CSV/Parquet, ``not_modified`` (a ``conditional`` job; NDJSON
 has the key on the rows a 304 carried forward) and ``screenshot_url`` (a job asking for
 screenshots; NDJSON has the key on the rows that have one). They are last, so the columns every
-output has keep their places.
+output has keep their places. A ``screenshot_url`` is signed here, per batch, with
+``Extras.screenshot_link`` (the reader's expiry: ``shoal.screenshots``); the parts hold names.
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from shoal.contract import PageResult, currency_field
-from shoal.output._parts import PART_COLUMNS, RESULT_COLUMNS, iter_part_batches
+from shoal.output._parts import (
+    PART_COLUMNS,
+    RESULT_COLUMNS,
+    iter_part_batches,
+    sign_screenshots,
+)
 from shoal.storage import Storage
 
 Fmt = Literal["ndjson", "csv", "parquet"]
@@ -64,11 +70,13 @@ class Extras:
     ``change``: input indices -> their ``change`` labels (null: none), or None for no
     ``change`` field; ``not_modified``: CSV/Parquet have the ``not_modified`` column;
     ``screenshot_url``: CSV/Parquet have the ``screenshot_url`` column (a job that asks for
-    screenshots)."""
+    screenshots); ``screenshot_link``: ``input_index`` -> the signed link of its screenshot
+    (``shoal.screenshots.links``), without which no row shows one."""
 
     change: Callable[[pa.Array], pa.Array] | None = None
     not_modified: bool = False
     screenshot_url: bool = False
+    screenshot_link: Callable[[int], str] | None = None
 
 
 _NO_EXTRAS = Extras()
@@ -192,9 +200,10 @@ def _flat_sql(fields: Mapping[str, str], fmt: Fmt, extras: Extras = _NO_EXTRAS) 
     )
 
 
-def _with_change(batch: pa.RecordBatch, extras: Extras) -> pa.Table:
-    """The batch as a table, with its rows' ``change`` labels when the output has them."""
-    table = pa.Table.from_batches([batch])
+def _with_extras(batch: pa.RecordBatch, extras: Extras) -> pa.Table:
+    """The batch as a table, its screenshots' links signed, with its rows' ``change`` labels
+    when the output has them."""
+    table = sign_screenshots(pa.Table.from_batches([batch]), extras.screenshot_link)
     if extras.change is None:
         return table
     return table.append_column("change", extras.change(batch.column("input_index")))
@@ -217,7 +226,7 @@ def _flat_batches(
         for batch in iter_part_batches(storage, part_urls, columns):
             if batch.num_rows == 0:
                 continue
-            con.register("b", _with_change(batch, extras))
+            con.register("b", _with_extras(batch, extras))
             yield con.sql(sql).to_arrow_table().cast(schema)
             con.unregister("b")
     finally:
@@ -299,7 +308,7 @@ def _ndjson_batches(
                 continue
             present = tuple(c for _, c, _ in _OPTIONAL if batch.column(c).null_count < n)
             sql = sqls.get(present) or sqls.setdefault(present, _ndjson_sql(present, change))
-            con.register("b", _with_change(batch, extras))
+            con.register("b", _with_extras(batch, extras))
             yield con.sql(sql).to_arrow_table()
             con.unregister("b")
     finally:

@@ -22,7 +22,9 @@ never depends on what a page yielded; the output builder embeds that text as-is 
 extracts typed columns from it (CSV/Parquet).
 
 ``not_modified`` is the result field of a row a ``304`` carried forward (``shoal.conditional``);
-``screenshot_url`` the signed link of a rendered page's PNG (``shoal.screenshots``).
+``screenshot_url`` holds the download name of a rendered page's PNG (older parts: a link signed
+then), made a link signed for the reader's expiry whenever rows are served
+(``sign_screenshots``, ``read_results``' ``screenshot_link``; ``shoal.screenshots``).
 ``etag`` and ``last_modified`` are internal: the validators of an ok row's response, kept so the
 next run of a schedule can ask with them; the output builder leaves them out (it names the
 columns it writes) and results pages do not show them.
@@ -515,9 +517,17 @@ def _chunk_rows(storage: Storage, group: list[str]) -> int:
 
 
 def read_results(
-    storage: Storage, part_urls: list[str], *, limit: int, offset: int
+    storage: Storage,
+    part_urls: list[str],
+    *,
+    limit: int,
+    offset: int,
+    screenshot_link: Callable[[int], str] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of results in input order, and the total row count (each row once).
+
+    ``screenshot_link``: ``input_index`` -> the signed link of its screenshot, for the rows
+    that have one (``shoal.screenshots.links_of``); without it they show none.
 
     Only footers are read for chunks of one file (and row groups) before ``offset``, so a page
     deep into a million rows of a finished job costs about as much as the first; a chunk still
@@ -531,7 +541,37 @@ def read_results(
             continue
         page = partial(_page, storage, want=offset + len(rows) - start, n=limit - len(rows))
         rows.extend(_with_relist(storage, group, page))
+    for row in rows:
+        if "screenshot_url" in row:
+            if screenshot_link is None:
+                del row["screenshot_url"]
+            else:
+                row["screenshot_url"] = screenshot_link(row["input_index"])
     return rows, total
+
+
+def sign_screenshots(table: pa.Table, screenshot_link: Callable[[int], str] | None) -> pa.Table:
+    """``table`` (part rows with ``input_index``) with each ``screenshot_url`` the reader's
+    signed link (``read_results``); all null without ``screenshot_link``. A name is never
+    shown as a link: only rows that have a screenshot get one."""
+    at = table.schema.get_field_index("screenshot_url")
+    if at < 0:
+        return table
+    shots = table.column(at)
+    if shots.null_count == len(shots):
+        return table
+    if screenshot_link is None:
+        signed = pa.nulls(len(shots), pa.string())
+    else:
+        indices = table.column("input_index").to_pylist()
+        signed = pa.array(
+            [
+                None if v is None else screenshot_link(i)
+                for i, v in zip(indices, shots.to_pylist(), strict=True)
+            ],
+            pa.string(),
+        )
+    return table.set_column(at, "screenshot_url", signed)
 
 
 def _page(storage: Storage, group: list[str], *, want: int, n: int) -> list[dict[str, Any]]:

@@ -12,14 +12,14 @@ is the strict one (no private networks) with 127.0.0.1, where the site is, allow
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
 from flows.scrape_job import scrape_job
 from shoal.settings import get_settings
 from shoal.storage import get_storage
-from shoal.store import get_store
+from shoal.store import aware, get_store
 from tests.integration.test_run_page import _artifacts
 from tests.integration.test_scrape_job_flow import _create
 from tests.sites.render import PRICE, Listener, RenderSite, need_browser
@@ -88,6 +88,10 @@ async def test_a_rendered_job(
     from api.app import create_app
 
     link = urlsplit(lines[2]["screenshot_url"])
+    # it expires with the output's download link (counted from the job's end, not the render)
+    expires_at = aware(row.output_expires_at)
+    assert expires_at is not None
+    assert parse_qs(link.query)["expires"] == [str(int(expires_at.timestamp()))]
     with TestClient(create_app()) as client:
         got = client.get(f"{link.path}?{link.query}")
         assert got.status_code == 200, got.text

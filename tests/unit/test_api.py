@@ -1006,3 +1006,100 @@ async def test_a_start_past_its_bound_is_scheduler_busy(monkeypatch, settings):
     job = type("J", (), {"account_id": "acct_1", "priority": "normal"})()
     with pytest.raises(SchedulerBusy):
         await prefect_access.scheduler_errors(hangs)(job, settings)
+
+
+# --- screenshot links -----------------------------------------------------------------------
+
+_PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
+
+
+def _expires(url: str) -> int:
+    return int(parse_qs(urlsplit(url).query)["expires"][0])
+
+
+def _shot_links(client, caller, job_id: str) -> dict[str, list[int]]:
+    """The ``expires`` of every ``screenshot_url`` served, per results format."""
+    import csv
+    import io
+
+    import orjson
+    import pyarrow.parquet as pq
+
+    base = f"/v1/jobs/{job_id}/results"
+    got: dict[str, list[int]] = {}
+    page = client.get(base, headers=caller.headers).json()["results"]
+    got["json"] = [_expires(r["screenshot_url"]) for r in page if r["screenshot_url"]]
+    lines = client.get(f"{base}?format=ndjson", headers=caller.headers).content.splitlines()
+    got["ndjson"] = [
+        _expires(x["screenshot_url"]) for x in map(orjson.loads, lines) if "screenshot_url" in x
+    ]
+    text = client.get(f"{base}?format=csv", headers=caller.headers).text
+    got["csv"] = [
+        _expires(r["screenshot_url"])
+        for r in csv.DictReader(io.StringIO(text))
+        if r["screenshot_url"]
+    ]
+    raw = client.get(f"{base}?format=parquet", headers=caller.headers).content
+    col = pq.read_table(io.BytesIO(raw)).column("screenshot_url").to_pylist()
+    got["parquet"] = [_expires(u) for u in col if u]
+    single = client.get(f"/v1/jobs/{job_id}/results?limit=1&offset=1", headers=caller.headers)
+    got["json_offset"] = [_expires(single.json()["results"][0]["screenshot_url"])]
+    return got
+
+
+def test_screenshot_links_expire_with_the_download_link(client, alice, make_job, settings, store):
+    """A row keeps its screenshot's name; the link is signed when rows are served. Once the
+    job has ended it expires exactly when ``download_url`` does, in the output file and in
+    results of every format; while the job runs, ``output.expires_in_s`` from the read."""
+    from shoal import output, screenshots
+    from shoal.finalize import finalize_job
+
+    storage = get_storage(settings)
+    life = 3600
+    spec = {
+        "defaults": {"render": True, "formats": ["data", "screenshot"], "selectors": {"t": "h1"}},
+        "concurrency": 4,
+        "output": {"expires_in_s": life},
+        "fields": {"t": "string"},
+        "screenshots": True,
+    }
+    job = make_job(alice.account, status="running", started_at=utcnow(), urls_total=2, spec=spec)
+    name = screenshots.save(storage, job.id, 1, _PNG)
+    rows = [
+        {"url": "https://e.com/0", "input_index": 0, "status": "ok", "data": {"t": "a"}},
+        {"url": "https://e.com/1", "input_index": 1, "status": "ok", "data": {"t": "b"},
+         "screenshot_url": name},
+    ]  # fmt: skip
+    output.write_part(storage, output.part_url(storage, job.id, 0), rows)
+
+    # running: valid for expires_in_s from the read
+    before = int(utcnow().timestamp())
+    live = _shot_links(client, alice, job.id)
+    after = int(utcnow().timestamp())
+    for fmt, got in live.items():
+        assert len(got) == 1 and before + life <= got[0] <= after + life, (fmt, got)
+
+    # ended: the output file's link and every served one expire with download_url
+    finalize_job(job.id, settings)
+    public = client.get(f"/v1/jobs/{job.id}", headers=alice.headers).json()
+    ends = _expires(public["download_url"])
+    assert public["download_url_expires_at"] is not None
+    out = [
+        json.loads(x)
+        for x in client.get(_path_and_query(public["download_url"])).content.splitlines()
+    ]
+    [link] = [x["screenshot_url"] for x in out if "screenshot_url" in x]
+    assert _expires(link) == ends
+    assert all(got == [ends] for got in _shot_links(client, alice, job.id).values())
+    png = client.get(_path_and_query(link))  # no key
+    assert png.status_code == 200 and png.content == _PNG
+    # served links follow the job's download expiry, not the time of the read
+    moved = aware(store.get_job(job.id).output_expires_at) - timedelta(hours=2)
+    store.update_job(job.id, output_expires_at=moved)
+    assert all(
+        got == [int(moved.timestamp())] for got in _shot_links(client, alice, job.id).values()
+    )
+
+    # the output expired: the link is gone with it
+    store.update_job(job.id, output_expires_at=utcnow() - timedelta(seconds=1))
+    assert_problem(client.get(_path_and_query(link)), 410)
