@@ -32,10 +32,15 @@ local disk, 2026-12-05, CPU seconds: the 2 cores were shared with a load of ~16)
   a dict): 1.7 CPU s and 521 MB, in every chunk (200 for a million URLs).
 
 No previous results (never, or removed by retention), a previous job asked for other content
-(``extract``, ``selectors``, ``formats``, the screenshot's mode or ``render`` differ: its rows
-are not what this job would produce) → nothing is asked conditionally. A previous row gone
-between plan and 304 → the URL is fetched again without validators. A 304 to a request
-without validators of ours is an error row ``http_304``.
+(``extract``, ``selectors``, ``formats``, the screenshot's mode, ``render``, ``wait_for`` or
+``block_resources`` differ: its rows are not what this job would produce) → nothing is asked
+conditionally. A previous row gone between plan and 304 → the URL is fetched again without
+validators. A 304 to a request without validators of ours is an error row ``http_304``.
+
+A rendered row keeps the validators of the document the browser loaded; the next run asks
+such a URL with a plain conditional GET before it renders (``shoal.scrape``'s
+``_render_if_modified``, where its cost is measured): a 304 carries the row (and its
+screenshot) forward, anything else is rendered.
 """
 
 from __future__ import annotations
@@ -70,7 +75,15 @@ _GROUP_ROWS = 4096
 #: previous URLs anew: fewer, bigger batches)
 _INPUT_BATCH = 262_144
 #: what makes two jobs' rows alike: the options that decide a row's content
-_CONTENT_OPTIONS = ("extract", "selectors", "formats", "screenshot", "render")
+_CONTENT_OPTIONS = (
+    "extract",
+    "selectors",
+    "formats",
+    "screenshot",
+    "render",
+    "wait_for",  # a rendered page's DOM depends on them
+    "block_resources",
+)
 #: the previous row's columns a 304 carries forward
 CARRIED = ("content_hash", "data_json", "html", "markdown", "text", "links_json", "metadata_json")
 _JSON_CARRIED = (("data_json", "data"), ("links_json", "links"), ("metadata_json", "metadata"))

@@ -56,6 +56,14 @@ def save(storage: Storage, job_id: str, index: int, png: bytes) -> str:
     return file_name(index)
 
 
+def carry(storage: Storage, from_job: str, from_index: int, job_id: str, index: int) -> str:
+    """Copy the screenshot of ``from_job``'s input ``from_index`` to this job's input ``index``
+    (a row a ``304`` carried forward: ``shoal.conditional``); its download name. Raises
+    ``FileNotFoundError`` when the previous one is gone (retention)."""
+    storage.copy(_url(storage, from_job, from_index), _url(storage, job_id, index))
+    return file_name(index)
+
+
 def links(settings: Settings, job_id: str, expires_at: datetime) -> Callable[[int], str]:
     """``input_index`` -> the signed link of its screenshot, valid until ``expires_at``."""
     return lambda index: downloads.sign(settings, job_id, file_name(index), expires_at)
