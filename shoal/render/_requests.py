@@ -138,8 +138,19 @@ class Requests:
     async def attach(self, context: BrowserContext, page: Page, chromium_ua: str, bot: str) -> None:
         """Set the page's User-Agent and start intercepting, before its first navigation.
 
-        Measured with ``bench/render.py``'s catalog page (C=4, 40 pages, 2 rounds): see the
-        numbers in ``docs/API.md``'s Rendering section and the commit that added this."""
+        What it costs: a document request pauses for one round trip through this process, an
+        XHR/fetch to the origin too when there are headers; nothing else pauses. The route
+        measurement above (61 pauses, ~190 CPU ms) puts a pause at ~3 CPU ms; a page that is
+        not redirected pauses once. ``bench/render_requests.py`` (catalog pages of ~20 KB,
+        C=4, CPU ms per page of the process tree, medians; this 2-core machine at load 15-19):
+
+            pages x rounds   base (before)   ua   + navigation check   + headers
+            40 x 3           266             280  298                  302
+            80 x 4           288             280  281                  276
+
+        so the cost is below what this machine can resolve (one variant's rounds spread
+        30-45 ms): the User-Agent override is one DevTools call a page, and the check one
+        pause a page."""
         session = self._session = await context.new_cdp_session(page)
         override: dict[str, Any]
         if self._user_agent is not None:
