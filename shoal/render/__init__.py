@@ -2,13 +2,16 @@
 
     async with Renderer(get_settings()) as renderer:
         page = await renderer.render(url, wait_for={"selector": ".price"}, deadline_s=30,
-                                     screenshot="viewport", proxy=None)
+                                     screenshot="viewport", proxy=None, headers={...},
+                                     allow_navigation=engine.navigation_check(options))
         page.html, page.final_url, page.status, page.screenshot_png
 
 ``missing_piece(settings)`` says, without starting anything, why rendering cannot run on this
 host (None when it can): the API answers ``render: true`` with 422 naming it. How the guard
 covers every request a page makes: ``_socks``; the pool of browsers: ``_pool``; one render:
-``_renderer``. Playwright loads on first use, so importing this package costs nothing.
+``_renderer``; where headers go, the User-Agent, and the check of each navigation
+(robots.txt, through a callback: this package imports no engine): ``_requests``. Playwright
+loads on first use, so importing this package costs nothing.
 """
 
 from __future__ import annotations
