@@ -532,12 +532,13 @@ async def _render_if_modified(
 
     The cost is on changed pages: one more request to the site, its body read and thrown
     away, before the browser loads the page (``tests/integration/test_render_conditional.py``
-    counts it: a changed page answers two 200s, an unchanged one a single 304). Measured on
-    the nightly catalog site on 127.0.0.1 (0.6 KB pages, one at a time, a machine at load
-    ~20, 2026-12-05): the GET's 200 took 8.8 ms median (p90 35), a 304 4.5 ms, the render
-    574 ms median (p90 921): the extra request adds ~1.5 % to a changed page, and a 304 saves
-    a render, so asking first pays once more than ~1.5 % of the pages are unchanged. The
-    site sees up to twice the requests on a night where everything changed."""
+    counts it: a changed page answers two 200s, an unchanged one a single 304). Measured with
+    ``bench/render_conditional.py`` (the nightly catalog site on 127.0.0.1, 0.6 KB pages, one
+    at a time, 2026-12-05, on a machine shared at load 15-20; two runs): the GET's 200 took
+    1.6-8.8 ms median, a 304 0.9-4.5 ms, the render 369-574 ms: the extra request adds
+    0.4-1.5 % to a changed page, and a 304 saves a whole render, so asking first pays once
+    more than ~1.5 % of the pages are unchanged. The site sees up to twice the requests on a
+    night where every page changed."""
     started = asyncio.get_running_loop().time()
     try:
         resp = await rt.engine.fetch(item["url"], asked)
