@@ -69,8 +69,8 @@ def _check_options(
             )
         )
     if opts.get("render"):
-        # the API's host stands for the workers': a worker without a browser answers its
-        # rendered URLs with render_failed rows naming the same missing piece
+        # SHOAL_RENDERING decides (auto: this host's browser stands for the workers'); a
+        # worker without a browser answers its rendered URLs with render_failed rows naming it
         missing = missing_piece(settings)
         if missing is not None:
             errors.append(FieldError(f"{loc}.render", f"rendering is not available: {missing}"))
