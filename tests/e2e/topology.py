@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from tests.e2e.stack import FAST_LOOPS
 from tests.net import free_port
 from tests.pgserver import PgServer
 from tests.procs import descendants, process_running
@@ -125,6 +126,7 @@ class Topology:
             "SHOAL_PROGRESS_INTERVAL_S": "0.5",
             "SHOAL_PRESIGN_TTL_S": "0",  # the API streams results: clients need not reach S3
             "PYTHONUNBUFFERED": "1",
+            **FAST_LOOPS,  # the Prefect server's and the resume service's (tests/e2e/stack.py)
             **env,
         }
         self.roles: dict[str, Role] = {}
