@@ -700,8 +700,12 @@ class JobSpec(BaseModel):
     quality: QualitySpec | None = None
     #: set on a schedule's runs: ask with the previous run's validators (``conditional: true``)
     conditional: bool = False
-    #: the defaults or an inline URL ask for the screenshot format: CSV and Parquet outputs
-    #: then have a ``screenshot_url`` column (NDJSON rows carry the key where they have one)
+    #: the defaults, an inline URL or a usable row of the input file ask for the screenshot
+    #: format: CSV and Parquet outputs and results then have a ``screenshot_url`` column (NDJSON
+    #: rows carry the key where they have one). Set once, before any part is written: at
+    #: creation from the defaults, inline URLs and an upload's rows (its ``fields`` JSON
+    #: records them: ``jobs.upload_fields``), by staging from an S3 file's rows. Absent in
+    #: specs stored before files counted: false, the old columns.
     screenshots: bool = False
 
 

@@ -48,6 +48,27 @@ from shoal.store import AccountRow, Counters, JobRow, Store, UploadRow, aware, n
 COMPARABLE_STATUSES = frozenset({"completed", "partial"})
 #: the one check of a URL (inline, upload and S3 rows, webhooks): ``shoal.contract``'s
 valid_http_url = http_url_problem
+#: in an upload's ``fields`` JSON (``UploadRow.fields``, typed fields its rows add), the key that
+#: says some usable row asks for the screenshot format. No field can be named so (field names
+#: hold no control character), and it keeps the flag beside the other column facts of the file
+#: without a schema change; an upload stored before it lacks the key: no column, as before.
+_SCREENSHOTS_KEY = "\x1fscreenshots"
+
+
+def upload_fields(fields: Mapping[str, FieldType], screenshots: bool) -> dict[str, Any]:
+    """What an upload stores as ``fields``: the typed fields its rows add and, when a usable
+    row asks for a screenshot (``InputStats.screenshots``), the flag the job's columns follow."""
+    out: dict[str, Any] = dict(fields)
+    if screenshots:
+        out[_SCREENSHOTS_KEY] = True
+    return out
+
+
+def _upload_columns(upload: UploadRow) -> tuple[dict[str, FieldType], bool]:
+    """The typed fields an upload's rows add, and whether a row asks for a screenshot."""
+    stored: dict[str, Any] = dict(upload.fields or {})
+    shots = bool(stored.pop(_SCREENSHOTS_KEY, False))
+    return stored, shots
 
 
 def _check_options(
@@ -218,7 +239,9 @@ def _validate(
     per_job = plan.max_urls_per_job
     if len(entries) > per_job:
         errors.append(FieldError(url_loc, f"at most {per_job} URLs per job"))
-    file_fields = _check_source(source, upload, per_job, errors) if source else {}
+    file_fields, file_shots = (
+        _check_source(source, upload, per_job, errors) if source else ({}, False)
+    )
     expires = body.output.expires_in_s
     if expires is not None and expires > settings.max_link_expiry_s:
         errors.append(
@@ -271,7 +294,8 @@ def _validate(
         source=source,
         compare=body.compare,
         quality=body.quality,
-        screenshots=any(o.get("screenshot") for o in overrides_seen),
+        # an upload's rows are known now; an S3 file's once staging has read it (staging.py)
+        screenshots=file_shots or any(o.get("screenshot") for o in overrides_seen),
     )
     return spec, lines
 
@@ -333,12 +357,13 @@ def _check_previous(job_id: str, previous: JobRow | None, errors: list[FieldErro
 
 def _check_source(
     source: InputSource, upload: UploadRow | None, per_job: int, errors: list[FieldError]
-) -> dict[str, FieldType]:
-    """Check a file input; return the output fields an upload's per-URL overrides add."""
+) -> tuple[dict[str, FieldType], bool]:
+    """Check a file input; return the output fields an upload's per-URL overrides add and
+    whether one of its rows asks for a screenshot (an S3 file: unknown yet, ``{}, False``)."""
     if source.kind == "upload":
         if upload is None:
             errors.append(FieldError("input.upload_id", f"no upload {source.upload_id}"))
-            return {}
+            return {}, False
         if upload.lines > per_job:
             errors.append(
                 FieldError(
@@ -346,7 +371,7 @@ def _check_source(
                     f"the upload has {upload.lines} URLs; at most {per_job} per job",
                 )
             )
-        return dict(upload.fields or {})  # type: ignore[arg-type]
+        return _upload_columns(upload)
     scheme, _, rest = (source.uri or "").partition("://")
     bucket, _, key = rest.partition("/")
     if scheme not in ("s3", "gs") or not bucket or not key or key.endswith("/"):
@@ -358,7 +383,7 @@ def _check_source(
         errors.append(
             FieldError("input.role_arn", "an IAM role ARN (arn:...:role/...) for an s3:// input")
         )
-    return {}
+    return {}, False
 
 
 def _webhook_spec(

@@ -32,7 +32,9 @@ _READ_BLOCK = 8 * 1024 * 1024
 
 def stage_input(row: JobRow, settings: Settings) -> None:
     """Stage the job's file input, if it has one and it is not staged yet; then the job row
-    has ``urls_total`` and ``spec.fields`` holds the fields the file's overrides add."""
+    has ``urls_total``, ``spec.fields`` holds the fields the file's overrides add and
+    ``spec.screenshots`` is set when a usable row asks for a screenshot (an upload's were
+    known at the job's creation: ``jobs.validate``)."""
     spec = JobSpec.model_validate(row.spec)
     source = spec.source
     if source is None:
@@ -54,7 +56,9 @@ def stage_input(row: JobRow, settings: Settings) -> None:
     if missing:
         storage.rm(dest)
         raise JobFailed(f"{missing}: neither the defaults nor the input file give any")
-    new_spec = {**row.spec, "fields": fields}
+    # before the first part is written, so every page and output file has the same columns
+    shots = spec.screenshots or stats.screenshots
+    new_spec = {**row.spec, "fields": fields, "screenshots": shots}
     store.update_job(job_id, urls_total=stats.lines, spec=new_spec)
     log.info(
         "job %s: staged %s: %d URLs (%d invalid)", job_id, source.uri, stats.lines, stats.errored

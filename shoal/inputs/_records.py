@@ -1,5 +1,6 @@
 """The record writer: one staged line per record, checked by ``jobs.stage_record``, and the
-stats of the file (records, usable URLs, the first line errors, fields overrides add)."""
+stats of the file (records, usable URLs, the first line errors, fields overrides add, whether
+a usable record asks for a screenshot)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import IO, Any, Literal
 import orjson
 from pydantic import ValidationError
 
-from shoal.contract import FieldType, UrlItem
+from shoal.contract import FieldType, UrlItem, run_overrides
 from shoal.errors import FieldError, TooLarge, field_errors
 from shoal.jobs import add_fields, output_fields, stage_record
 from shoal.settings import Settings
@@ -24,7 +25,9 @@ _PLAIN_KEYS = frozenset({"url", "meta"})
 @dataclass
 class InputStats:
     """What :func:`normalize` found: ``lines`` records staged, ``urls_valid`` of them usable,
-    the first ``MAX_ERRORS`` line errors, and the typed output fields per-URL overrides add."""
+    the first ``MAX_ERRORS`` line errors, the typed output fields per-URL overrides add, and
+    ``screenshots``: some usable record asks for the screenshot format (the job's CSV/Parquet
+    then have a ``screenshot_url`` column: ``JobSpec.screenshots``)."""
 
     format: InputFormat
     gzip: bool = False
@@ -33,6 +36,7 @@ class InputStats:
     urls_valid: int = 0
     errors: list[dict[str, Any]] = field(default_factory=list)
     fields: dict[str, FieldType] = field(default_factory=dict)
+    screenshots: bool = False
 
     @property
     def errored(self) -> int:
@@ -88,6 +92,8 @@ class Writer:
             self.bad(url, why, None if problems[0].loc == ".meta" else meta)
             return False
         self.stats.urls_valid += 1
+        if over and not self.stats.screenshots and run_overrides(over).get("screenshot"):
+            self.stats.screenshots = True
         self._add(line)
         return True
 

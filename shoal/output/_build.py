@@ -9,9 +9,11 @@ the other, so the output keeps input order without a sort.
 Result fields only some jobs carry (``Extras``): ``change`` (a job with ``compare``: each
 row's label from the change report, looked up by ``input_index`` in ``shoal.changes``' sorted
 labels, a slice per batch) and, in CSV/Parquet, ``not_modified`` (a ``conditional`` job; NDJSON
-has the key on the rows a 304 carried forward) and ``screenshot_url`` (a job asking for
-screenshots; NDJSON has the key on the rows that have one). They are last, so the columns every
-output has keep their places. A ``screenshot_url`` is signed here, per batch, with
+has the key on the rows a 304 carried forward) and ``screenshot_url`` (a job whose defaults,
+inline URLs or input file's rows ask for screenshots: ``JobSpec.screenshots``, fixed before the
+first part is written, so every file and page of a job has the same columns; NDJSON has the key
+on the rows that have one). They are last, so the columns every output has keep their places.
+A ``screenshot_url`` is signed here, per batch, with
 ``Extras.screenshot_link`` (the reader's expiry: ``shoal.screenshots``); the parts hold names.
 """
 
@@ -70,7 +72,8 @@ class Extras:
     ``change``: input indices -> their ``change`` labels (null: none), or None for no
     ``change`` field; ``not_modified``: CSV/Parquet have the ``not_modified`` column;
     ``screenshot_url``: CSV/Parquet have the ``screenshot_url`` column (a job that asks for
-    screenshots); ``screenshot_link``: ``input_index`` -> the signed link of its screenshot
+    screenshots, in its defaults, inline URLs or file rows: ``JobSpec.screenshots``);
+    ``screenshot_link``: ``input_index`` -> the signed link of its screenshot
     (``shoal.screenshots.links``), without which no row shows one."""
 
     change: Callable[[pa.Array], pa.Array] | None = None
