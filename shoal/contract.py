@@ -703,8 +703,8 @@ class JobSpec(BaseModel):
     #: the defaults, an inline URL or a usable row of the input file ask for the screenshot
     #: format: CSV and Parquet outputs and results then have a ``screenshot_url`` column (NDJSON
     #: rows carry the key where they have one). Set once, before any part is written: at
-    #: creation from the defaults, inline URLs and an upload's rows (its ``fields`` JSON
-    #: records them: ``jobs.upload_fields``), by staging from an S3 file's rows. Absent in
+    #: creation from the defaults, inline URLs and an upload's rows (``uploads.screenshots``,
+    #: recorded as the upload reads them), by staging from an S3 file's rows. Absent in
     #: specs stored before files counted: false, the old columns.
     screenshots: bool = False
 

@@ -48,27 +48,6 @@ from shoal.store import AccountRow, Counters, JobRow, Store, UploadRow, aware, n
 COMPARABLE_STATUSES = frozenset({"completed", "partial"})
 #: the one check of a URL (inline, upload and S3 rows, webhooks): ``shoal.contract``'s
 valid_http_url = http_url_problem
-#: in an upload's ``fields`` JSON (``UploadRow.fields``, typed fields its rows add), the key that
-#: says some usable row asks for the screenshot format. No field can be named so (field names
-#: hold no control character), and it keeps the flag beside the other column facts of the file
-#: without a schema change; an upload stored before it lacks the key: no column, as before.
-_SCREENSHOTS_KEY = "\x1fscreenshots"
-
-
-def upload_fields(fields: Mapping[str, FieldType], screenshots: bool) -> dict[str, Any]:
-    """What an upload stores as ``fields``: the typed fields its rows add and, when a usable
-    row asks for a screenshot (``InputStats.screenshots``), the flag the job's columns follow."""
-    out: dict[str, Any] = dict(fields)
-    if screenshots:
-        out[_SCREENSHOTS_KEY] = True
-    return out
-
-
-def _upload_columns(upload: UploadRow) -> tuple[dict[str, FieldType], bool]:
-    """The typed fields an upload's rows add, and whether a row asks for a screenshot."""
-    stored: dict[str, Any] = dict(upload.fields or {})
-    shots = bool(stored.pop(_SCREENSHOTS_KEY, False))
-    return stored, shots
 
 
 def _check_options(
@@ -371,7 +350,7 @@ def _check_source(
                     f"the upload has {upload.lines} URLs; at most {per_job} per job",
                 )
             )
-        return _upload_columns(upload)
+        return dict(upload.fields or {}), bool(upload.screenshots)  # type: ignore[arg-type]
     scheme, _, rest = (source.uri or "").partition("://")
     bucket, _, key = rest.partition("/")
     if scheme not in ("s3", "gs") or not bucket or not key or key.endswith("/"):

@@ -24,7 +24,7 @@ from starlette.types import Receive
 from api.deps import CurrentAccount, SettingsDep, StorageDep, StoreDep, own_upload
 from api.errors import answers
 from api.ingress import FORM_SLACK
-from shoal import inputs, jobs
+from shoal import inputs
 from shoal.contract import UploadPublic
 from shoal.errors import FieldError, InputError, MalformedBody, TooLarge, UnsupportedMedia
 from shoal.settings import Settings
@@ -420,8 +420,8 @@ async def create_upload(
             lines=stats.lines,
             urls_valid=stats.urls_valid,
             errors=stats.errors,
-            # with the flag a job's CSV/Parquet columns follow (jobs.upload_fields)
-            fields=jobs.upload_fields(stats.fields, stats.screenshots),
+            fields=stats.fields,
+            screenshots=int(stats.screenshots),  # a job's CSV/Parquet columns follow it
             url=dest,
             created_at=utcnow(),
         )

@@ -39,7 +39,13 @@ if TYPE_CHECKING:
 
 #: every revision, oldest first; the last is the schema this code reads and writes
 #: (a test holds this to the scripts in ``migrations/versions``)
-REVISIONS = ("0001_baseline", "0002_host_slots", "0003_server_defaults", "0004_schedules")
+REVISIONS = (
+    "0001_baseline",
+    "0002_host_slots",
+    "0003_server_defaults",
+    "0004_schedules",
+    "0005_upload_screenshots",
+)
 HEAD = REVISIONS[-1]
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: the advisory lock of PostgreSQL migrators (any fixed 64-bit number, the same in every Shoal)

@@ -214,9 +214,11 @@ class UploadRow(Base):
     lines: Mapped[int] = mapped_column(Integer)
     urls_valid: Mapped[int] = mapped_column(Integer)
     errors: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
-    # typed output fields the file's per-URL extract/selectors add (name -> type), and a key no
-    # field can have when a row asks for a screenshot (shoal.jobs.upload_fields)
+    # typed output fields the file's per-URL extract/selectors add (name -> type)
     fields: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # 1 when a usable row asks for the screenshot format: jobs reading the file get the
+    # screenshot_url column (migration 0005)
+    screenshots: Mapped[int] = mapped_column(Integer, default=0, server_default=ZERO)
     url: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

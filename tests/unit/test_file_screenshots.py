@@ -46,8 +46,8 @@ def test_a_files_rows_asking_for_a_screenshot_are_recorded(settings: Settings) -
 
 
 def test_an_old_upload_and_an_old_spec_keep_their_columns(settings: Settings, store) -> None:
-    """An upload stored before the flag (its ``fields`` only typed fields) and a spec without
-    ``screenshots`` read as before: no column."""
+    """An upload stored before the flag (``screenshots`` 0, the column's default) and a spec
+    without ``screenshots`` read as before: no column."""
     account, _ = store.get_or_create_account("old")
     old = UploadRow(
         id="upl_old",
@@ -63,10 +63,9 @@ def test_an_old_upload_and_an_old_spec_keep_their_columns(settings: Settings, st
     req = JobCreate.model_validate({"input": {"upload_id": "upl_old"}, "output": {"format": "csv"}})
     spec, _ = jobs.validate(req, settings, account, old)
     assert (spec.screenshots, spec.fields) == (False, {"price": "number"})
-    flagged = jobs.upload_fields({"price": "number"}, True)
-    old.fields = flagged
+    old.screenshots = 1  # a row of the file asks for one (uploads.screenshots, migration 0005)
     spec, _ = jobs.validate(req, settings, account, old)
-    assert (spec.screenshots, spec.fields) == (True, {"price": "number"})  # not a field
+    assert (spec.screenshots, spec.fields) == (True, {"price": "number"})
     stored = spec.model_dump(mode="json")
     del stored["screenshots"]
     assert JobSpec.model_validate(stored).screenshots is False

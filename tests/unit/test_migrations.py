@@ -336,7 +336,7 @@ def test_a_flow_run_refuses_an_old_schema_and_does_not_migrate(
     monkeypatch.setenv("PREFECT__FLOW_RUN_ID", "00000000-0000-0000-0000-000000000001")
     with pytest.raises(migrate.StoreOutdated, match="run `shoal db upgrade`") as err:
         Store(db_url).get_job("job_X")  # the flow's first look at the store
-    assert "is at schema 0002_host_slots, this code needs 0004" in str(err.value)
+    assert "is at schema 0002_host_slots, this code needs 0005" in str(err.value)
     assert migrate.current(db_url) == "0002_host_slots"
     monkeypatch.delenv("PREFECT__FLOW_RUN_ID")
     get_engine(db_url)  # any other process upgrades it
@@ -371,6 +371,40 @@ def test_a_store_at_0003_with_jobs_gains_schedules(db_url: str) -> None:
     )
     assert store.get_schedule("sch_A", alice.id).runs == 0  # type: ignore[union-attr]
     assert store.previous_run("sch_A", 1) is None
+
+
+def test_a_store_at_0004_with_uploads_gains_their_screenshot_flag(db_url: str) -> None:
+    """0005: an upload stored before is one whose rows ask for no screenshot (0), as the
+    code before read it; a new upload records the flag."""
+    from shoal.store import UploadRow
+
+    store = Store(db_url)
+    alice, _ = store.get_or_create_account("alice")
+
+    def upload(uid: str, **kw: object) -> UploadRow:
+        row = UploadRow(
+            id=uid, account_id=alice.id, format="csv", size_bytes=1, lines=1, urls_valid=1,
+            errors=[], fields={"price": "number"}, url="x", **kw,
+        )  # fmt: skip
+        return store.insert_upload(row)
+
+    upload("upl_old")
+    get_engine.cache_clear()
+    _sessionmaker.cache_clear()
+    _downgrade(db_url, "0004_schedules")
+    assert "screenshots" not in _rows(db_url, "uploads")[0]
+    assert migrate.upgrade(db_url).before == "0004_schedules"
+    (row,) = _rows(db_url, "uploads")
+    assert row["id"] == "upl_old" and row["screenshots"] == 0
+    engine = _engine(db_url)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True}
+        )
+        assert compare_metadata(context, Base.metadata) == []
+    engine.dispose()
+    upload("upl_new", screenshots=1)
+    assert store.get_upload("upl_new", alice.id).screenshots == 1  # type: ignore[union-attr]
 
 
 def test_a_flow_run_refuses_a_store_made_before_migrations(
