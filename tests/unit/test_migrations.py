@@ -94,6 +94,17 @@ def _rows(url: str, table: str) -> list[dict[str, Any]]:
     return found
 
 
+def _assert_schema_is_the_models(db_url: str) -> None:
+    """The store's schema is what the models declare (types and server defaults included)."""
+    engine = _engine(db_url)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": True}
+        )
+        assert compare_metadata(context, Base.metadata) == []
+    engine.dispose()
+
+
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, datetime) and isinstance(b, datetime):  # SQLite reads naive UTC
         return a.replace(tzinfo=a.tzinfo or UTC) == b.replace(tzinfo=b.tzinfo or UTC)
@@ -357,13 +368,7 @@ def test_a_store_at_0003_with_jobs_gains_schedules(db_url: str) -> None:
     assert migrate.upgrade(db_url).before == "0003_server_defaults"
     (row,) = _rows(db_url, "jobs")
     assert row["id"] == old.id and row["schedule_id"] is None and row["changes"] is None
-    engine = _engine(db_url)
-    with engine.connect() as conn:
-        context = MigrationContext.configure(
-            conn, opts={"compare_type": True, "compare_server_default": True}
-        )
-        assert compare_metadata(context, Base.metadata) == []
-    engine.dispose()
+    _assert_schema_is_the_models(db_url)
     from shoal.store import ScheduleRow
 
     store.insert_schedule(
@@ -396,13 +401,7 @@ def test_a_store_at_0004_with_uploads_gains_their_screenshot_flag(db_url: str) -
     assert migrate.upgrade(db_url).before == "0004_schedules"
     (row,) = _rows(db_url, "uploads")
     assert row["id"] == "upl_old" and row["screenshots"] == 0
-    engine = _engine(db_url)
-    with engine.connect() as conn:
-        context = MigrationContext.configure(
-            conn, opts={"compare_type": True, "compare_server_default": True}
-        )
-        assert compare_metadata(context, Base.metadata) == []
-    engine.dispose()
+    _assert_schema_is_the_models(db_url)
     upload("upl_new", screenshots=1)
     assert store.get_upload("upl_new", alice.id).screenshots == 1  # type: ignore[union-attr]
 
