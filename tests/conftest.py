@@ -98,6 +98,35 @@ def s3_server() -> Iterator[S3Server]:
             server.close()
 
 
+#: test directories whose tests mostly wait (stacks and Prefect servers starting, jobs running,
+#: zombie windows), not compute
+_WAITING = ("e2e", "integration")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files that mostly wait are spread among those that compute: one of each in turn, each
+    file's tests kept together and in order (module fixtures stay one).
+
+    The run is pytest-xdist ``--dist loadfile --no-loadscope-reorder`` (pyproject.toml), which
+    hands files out in this order to whichever worker is free. Its default reorder puts files
+    with the most tests first, so every end-to-end file (1-9 tests each) came last: the run's
+    last minutes had every worker waiting on a stack while the CPU idled (14:00 for 17 min of
+    CPU on 2 cores). Spread, a worker waiting on a stack leaves the cores to the others. At
+    ``-n 3`` this way every end-to-end test passed with the machine at load 6-24 (other work
+    beside it)."""
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    waiting = [f for f in files if f.split("/")[1:2] and f.split("/")[1] in _WAITING]
+    computing = [f for f in files if f not in set(waiting)]
+    order: list[str] = []
+    while waiting or computing:
+        for queue in (waiting, computing):
+            if queue:
+                order.append(queue.pop(0))
+    items[:] = [item for f in order for item in files[f]]
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Lines tests record as their ``summary`` property (the fuzz run's request count), shown
     at the end of the run: a worker's output is not, under pytest-xdist."""
