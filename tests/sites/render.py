@@ -26,6 +26,8 @@ when its script has run; the served HTML holds ``<span class="price"></span>``.
 - ``/js-redirect?to=URL`` sends the browser to ``URL`` (default ``/plain``) from its ``load``
   handler; ``/meta-refresh?to=URL`` by ``<meta http-equiv=refresh>``;
   ``/hostile-globals`` the price, then ``scrollTo`` and ``requestAnimationFrame`` broken
+- ``/tall`` the price at once on a tall page (red viewport, blue below); its first ``scroll``
+  event writes ``data-scrolled`` on ``<body>``
 - ``/headers`` the request headers as JSON; ``/requests?other=ORIGIN`` puts what ``/headers``
   answered its ``fetch()`` into ``<pre id="xhr">``, then loads ``/app.js`` (a script), and from
   ``ORIGIN`` an image, a script and a ``fetch()``, then writes the price (``navigator.userAgent``
@@ -108,6 +110,13 @@ def _ssrf_page(targets: list[str], ws: str | None) -> str:
 
 PAGES: dict[str, str] = {
     "/plain": _page("plain").replace(_PRICE, f'<span class="price">{PRICE}</span>'),
+    "/tall": _page(
+        "tall",
+        body='<div style="height: 800px; background: #c00"></div>'
+        '<div style="height: 5000px; background: #00c"></div>',
+        script=f"{_SET} window.addEventListener('scroll', "
+        "() => { document.body.dataset.scrolled = '1'; }, { once: true });",
+    ),
     "/xhr": _page(
         "xhr",
         script="fetch('/api/price').then(r => r.json()).then(d => "

@@ -75,6 +75,24 @@ async def test_scroll_content_is_shown_after_load(
     assert PRICE_HTML in page.html
 
 
+async def test_a_selector_there_at_load_spares_the_scroll(
+    renderer: Renderer, render_site: RenderSite
+) -> None:
+    """Scrolling costs a layout and paint of the page's end: a waited-for selector that is
+    there at load skips it; otherwise (and for load) the page is scrolled, and a viewport
+    screenshot still shows the page as it opens, not its end."""
+    tall = render_site.url("/tall")
+    spared = await renderer.render(tall, wait_for={"selector": ".price:not(:empty)"})
+    assert PRICE_HTML in spared.html and "data-scrolled" not in spared.html
+    scrolled = await renderer.render(tall, wait_for={"selector": "body[data-scrolled]"})
+    assert 'data-scrolled="1"' in scrolled.html
+    loaded = await renderer.render(tall, wait_for="load")
+    assert 'data-scrolled="1"' in loaded.html
+    top = await renderer.render(tall, wait_for={"selector": ".price"}, screenshot="viewport")
+    back = await renderer.render(tall, wait_for="load", screenshot="viewport")
+    assert top.screenshot_png is not None and top.screenshot_png == back.screenshot_png
+
+
 async def test_networkidle_waits_for_the_xhr(renderer: Renderer, render_site: RenderSite) -> None:
     page = await renderer.render(render_site.url("/xhr"), wait_for="networkidle")
     assert PRICE_HTML in page.html
