@@ -808,7 +808,10 @@ class PageResult(BaseModel):
     links: list[str] | None = None
     metadata: dict[str, Any] | None = None
     screenshot_url: str | None = Field(
-        None, description="Signed link to the page's PNG (the `screenshot` format)."
+        None,
+        description="Signed link to the page's PNG (the `screenshot` format, with `render`); "
+        "it expires when the job's `download_url` does (rows read while the job runs: "
+        "`output.expires_in_s` from the read).",
     )
     not_modified: bool | None = None
     change: Literal["added", "changed", "unchanged"] | None = None
