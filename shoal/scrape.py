@@ -490,8 +490,8 @@ async def _render_one(
         credits=cost,
         content_hash="sha256:" + hashlib.sha256(dom).hexdigest(),  # of the rendered DOM
         # the document's validators: the next run asks with them first (_render_if_modified)
-        etag=_header(page.headers, "etag"),
-        last_modified=_header(page.headers, "last-modified"),
+        etag=page.headers.get("etag"),  # Playwright's names are lower-cased
+        last_modified=page.headers.get("last-modified"),
     )
     if page.screenshot_png is not None:
         try:
@@ -504,14 +504,6 @@ async def _render_one(
             why = f"the page rendered, but its screenshot could not be stored: {exc!r}"
             return _error_row(row, FetchError("render_failed", why, final_url=page.final_url))
     return await _with_page(rt, row, opts, page.html, page.final_url, None)
-
-
-def _header(headers: dict[str, str], name: str) -> str | None:
-    """A header of the rendered document (Playwright gives them lower-cased; any case)."""
-    value = headers.get(name)
-    if value is None:
-        value = next((v for k, v in headers.items() if k.lower() == name), None)
-    return value
 
 
 async def _render_if_modified(

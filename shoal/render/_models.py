@@ -48,7 +48,8 @@ class WaitFor:
 class Rendered:
     """A page as the browser left it: ``html`` is the DOM serialised after ``wait_for``.
 
-    ``status``/``headers`` are the main document's (after redirects); ``timings`` in seconds
+    ``status``/``headers`` are the main document's (after redirects; header names lower-cased, as
+    Playwright gives them); ``timings`` in seconds
     (``navigate``, ``wait``, ``content``, ``screenshot``, ``total``); ``refused``: the
     connections the page tried that the guard refused (``host:port reason``); ``attempts``: 2
     when a crash made the renderer try again."""
