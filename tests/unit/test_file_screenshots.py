@@ -24,6 +24,7 @@ from shoal.scrape import JobRuntime, scrape_chunk
 from shoal.settings import Settings, get_settings
 from shoal.storage import get_storage
 from shoal.store import UploadRow, get_store
+from tests.s3server import S3Server
 from tests.sites.render import PRICE, RenderSite, need_browser
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -72,15 +73,18 @@ def test_an_old_upload_and_an_old_spec_keep_their_columns(settings: Settings, st
 
 
 def test_staging_an_s3_file_records_its_screenshot_rows(
-    settings: Settings, store, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, store, s3_server: S3Server
 ) -> None:
-    """The flow reads an S3 file at staging, before any part: the spec gets the flag there."""
+    """The flow reads an S3 file at staging (moto's server), before any part: the spec gets
+    the flag there."""
     body = b"url,formats,render\nhttps://a.example/,screenshot,true\nhttps://b.example/,,\n"
-    monkeypatch.setattr(staging, "open_object", lambda *a, **k: io.BytesIO(body))
+    bucket = s3_server.make_bucket()
+    s3_server.client().put_object(Bucket=bucket, Key="urls.csv", Body=body)
+    settings = settings.model_copy(update={"s3_endpoint_url": s3_server.endpoint_url})
     account, _ = store.get_or_create_account("s3")
     req = JobCreate.model_validate(
         {
-            "input": {"s3_uri": "s3://bucket/urls.csv"},
+            "input": {"s3_uri": f"s3://{bucket}/urls.csv"},
             "defaults": {"selectors": {"price": ".price"}},
             "output": {"format": "csv"},
         }
